@@ -1,0 +1,1 @@
+"""HTTP gateway. Imports nothing heavy: no torch, diffusers or insightface."""

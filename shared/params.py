@@ -1,0 +1,95 @@
+"""Generation parameters: ranges written once, shared by the HTTP form, the Celery task payload,
+the CLI and the Python API (``pipeline.generate(...)``).
+
+Example::
+
+    params = GenerationParams(body_type="athletic", height_cm=170, weight_kg=65, gender="female")
+    params.steps()          # 8 in fast mode (LCM), 30 in quality mode
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shared.errors import ErrorCode, IdentityBodyError
+
+BodyType = Literal["slim", "athletic", "muscular", "average", "curvy"]
+Gender = Literal["male", "female", "other"]
+Pose = Literal["standing", "walking", "sitting"]
+Mode = Literal["fast", "quality"]
+
+# Per-mode defaults. fast: LCM-LoRA + LCMScheduler, guidance <= 1 so the batch is not doubled.
+# quality: Euler, 30 steps, classifier-free guidance 5.
+MODE_DEFAULTS: dict[str, dict[str, float | int]] = {
+    "fast": {"num_inference_steps": 8, "guidance_scale": 0.0},
+    "quality": {"num_inference_steps": 30, "guidance_scale": 5.0},
+}
+
+# The seed's body_params keys (what ``pipeline(face_image=..., body_params={...})`` accepts).
+BODY_PARAM_KEYS = ("body_type", "height_cm", "weight_kg", "gender", "ethnicity", "skin_tone", "pose", "clothing")
+
+
+class GenerationParams(BaseModel):
+    """Everything a caller can set about one generation job."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    body_type: BodyType = Field("average", description="slim, athletic, muscular, average or curvy.")
+    height_cm: float = Field(170, ge=50, le=300, description="Height in centimetres, 50-300.")
+    weight_kg: float = Field(65, ge=20, le=500, description="Weight in kilograms, 20-500.")
+    gender: Gender = Field("other", description="male, female or other.")
+    ethnicity: str | None = Field(None, max_length=64, description="Free text; filled by appearance analysis when empty.")
+    skin_tone: str | None = Field(None, max_length=64, description="Free text; filled by appearance analysis when empty.")
+    pose: Pose = Field("standing", description="standing, walking or sitting.")
+    clothing: str = Field("casual minimal", max_length=200, description="Clothing description.")
+    num_images: int = Field(4, ge=1, le=4, description="Variations, 1-4, generated in one batch.")
+    mode: Mode = Field("fast", description="fast: LCM-LoRA, few steps; quality: Euler, 30 steps, guidance 5.")
+    num_inference_steps: int | None = Field(None, ge=1, le=100, description="Default: 8 in fast mode, 30 in quality mode.")
+    guidance_scale: float | None = Field(None, ge=0, le=20, description="Default: 0 in fast mode, 5 in quality mode.")
+    controlnet_conditioning_scale: float = Field(0.8, ge=0, le=2, description="IdentityNet (keypoint ControlNet) strength.")
+    ip_adapter_scale: float = Field(0.8, ge=0, le=2, description="Identity (face embedding) strength.")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Image i uses seed + i; random when empty.")
+    width: int = Field(768, ge=64, le=2048, multiple_of=8, description="Output width in pixels, multiple of 8.")
+    height: int = Field(1024, ge=64, le=2048, multiple_of=8, description="Output height in pixels, multiple of 8.")
+    use_gemini_analysis: bool = Field(False, description="Send the face to Gemini for skin tone/ethnicity/age (opt-in).")
+
+    @model_validator(mode="after")
+    def _fast_mode_guidance(self) -> "GenerationParams":
+        if self.mode == "fast" and self.guidance_scale is not None and self.guidance_scale > 1:
+            raise ValueError("guidance_scale must be at most 1 in fast (LCM) mode; use mode=quality for guidance above 1")
+        return self
+
+    def steps(self) -> int:
+        return int(self.num_inference_steps or MODE_DEFAULTS[self.mode]["num_inference_steps"])
+
+    def guidance(self) -> float:
+        g = self.guidance_scale
+        return float(MODE_DEFAULTS[self.mode]["guidance_scale"] if g is None else g)
+
+    def body_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in BODY_PARAM_KEYS}
+
+
+def parse_params(data: dict[str, Any]) -> GenerationParams:
+    """Validate ``data`` into GenerationParams, raising IdentityBodyError(invalid_parameter) that names
+    the field and its range.
+
+    Example::
+
+        parse_params({"height_cm": 20})
+        # IdentityBodyError: height_cm: Height in centimetres, 50-300. (got 20)
+    """
+    try:
+        return GenerationParams.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or None
+        described = GenerationParams.model_fields.get(field or "")
+        hint = f" {described.description}" if described is not None and described.description else ""
+        got = first.get("input")
+        got_txt = "" if isinstance(got, dict) else f" (got {got!r})"
+        message = f"{field}: {first['msg']}.{hint}{got_txt}" if field else f"{first['msg']}."
+        code = ErrorCode.INVALID_PARAMETER
+        raise IdentityBodyError(code, message, field=field) from None

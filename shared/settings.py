@@ -1,0 +1,87 @@
+"""One settings object for every process, read from the environment (prefix ``IDBODY_``) and ``.env``.
+
+Example::
+
+    from shared.settings import get_settings
+    settings = get_settings()
+    settings.redis_url            # IDBODY_REDIS_URL
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "IDBODY_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- queue and job records -------------------------------------------------------
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Valkey/Redis for jobs and the Celery broker.")
+    job_retention_s: int = Field(7 * 24 * 3600, ge=60, description="How long job records and result images are kept.")
+    upload_retention_s: int = Field(0, ge=0, description="Keep face uploads this long after a job ends (0: delete at once).")
+    task_soft_time_limit_s: int = Field(540, ge=10, description="Generation is asked to stop after this long.")
+    task_time_limit_s: int = Field(600, ge=10, description="A task is killed after this long.")
+    broker_visibility_timeout_s: int = Field(3600, ge=60, description="Unacked tasks are redelivered after this; must exceed task_time_limit_s.")
+    worker_heartbeat_ttl_s: int = Field(30, ge=5, description="A worker counts as alive this long after its last heartbeat.")
+
+    # --- object storage (any S3-compatible endpoint) ----------------------------------
+    s3_endpoint_url: str | None = Field("http://127.0.0.1:8333", description="S3 endpoint; empty for AWS itself.")
+    s3_region: str = "us-east-1"
+    s3_access_key: str = Field("idbody", description="S3 access key id.")
+    s3_secret_key: SecretStr = Field(SecretStr("idbody-secret-change-me"), description="S3 secret key.")
+    s3_bucket_uploads: str = "idbody-uploads"
+    s3_bucket_results: str = "idbody-results"
+    s3_presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600, description="Lifetime of presigned result URLs.")
+    public_results_base_url: str | None = Field(None, description="If set, result URLs are this base + key (a CDN) instead of presigned.")
+
+    # --- gateway -----------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_api_url: str | None = Field(None, description="Base URL used in status_url/result_url; default: the request's own.")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Larger uploads get 413.")
+    max_image_pixels: int = Field(40_000_000, ge=10_000, description="Decompression-bomb cap on width*height.")
+    min_image_side: int = Field(64, ge=16, description="Uploads with a shorter side are refused.")
+    max_wait_s: int = Field(60, ge=0, le=600, description="Largest N honoured in 'Prefer: wait=N'.")
+    preflight_face_check: bool = Field(False, description="Reject uploads with no face before queueing (needs the ml extra on the gateway).")
+
+    # --- engine ----------------------------------------------------------------------
+    model_profile: Literal["auto", "instantid", "tiny"] = Field("auto", description="auto: instantid when the model folder verifies and a GPU exists, else tiny.")
+    model_dir: Path = Field(Path("models"), description="Folder the released weights are downloaded into.")
+    tiny_model_dir: Path = Field(Path(".cache/tiny-models"), description="Folder the tiny profile is built into.")
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    onnx_providers: list[str] = Field(["CUDAExecutionProvider", "CPUExecutionProvider"], description="onnxruntime providers, first available wins.")
+    min_face_px: int = Field(128, ge=8, description="Faces whose shorter bbox side is smaller get face_too_small.")
+    cpu_offload: bool = Field(False, description="enable_model_cpu_offload() for GPUs with little VRAM.")
+    vae_tiling: bool = Field(False, description="enable_vae_tiling() to cut decode memory.")
+    hf_token: SecretStr | None = Field(None, description="Token for model downloads, if your mirror needs one.")
+
+    # --- appearance analysis (Gemini, opt-in) -------------------------------------------
+    gemini_api_key: SecretStr | None = Field(None, description="No key: appearance analysis is skipped.")
+    gemini_model: str = "gemini-2.5-flash"
+    gemini_base_url: str | None = Field(None, description="Override the Gemini API base URL (tests, proxies).")
+    gemini_timeout_s: float = Field(10.0, gt=0, le=120)
+    gemini_max_retries: int = Field(2, ge=0, le=5)
+    gemini_max_concurrency: int = Field(2, ge=1, le=32)
+
+    # --- auth, webhooks, limits -----------------------------------------------------------
+    auth_disabled: bool = Field(False, description="Development only: accept requests without an API key.")
+    webhook_allow_hosts: list[str] = Field([], description="Hosts allowed as webhook targets even if private (local development).")
+    webhook_timeout_s: float = Field(10.0, gt=0, le=60)
+    webhook_max_attempts: int = Field(8, ge=1, le=20)
+
+    log_level: str = "INFO"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once. Tests build ``Settings(...)`` directly instead."""
+    return Settings()

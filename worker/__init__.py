@@ -1,0 +1,1 @@
+"""Celery workers and the InstantID engine they keep resident."""
