@@ -1,0 +1,52 @@
+"""The Celery application and its whole configuration, in one module. Tasks are registered by
+``worker.tasks``; the gateway only needs ``send_task`` and so never imports the worker.
+
+Example::
+
+    app = make_celery(get_settings())
+    app.send_task(GENERATE_TASK, args=[request_id], queue=GPU_QUEUE)
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from shared.queues import DELIVER_WEBHOOK_TASK, GENERATE_TASK, GPU_QUEUE, IO_QUEUE, SWEEP_TASK
+from shared.settings import Settings
+
+
+def make_celery(settings: Settings) -> Celery:
+    if settings.broker_visibility_timeout_s <= settings.task_time_limit_s:
+        raise ValueError(
+            "broker_visibility_timeout_s must be longer than task_time_limit_s, or a running task "
+            "is redelivered to a second worker while the first still works on it"
+        )
+    app = Celery("identity_body", broker=settings.redis_url)
+    app.conf.update(
+        # the job record in Redis is the status API; Celery keeps no results
+        task_ignore_result=True,
+        result_backend=None,
+        task_queues=(Queue(GPU_QUEUE), Queue(IO_QUEUE)),
+        task_default_queue=IO_QUEUE,
+        task_routes={
+            GENERATE_TASK: {"queue": GPU_QUEUE},
+            DELIVER_WEBHOOK_TASK: {"queue": IO_QUEUE},
+            SWEEP_TASK: {"queue": IO_QUEUE},
+        },
+        # a task is acknowledged only when it finished; a worker that dies mid-job gets its task
+        # redelivered, and the job record makes the second run a no-op if the first had finished
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.task_soft_time_limit_s,
+        task_time_limit=settings.task_time_limit_s,
+        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+    )
+    return app
