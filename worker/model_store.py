@@ -338,6 +338,8 @@ def hub_download_kwargs(
         "revision": source.revision,
         "allow_patterns": [f.name for f in source.files],
         "local_dir": str(Path(model_dir) / source.folder),
+        # the hub client still keeps refs and tree listings in a cache: keep it in the one folder
+        "cache_dir": str(Path(model_dir) / DOWNLOADS_DIR / "hub-cache"),
         "token": token,
     }
     if endpoint is not None:
@@ -347,21 +349,22 @@ def hub_download_kwargs(
 
 @contextlib.contextmanager
 def _hub_progress_bars(enabled: bool) -> Iterator[None]:
+    """Silence huggingface_hub's bars for this call only; when enabled, leave the user's
+    HF_HUB_DISABLE_PROGRESS_BARS choice alone."""
     from huggingface_hub.utils import (
         are_progress_bars_disabled,
         disable_progress_bars,
         enable_progress_bars,
     )
 
-    was_disabled = are_progress_bars_disabled()
-    if enabled:
-        enable_progress_bars()
-    else:
-        disable_progress_bars()
+    if enabled or are_progress_bars_disabled():
+        yield
+        return
+    disable_progress_bars()
     try:
         yield
     finally:
-        (disable_progress_bars if was_disabled else enable_progress_bars)()
+        enable_progress_bars()
 
 
 def _download_hub(source: HubSource, model_dir: Path, token: str | None, endpoint: str | None, progress: bool) -> None:
