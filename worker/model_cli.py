@@ -35,8 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "face pack into one folder. Parts that already verify are skipped; an interrupted run "
         "resumes where it stopped.",
     )
-    download.add_argument("--model-dir", type=Path, default=None,
-                          help="Model folder (default: settings model_dir, env IDBODY_MODEL_DIR).")
+    _add_model_dir(download)
     download.add_argument("--only", default=None, metavar="PARTS",
                           help=f"Comma-separated parts to fetch, from: {parts} (default: all).")
     download.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
@@ -47,8 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Print each expected file of the model folder as ok / missing / wrong size "
         "(sizes from a stat, no hashing unless --checksums). Exits 1 when anything is missing.",
     )
-    verify.add_argument("--model-dir", type=Path, default=None,
-                        help="Model folder (default: settings model_dir, env IDBODY_MODEL_DIR).")
+    _add_model_dir(verify)
     verify.add_argument("--checksums", action="store_true",
                         help="Also hash each file and compare its sha256 where one is on record (slow: reads every byte).")
     verify.add_argument("--json", action="store_true", help="Print the report as JSON instead of lines.")
@@ -62,6 +60,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tiny.add_argument("--dir", type=Path, default=None,
                       help="Output folder (default: settings tiny_model_dir, env IDBODY_TINY_MODEL_DIR).")
     tiny.set_defaults(func=run_build_tiny)
+
+
+def _add_model_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="Model folder (default: settings model_dir, env IDBODY_MODEL_DIR).")
 
 
 def _settings():
