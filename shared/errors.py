@@ -42,6 +42,8 @@ class ErrorCode(StrEnum):
     JOB_CANCELED = "job_canceled"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"
+    # model management (CLI)
+    MODEL_DOWNLOAD_FAILED = "model_download_failed"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -70,6 +72,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.JOB_CANCELED: 409,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.MODEL_DOWNLOAD_FAILED: 502,
 }
 
 
