@@ -44,6 +44,9 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
     # model management (CLI)
     MODEL_DOWNLOAD_FAILED = "model_download_failed"
+    # HTTP routing (no such path, wrong method)
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -73,6 +76,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.MODEL_DOWNLOAD_FAILED: 502,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
 }
 
 
