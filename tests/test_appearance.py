@@ -275,3 +275,25 @@ def test_a_failure_logs_one_line(gemini: GeminiServer, analyzer: AppearanceAnaly
     assert len(lines) == 1
     assert lines[0].levelname == "WARNING"
     assert "reason=server_error" in lines[0].getMessage()
+
+
+def test_unreadable_image_fails_without_a_request(gemini: GeminiServer, analyzer: AppearanceAnalyzer) -> None:
+    buffer = io.BytesIO()
+    Image.effect_noise((256, 256), 64).convert("RGB").save(buffer, format="JPEG")
+    data = buffer.getvalue()
+    truncated = Image.open(io.BytesIO(data[: len(data) // 2]))  # header decodes, pixels do not
+
+    analysis = analyzer.analyze(truncated)
+
+    assert analysis["status"] == "failed"
+    assert analysis["reason"] == "invalid_image"
+    assert gemini.count == 0
+
+
+def test_submit_after_close_degrades(gemini: GeminiServer) -> None:
+    analyzer = AppearanceAnalyzer.from_settings(gemini_settings(gemini.base_url))
+    analyzer.close()
+    analysis = analyzer.analyze(face_photo())
+    assert analysis["status"] == "failed"
+    assert analysis["reason"] == "internal_error"
+    assert gemini.count == 0

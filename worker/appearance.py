@@ -179,20 +179,24 @@ class AppearanceAnalyzer:
             analysis = analyzer.result(future)
         """
         if self.client is None:
-            done: Future[dict[str, Any]] = Future()
-            done.set_result(
+            return _resolved(
                 skipped_analysis(
                     FailureReason.NO_API_KEY,
                     "Appearance analysis is not configured on this server (no Gemini API key); "
                     "the job ran without it.",
                 )
             )
-            return done
         deadline = time.monotonic() + self.timeout_s
-        # A copy taken here, on the caller's thread: the caller may keep using (or lazily load)
-        # the original while the pool thread encodes this one.
-        snapshot = image.copy()
-        return self._pool.submit(self._run, snapshot, deadline)
+        try:
+            # A copy taken here, on the caller's thread: the caller may keep using (or lazily
+            # load) the original while the pool thread encodes this one.
+            snapshot = image.copy()
+        except (OSError, ValueError) as exc:
+            return _resolved(self._failed(_Failure(FailureReason.INVALID_IMAGE, f"The face image could not be read: {exc}.")))
+        try:
+            return self._pool.submit(self._run, snapshot, deadline)
+        except RuntimeError:  # the pool is shut down: the worker is stopping
+            return _resolved(self._failed(_Failure(FailureReason.INTERNAL_ERROR, "Appearance analysis is shut down on this worker.")))
 
     def result(self, future: Future[dict[str, Any]]) -> dict[str, Any]:
         """Wait for a submitted analysis, at most ``timeout_s`` (plus a small grace); never raises.
@@ -324,6 +328,12 @@ def _classify_api_error(exc: genai_errors.APIError) -> _Failure:
     if code >= 500:
         return _Failure(FailureReason.SERVER_ERROR, f"Gemini had a server error ({detail}).", retryable=True)
     return _Failure(FailureReason.API_ERROR, f"Gemini refused the request ({detail}): {exc.message or ''}".rstrip(": "))
+
+
+def _resolved(analysis: dict[str, Any]) -> Future[dict[str, Any]]:
+    done: Future[dict[str, Any]] = Future()
+    done.set_result(analysis)
+    return done
 
 
 def _name(value: object) -> str:
