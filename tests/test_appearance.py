@@ -14,7 +14,7 @@ from PIL import Image
 from shared.params import GenerationParams
 from shared.settings import Settings
 from tests.gemini_server import GeminiServer, Reply, answer_body, error_body
-from worker.appearance import MAX_SIDE_PX, AppearanceAnalyzer, encode_face
+from worker.appearance import MAX_SIDE_PX, AppearanceAnalyzer, encode_face, start_analysis
 from worker.appearance_schema import DESCRIPTIVE_FIELDS, merge_analysis, not_requested_analysis
 
 KEY = "test-key"
@@ -297,3 +297,17 @@ def test_submit_after_close_degrades(gemini: GeminiServer) -> None:
     assert analysis["status"] == "failed"
     assert analysis["reason"] == "internal_error"
     assert gemini.count == 0
+
+
+def test_start_analysis_honours_the_per_request_opt_in(gemini: GeminiServer, analyzer: AppearanceAnalyzer) -> None:
+    gemini.script(Reply(200, answer_body(GOOD)))
+    photo = face_photo()
+
+    not_requested = start_analysis(analyzer, photo, requested=False).result()
+    not_configured = start_analysis(None, photo, requested=True).result()
+    assert (not_requested["status"], not_requested["reason"]) == ("skipped", "not_requested")
+    assert (not_configured["status"], not_configured["reason"]) == ("skipped", "no_api_key")
+    assert gemini.count == 0
+
+    assert start_analysis(analyzer, photo, requested=True).result()["skin_tone"] == "warm ivory"
+    assert gemini.count == 1

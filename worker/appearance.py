@@ -37,6 +37,7 @@ from worker.appearance_schema import (
     AppearanceAnswer,
     FailureReason,
     failed_analysis,
+    not_requested_analysis,
     skipped_analysis,
     success_analysis,
 )
@@ -179,13 +180,7 @@ class AppearanceAnalyzer:
             analysis = analyzer.result(future)
         """
         if self.client is None:
-            return _resolved(
-                skipped_analysis(
-                    FailureReason.NO_API_KEY,
-                    "Appearance analysis is not configured on this server (no Gemini API key); "
-                    "the job ran without it.",
-                )
-            )
+            return _resolved(_no_key_analysis())
         deadline = time.monotonic() + self.timeout_s
         try:
             # A copy taken here, on the caller's thread: the caller may keep using (or lazily
@@ -300,6 +295,25 @@ class AppearanceAnalyzer:
         return f"Gemini did not answer within {self.timeout_s:g} s; the job ran without appearance analysis."
 
 
+def start_analysis(
+    analyzer: AppearanceAnalyzer | None, image: Image.Image, requested: bool
+) -> Future[dict[str, Any]]:
+    """The pipeline's one entry point: a future ``analysis`` dict for this job, whichever of the
+    three cases holds (not requested, not configured, or running).
+
+    Example::
+
+        future = start_analysis(pipeline.appearance_analyzer, face, params.use_gemini_analysis)
+        ...  # face analysis
+        analysis = future.result()     # already bounded by the analyzer's deadline
+    """
+    if not requested:
+        return _resolved(not_requested_analysis())
+    if analyzer is None:
+        return _resolved(_no_key_analysis())
+    return analyzer.submit(image)
+
+
 def _answer_from(response: genai_types.GenerateContentResponse) -> AppearanceAnswer:
     """The validated answer in a response, or the _Failure that explains why there is none."""
     feedback = response.prompt_feedback
@@ -328,6 +342,13 @@ def _classify_api_error(exc: genai_errors.APIError) -> _Failure:
     if code >= 500:
         return _Failure(FailureReason.SERVER_ERROR, f"Gemini had a server error ({detail}).", retryable=True)
     return _Failure(FailureReason.API_ERROR, f"Gemini refused the request ({detail}): {exc.message or ''}".rstrip(": "))
+
+
+def _no_key_analysis() -> dict[str, Any]:
+    return skipped_analysis(
+        FailureReason.NO_API_KEY,
+        "Appearance analysis is not configured on this server (no Gemini API key); the job ran without it.",
+    )
 
 
 def _resolved(analysis: dict[str, Any]) -> Future[dict[str, Any]]:
