@@ -100,6 +100,14 @@ class GeminiServer:
         with self._cond:
             return len(self.requests)
 
+    def reset(self) -> None:
+        """Forget what was received and scripted (for a server shared by several tests)."""
+        with self._cond:
+            self.requests.clear()
+            self._script.clear()
+            self.default = Reply(200, answer_body({"confidence": 0.5}))
+            self.max_in_flight = 0
+
     def script(self, *replies: Reply) -> None:
         self._script.extend(replies)
 

@@ -37,7 +37,7 @@ from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-APPEARANCE_TIMEOUT_S = 30.0
+APPEARANCE_GRACE_S = 1.0
 
 
 def resolve_model_dir(settings: Settings, cuda_available: bool | None = None) -> tuple[str, Path]:
@@ -89,6 +89,10 @@ class IdentityPipeline:
             analyzer.load()
             self.engine = load_engine(self.model_dir, policy)
             self.face_analyzer = analyzer
+            if self.appearance_analyzer is None and self.settings.gemini_api_key is not None:
+                from worker.appearance import AppearanceAnalyzer
+
+                self.appearance_analyzer = AppearanceAnalyzer.from_settings(self.settings)
         return self
 
     @property
@@ -136,7 +140,7 @@ class IdentityPipeline:
         t = time.perf_counter()
         face = self.face_analyzer.analyze(face_image)
         timings["face_analysis_s"] = time.perf_counter() - t
-        analysis = {"face": _face_summary(face), **self._appearance(pending, params.use_gemini_analysis)}
+        analysis = {"face": _face_summary(face), **self._appearance(pending)}
         timings["appearance_wait_s"] = time.perf_counter() - t - timings["face_analysis_s"]
         prompt = build_prompt(params.body_params(), analysis)
         kps = retarget_kps(face.kps, params.width, params.height, params.pose)
@@ -156,17 +160,15 @@ class IdentityPipeline:
     # --- appearance analysis hook ------------------------------------------------------------
     def _submit_appearance(self, face_image: Image.Image, wanted: bool):
         # Submitted before face analysis so both run at the same time.
-        if wanted and self.appearance_analyzer is not None:
-            return self.appearance_analyzer.submit(face_image)
-        return None
+        from worker.appearance import start_analysis
 
-    def _appearance(self, pending, wanted: bool) -> dict[str, Any]:
-        if not wanted:
-            return {"appearance": {"status": "skipped", "reason": "use_gemini_analysis is false"}}
-        if pending is None:
-            return {"appearance": {"status": "skipped", "reason": "no appearance analyzer is configured"}}
+        return start_analysis(self.appearance_analyzer, face_image, wanted)
+
+    def _appearance(self, pending) -> dict[str, Any]:
+        # The analyzer resolves its future by gemini_timeout_s after submit; the grace only
+        # covers thread hand-off, so the GPU never waits much past the Gemini timeout.
         try:
-            found = dict(pending.result(timeout=APPEARANCE_TIMEOUT_S))
+            found = dict(pending.result(timeout=self.settings.gemini_timeout_s + APPEARANCE_GRACE_S))
         except Exception as exc:  # noqa: BLE001 - analysis is optional; the job goes on without it
             log.warning("appearance analysis failed: %s", exc)
             return {"appearance": {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}}
