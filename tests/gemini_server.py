@@ -22,6 +22,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 from contextlib import contextmanager
 
+# A complete, plausible answer for tests that need a good one.
+GOOD_ANSWER: dict[str, Any] = {
+    "skin_tone": "warm ivory",
+    "ethnicity": "East Asian",
+    "age_range": "25-34",
+    "gender_presentation": "feminine",
+    "hair": "long straight black hair",
+    "confidence": 0.82,
+}
+
 _PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):generateContent$")
 
 

@@ -13,19 +13,12 @@ from PIL import Image
 
 from shared.params import GenerationParams
 from shared.settings import Settings
-from tests.gemini_server import GeminiServer, Reply, answer_body, error_body
+from tests.gemini_server import GOOD_ANSWER, GeminiServer, Reply, answer_body, error_body
 from worker.appearance import MAX_SIDE_PX, AppearanceAnalyzer, encode_face, start_analysis
 from worker.appearance_schema import DESCRIPTIVE_FIELDS, merge_analysis, not_requested_analysis
 
 KEY = "test-key"
-GOOD = {
-    "skin_tone": "warm ivory",
-    "ethnicity": "East Asian",
-    "age_range": "25-34",
-    "gender_presentation": "feminine",
-    "hair": "long straight black hair",
-    "confidence": 0.82,
-}
+GOOD = GOOD_ANSWER
 
 
 def gemini_settings(base_url: str | None, key: str | None = KEY, **overrides: object) -> Settings:

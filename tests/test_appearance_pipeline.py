@@ -11,20 +11,13 @@ import pytest
 from PIL import Image
 
 from shared.settings import Settings
-from tests.gemini_server import GeminiServer, Reply, answer_body, error_body
+from tests.gemini_server import GOOD_ANSWER, GeminiServer, Reply, answer_body, error_body
 from worker.appearance import AppearanceAnalyzer
 from worker.identity_pipeline import IdentityPipeline
 
 insightface = pytest.importorskip("insightface")
 KEY = "pipeline-key"
-GOOD = {
-    "skin_tone": "warm ivory",
-    "ethnicity": "East Asian",
-    "age_range": "25-34",
-    "gender_presentation": "feminine",
-    "hair": "long straight black hair",
-    "confidence": 0.9,
-}
+GOOD = GOOD_ANSWER
 SMALL_RUN = {"num_images": 1, "width": 64, "height": 64, "num_inference_steps": 1, "seed": 7}
 
 
