@@ -83,7 +83,7 @@ SMOOTH_REGIONS = ("left_cheek", "right_cheek", "forehead")
 CUES: tuple[tuple[str, float, float], ...] = (
     *((f"contrast_{i}", 0.25, 1.0) for i in range(len(CONTRASTS))),  # effect sizes
     ("eye_symmetry", 0.15, 1.0),  # effect size
-    ("structure", 0.6, 0.5),  # cell variance / pixel variance
+    ("structure", 0.78, 0.2),  # cell variance / pixel variance
     ("smooth", 0.65, 0.3),  # 1 - (variance inside cheeks and forehead) / cell variance
     ("std", 0.1, 0.4),  # of the cell means, input units (about [-1, 1])
     ("red_over_green", -0.03, 0.06),  # input units; grey photos sit at 0
