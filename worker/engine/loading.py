@@ -79,7 +79,9 @@ def _variant(folder: Path, policy: DevicePolicy) -> str | None:
 
 
 def _load_base(model_dir: Path, policy: DevicePolicy):
-    from diffusers import AutoencoderKL, StableDiffusionXLPipeline
+    from diffusers import AutoencoderKL
+
+    from worker.engine.vae_memory import fallback_pipeline_class
 
     sdxl = layout.part(model_dir, layout.SDXL_DIR)
     missing = missing_base_files(model_dir)
@@ -92,7 +94,7 @@ def _load_base(model_dir: Path, policy: DevicePolicy):
     else:
         log.warning("no fp16-fix VAE in %s: using SDXL's own VAE (upcast to fp32 to decode in fp16)", vae_dir)
     try:
-        return StableDiffusionXLPipeline.from_pretrained(
+        return fallback_pipeline_class().from_pretrained(
             sdxl, dtype=policy.dtype, variant=_variant(sdxl / "unet", policy), **extra)
     except (OSError, ValueError) as exc:
         raise models_missing_error(model_dir, [], cause=str(exc)) from exc
