@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import CLIPTokenizer
 
 from shared.errors import ErrorCode, IdentityBodyError
 from shared.settings import Settings
@@ -20,6 +21,7 @@ from worker.engine.devices import DevicePolicy
 from worker.engine.generation import generate_images
 from worker.engine.loading import FALLBACK_NOTE, load_engine
 from worker.engine.tiny import MARKER, build_tiny_model_dir, is_complete
+from worker.prompts import build_prompt
 
 CPU = DevicePolicy("cpu", "float32", False, False, reason="tests")
 
@@ -55,6 +57,10 @@ def test_tokenizers_use_the_released_file_layout(tiny_model_dir):
     for name in ("tokenizer", "tokenizer_2"):
         folder = layout.part(tiny_model_dir, f"{layout.SDXL_DIR}/{name}")
         assert {p.name for p in folder.iterdir()} == {"vocab.json", "merges.txt", "tokenizer_config.json"}
+    tokenizer = CLIPTokenizer.from_pretrained(layout.part(tiny_model_dir, f"{layout.SDXL_DIR}/tokenizer"))
+    prompt = build_prompt({"body_type": "curvy", "gender": "female", "pose": "sitting"})
+    ids = tokenizer(prompt.positive)["input_ids"]
+    assert len(ids) <= 77 and tokenizer.convert_ids_to_tokens(ids)[1:3] == ["full</w>", "body</w>"]
 
 
 def test_lcm_lora_is_fused_in_fast_mode_and_off_in_quality(tiny_model_dir, tiny_engine):
