@@ -35,13 +35,13 @@ CLIP_BIG_G = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32
 LCM_LORA_RANK = 64
 
 
-def _text_encoders(vocab_size: int, bos: int, eos: int):
+def _text_encoders(vocab_size: int, bos: int, eos: int, one: dict, two: dict):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     common = dict(vocab_size=max(vocab_size, 49408), max_position_embeddings=77, bos_token_id=bos,
                   eos_token_id=eos, pad_token_id=0)
-    return (CLIPTextModel(CLIPTextConfig(**common, **CLIP_L)),
-            CLIPTextModelWithProjection(CLIPTextConfig(**common, **CLIP_BIG_G)))
+    return (CLIPTextModel(CLIPTextConfig(**common, **one)),
+            CLIPTextModelWithProjection(CLIPTextConfig(**common, **two)))
 
 
 def _tokenizers():
@@ -59,6 +59,14 @@ def _tokenizers():
 def build_full_size_engine(policy: DevicePolicy, seed: int = 0):
     """Random-weight SDXL + IdentityNet + IP-Adapter (released Resampler) + rank-64 LCM-LoRA,
     through the same InstantIDPipeline, diffusers loaders and engine tail as the real weights."""
+    if policy.device != "cuda":
+        raise RuntimeError("the full-size bench needs a CUDA GPU")
+    return assemble_engine(policy, seed)
+
+
+def assemble_engine(policy: DevicePolicy, seed: int = 0, unet_config: dict | None = None,
+                    vae_config: dict | None = None, text_configs: tuple[dict, dict] | None = None):
+    """Build the components on ``policy.device`` from the given configs (default: SDXL's)."""
     import torch
     from diffusers import AutoencoderKL, ControlNetModel, EulerDiscreteScheduler, UNet2DConditionModel
 
@@ -69,18 +77,17 @@ def build_full_size_engine(policy: DevicePolicy, seed: int = 0):
     from worker.engine.tiny import _scheduler
     from worker.engine.tiny_lora import lcm_lora_state_dict
 
-    if policy.device != "cuda":
-        raise RuntimeError("the full-size bench needs a CUDA GPU")
     torch.manual_seed(seed)
     tok1, tok2 = _tokenizers()
     vocab = tok1.get_vocab()
-    with torch.device("cuda"):
-        unet = UNet2DConditionModel(**SDXL_UNET)
+    with torch.device(policy.device):
+        unet = UNet2DConditionModel(**(unet_config or SDXL_UNET))
         controlnet = ControlNetModel.from_unet(unet)  # IdentityNet: the released config is the UNet's
-        vae = AutoencoderKL(**SDXL_VAE)
-        te1, te2 = _text_encoders(len(vocab), vocab["<|startoftext|>"], vocab["<|endoftext|>"])
+        vae = AutoencoderKL(**(vae_config or SDXL_VAE))
+        te1, te2 = _text_encoders(len(vocab), vocab["<|startoftext|>"], vocab["<|endoftext|>"],
+                                  *(text_configs or (CLIP_L, CLIP_BIG_G)))
     scheduler: EulerDiscreteScheduler = _scheduler()
-    ip_state = ip_adapter_state_dict(unet, ResamplerShape.released(), seed=seed)
+    ip_state = ip_adapter_state_dict(unet, ResamplerShape.released(unet.config.cross_attention_dim), seed=seed)
     lora_state = lcm_lora_state_dict(unet, rank=LCM_LORA_RANK, seed=seed)
     for module in (unet, controlnet, vae, te1, te2):
         module.to(policy.dtype)

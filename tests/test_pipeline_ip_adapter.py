@@ -40,20 +40,21 @@ def test_file_has_the_released_layout(released_state, tiny_engine):
     assert set(released_state["ip_adapter"]) == expected
 
 
-def test_sdxl_numbering_is_1_to_139():
-    from diffusers import UNet2DConditionModel
+def test_full_size_build_numbers_1_to_139_and_matches_the_released_identitynet():
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    from bench.full_size import SDXL_UNET
 
     with torch.device("meta"):
-        unet = UNet2DConditionModel(
-            block_out_channels=(320, 640, 1280), transformer_layers_per_block=(1, 2, 10),
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-            attention_head_dim=(5, 10, 20), cross_attention_dim=2048, use_linear_projection=True,
-            addition_embed_type="text_time", addition_time_embed_dim=256,
-            projection_class_embeddings_input_dim=2816)
+        unet = UNet2DConditionModel(**SDXL_UNET)
+        identitynet = ControlNetModel.from_unet(unet, load_weights_from_unet=False)
     sizes = cross_attention_hidden_sizes(unet)
     assert len(sizes) == 70  # keys 1, 3, ..., 139
     assert 2 * len(sizes) - 1 == 139
+    cfg = identitynet.config
+    assert (cfg.cross_attention_dim, cfg.addition_embed_type) == (2048, "text_time")
+    assert list(cfg.block_out_channels) == [320, 640, 1280]
+    assert list(cfg.transformer_layers_per_block) == [1, 2, 10]
 
 
 def test_processors_and_projection_hold_the_file_weights(released_state, tiny_engine):
