@@ -48,7 +48,7 @@ def finish_job(
 
         finish_job(store, rid, JobStatus.FAILED, error=JobError(code="no_face_detected", message="..."))
     """
-    fields: dict[str, Any] = {"finished_at": time.time()}
+    fields: dict[str, Any] = {}  # the store stamps finished_at
     if result is not None:
         fields["result"] = result
     if error is not None:
@@ -62,14 +62,9 @@ def finish_job(
 
 
 def start_job(store: Any, record: JobRecord) -> JobRecord | None:
-    """queued|running -> running, counting the attempt (a redelivered task makes it 2)."""
-    return store.transition(
-        record.request_id,
-        JobStatus.RUNNING,
-        started_at=time.time(),
-        attempts=record.attempts + 1,
-        worker=worker_name(),
-    )
+    """queued|running -> running; the store counts the attempt (a redelivered task makes it 2) and
+    stamps started_at."""
+    return store.transition(record.request_id, JobStatus.RUNNING, worker=worker_name())
 
 
 def progress_writer(store: Any, request_id: str, deadline: float) -> Callable[[int, int], bool]:
@@ -79,9 +74,8 @@ def progress_writer(store: Any, request_id: str, deadline: float) -> Callable[[i
     def on_step(step: int, total: int) -> bool:
         if time.monotonic() > deadline:
             raise IdentityBodyError(ErrorCode.GENERATION_TIMEOUT, TIMEOUT_MESSAGE)
-        store.set_progress(request_id, step, total)
-        current = store.get(request_id)
-        return current is not None and current.status == JobStatus.RUNNING
+        # the store writes progress only while the job runs: False means canceled (or purged)
+        return bool(store.set_progress(request_id, step, total))
 
     return on_step
 

@@ -40,6 +40,7 @@ class PipelineHost:
         """What the heartbeat publishes: enough for /readyz and an operator, nothing secret."""
         return {
             "worker_id": self.worker_id,
+            "pipeline_loaded": True,
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
             "profile": self.choice.profile,
