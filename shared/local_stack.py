@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -25,6 +26,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
+
+from pydantic import SecretStr
 
 from shared.settings import ENV_PREFIX, Settings
 
@@ -72,28 +75,40 @@ class Stack:
             server.stop()
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as IDBODY_* variables, so a child process reads back the same settings.
+    Unset optional fields are left out (the child uses their default).
+
+    Example::
+
+        settings_env(Settings(redis_url="redis://127.0.0.1:7000/0"))["IDBODY_REDIS_URL"]
+    """
+    env: dict[str, str] = {}
+    for name, value in settings:
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, Path):
+            value = str(value.resolve())
+        elif isinstance(value, (list, dict)):
+            value = json.dumps(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    return env
+
+
 def child_env(settings: Settings, profile: str, port: int) -> dict[str, str]:
-    """The IDBODY_* environment every child gets: same servers, same credentials, auth off.
+    """The environment every child of ``idbody up`` gets: same servers and credentials, the chosen
+    profile, auth off.
 
     Example::
 
         child_env(settings, "tiny", 8000)["IDBODY_AUTH_DISABLED"]   # "true"
     """
-    env = dict(os.environ)
-    env.update({
-        f"{ENV_PREFIX}REDIS_URL": settings.redis_url,
-        f"{ENV_PREFIX}S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
-        f"{ENV_PREFIX}S3_ACCESS_KEY": settings.s3_access_key,
-        f"{ENV_PREFIX}S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
-        f"{ENV_PREFIX}MODEL_PROFILE": profile,
-        f"{ENV_PREFIX}TINY_MODEL_DIR": str(Path(settings.tiny_model_dir).resolve()),
-        f"{ENV_PREFIX}MODEL_DIR": str(Path(settings.model_dir).resolve()),
-        f"{ENV_PREFIX}API_HOST": settings.api_host,
-        f"{ENV_PREFIX}API_PORT": str(port),
-        f"{ENV_PREFIX}AUTH_DISABLED": "true",
-        "PYTHONUNBUFFERED": "1",
-    })
-    return env
+    update = {"model_profile": profile, "api_port": port, "auth_disabled": True}
+    return {**os.environ, **settings_env(settings.model_copy(update=update)), "PYTHONUNBUFFERED": "1"}
 
 
 def start_child(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Child:
