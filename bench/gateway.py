@@ -42,7 +42,7 @@ def jpeg_of_size(target_bytes: int = 512 * 1024) -> bytes:
     """A photo-like JPEG (smooth gradient plus mild sensor-like noise) of about ``target_bytes``; at
     quality 90 that is about 1.5 megapixels, like a phone photo scaled down by a messaging app."""
     rng = np.random.default_rng(0)
-    side = 800
+    side = 256
     while True:
         y, x = np.mgrid[0:side, 0:side]
         base = np.stack([(x * 255 / side), (y * 255 / side), ((x + y) * 127 / side)], axis=-1)
@@ -136,8 +136,9 @@ def bench_enqueue_to_start(stack: ServiceStack, store: JobStore, probes: int) ->
 def print_table(report: dict) -> None:
     print(f"\ngateway bench — {report['machine']}, load average before {report['load_average_before']}")
     print(f"{'what':<28}{'clients':>8}{'requests':>10}{'errors':>8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    label = f"submit ({report['image_bytes'] // 1024} KB JPEG)"
     for row in report["submit"]:
-        print(f"{'submit (512 KB JPEG)':<28}{row['clients']:>8}{row['requests']:>10}{row['errors']:>8}"
+        print(f"{label:<28}{row['clients']:>8}{row['requests']:>10}{row['errors']:>8}"
               f"{row['rps']:>10}{row['p50_ms']:>10}{row['p99_ms']:>10}")
     s = report["status"]
     print(f"{'status GET':<28}{s['clients']:>8}{s['requests']:>10}{s['errors']:>8}{s['rps']:>10}{s['p50_ms']:>10}{s['p99_ms']:>10}")
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="time bound per load level")
     parser.add_argument("--max-requests", type=int, default=1500, help="count bound per load level")
     parser.add_argument("--probes", type=int, default=20, help="enqueue→start probes")
+    parser.add_argument("--image-kb", type=int, default=512, help="size of the submitted JPEG")
     parser.add_argument("--out", type=Path, default=Path("bench/results/gateway.json"))
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             with ServiceStack(settings, tmp / "logs") as stack:
                 stack.start_gateway()
                 _wait_health(stack)
-                image = jpeg_of_size()
+                image = jpeg_of_size(args.image_kb * 1024)
                 ids: list[str] = []
                 submit = [bench_submits(stack.base_url, image, c, args.seconds, args.max_requests, ids) for c in (1, 8, 64)]
                 status = bench_status(stack.base_url, ids, 8, args.seconds, args.max_requests * 4)
