@@ -15,8 +15,10 @@ import sys
 
 # command group -> module that registers it. Modules keep torch/diffusers imports inside functions.
 COMMAND_MODULES: tuple[str, ...] = (
-    "worker.model_cli",
     "api.serve",
+    "worker.run_cli",
+    "shared.local_stack",
+    "worker.model_cli",
 )
 
 

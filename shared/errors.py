@@ -42,11 +42,11 @@ class ErrorCode(StrEnum):
     JOB_CANCELED = "job_canceled"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"
-    # model management (CLI)
-    MODEL_DOWNLOAD_FAILED = "model_download_failed"
     # HTTP routing (no such path, wrong method)
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
+    # model management (CLI)
+    MODEL_DOWNLOAD_FAILED = "model_download_failed"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -75,9 +75,9 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.JOB_CANCELED: 409,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL_ERROR: 500,
-    ErrorCode.MODEL_DOWNLOAD_FAILED: 502,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.MODEL_DOWNLOAD_FAILED: 502,
 }
 
 
