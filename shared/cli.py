@@ -17,6 +17,8 @@ import sys
 COMMAND_MODULES: tuple[str, ...] = (
     "api.serve",
     "shared.api_keys_cli",
+    "worker.run_cli",
+    "shared.local_stack",
 )
 
 
