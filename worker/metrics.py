@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -102,3 +103,13 @@ class WorkerMetrics:
         """Start the /metrics HTTP server in a daemon thread; returns the bound port (0: any free one)."""
         server, _ = start_http_server(port, addr=host, registry=self.registry)
         return int(server.server_port)
+
+
+@lru_cache(maxsize=1)
+def process_metrics() -> WorkerMetrics:
+    """This worker process's metrics (one registry per process, shared by its tasks)."""
+    import redis
+
+    from shared.settings import get_settings
+
+    return WorkerMetrics(redis.Redis.from_url(get_settings().redis_url))

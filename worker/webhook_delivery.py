@@ -29,6 +29,7 @@ from typing import Any
 from shared.errors import IdentityBodyError
 from shared.job_record import JobRecord, WebhookAttempt
 from shared.job_store import JobStore
+from shared.job_views import status_view
 from shared.settings import Settings
 from shared.url_guard import Resolver, WebhookResolutionError, resolve_webhook_target, system_resolver
 from shared.webhook_ledger import WebhookLedger
@@ -59,6 +60,14 @@ class AttemptReport:
     attempt: int = 0
     retry_in_s: float | None = None
     reason: str | None = None
+
+
+def webhook_payload(record: JobRecord, base_url: str) -> dict[str, Any]:
+    """The webhook body: the status endpoint's JSON, without the delivery attempts themselves
+    (they change from one attempt to the next; the event does not)."""
+    view = status_view(record, base_url)
+    view.pop("webhook_attempts", None)
+    return view
 
 
 def attempt_delivery(deps: DeliveryDeps, request_id: str, event: str) -> AttemptReport:
