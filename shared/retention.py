@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 UPLOADS_DUE = "retention:uploads"
 RESULTS_DUE = "retention:results"
 SWEEP_BATCH = 500
+LATE_WRITE_GRACE_S = 900
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,13 @@ class Retention:
         self.client.zadd(RESULTS_DUE, {record.request_id: now + self.job_retention_s})
 
     def purge(self, record: JobRecord) -> None:
-        """Delete the job's upload, result images, record and webhook markers now."""
+        """Delete the job's upload, result images, record and webhook markers now (and sweep its
+        results once more later, for an image a stopping worker was still writing)."""
         if record.upload_key:
             self._delete_upload(record.upload_key)
         self.storage.delete_results(record.request_id)
-        self.client.zrem(RESULTS_DUE, record.request_id)
+        # a worker stopping a just-canceled job may still write an image after this: sweep once more later
+        self.client.zadd(RESULTS_DUE, {record.request_id: time.time() + LATE_WRITE_GRACE_S})
         self.store.delete(record.request_id)
         WebhookLedger(self.client, self.job_retention_s).forget(record.request_id)
 

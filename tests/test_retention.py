@@ -79,4 +79,5 @@ def test_purge_leaves_no_object_and_no_record(parts, redis_client):
     assert len(_objects(storage)) == 2  # the other job is untouched
     assert store.get(record.request_id) is None
     assert not [k for k in redis_client.scan_iter("*") if record.request_id.encode() in k]
+    assert redis_client.zscore("retention:results", record.request_id) > time.time()  # late-write sweep
     assert store.get(keep.request_id) is not None
