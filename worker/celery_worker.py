@@ -54,6 +54,9 @@ def _load_pipeline(**_: object) -> None:
 
     settings = get_settings()
     host = PipelineHost.load(settings)
+    from worker.metrics import process_metrics
+
+    process_metrics().model_load_seconds.set(host.load_s)
     store = JobStore.from_settings(settings)
     _heartbeat = Heartbeat(store, host.worker_id, host.info(), settings.worker_heartbeat_ttl_s).start()
     log.info("worker %s ready (profile %s)", host.worker_id, host.choice.profile)
