@@ -126,7 +126,7 @@ async def generate_identity_body(
     response_model=JobStatusResponse,
     response_model_exclude_none=True,
     summary="Status of a job",
-    responses=error_responses(ErrorCode.JOB_NOT_FOUND),
+    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.INVALID_PARAMETER),
 )
 def job_status(request_id: RequestId, store: StoreDep, owner: OwnerDep, base: BaseUrlDep) -> JSONResponse:
     record = _load(store, request_id, owner)
@@ -142,7 +142,7 @@ def job_status(request_id: RequestId, store: StoreDep, owner: OwnerDep, base: Ba
         "Succeeded: `success: true` and presigned image URLs. Failed or canceled: 200 with "
         "`success: false`, no images and `error {code, message}`. Queued or running: 409 job_not_finished."
     ),
-    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.JOB_NOT_FINISHED),
+    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.JOB_NOT_FINISHED, ErrorCode.INVALID_PARAMETER),
 )
 def job_result(request_id: RequestId, store: StoreDep, storage: StorageDep, owner: OwnerDep) -> JSONResponse:
     record = _load(store, request_id, owner)
