@@ -28,8 +28,9 @@ class EngineStandIn:
     def __init__(self, fail: BaseException | None = None, steps: int = 3) -> None:
         self.fail, self.steps, self.calls = fail, steps, 0
 
-    def generate(self, face_image, *, num_images, width, height, progress=None, **params):
+    def generate_params(self, face_image, params, progress=None):
         self.calls += 1
+        num_images, width, height = params.num_images, params.width, params.height
         for step in range(1, self.steps + 1):
             if progress is not None and progress(step, self.steps) is False:
                 raise IdentityBodyError(ErrorCode.JOB_CANCELED, "The job was canceled.")
@@ -114,12 +115,12 @@ def test_a_job_canceled_while_running_stops_at_the_next_step(store_storage):
     rid = queued_job(store, storage)
 
     class CancelAtStep2(EngineStandIn):
-        def generate(self, face_image, *, progress=None, **kw):
+        def generate_params(self, face_image, params, progress=None):
             def wrapped(step, total):
                 if step == 2:
                     store.transition(rid, JobStatus.CANCELED)
                 return progress(step, total)
-            return super().generate(face_image, progress=wrapped, **kw)
+            return super().generate_params(face_image, params, progress=wrapped)
 
     assert run_job(rid, CancelAtStep2(), store, storage, deadline_s=60) is None  # cancel already won
     final = store.get(rid)

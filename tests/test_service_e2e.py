@@ -24,11 +24,11 @@ SUBMIT = "/api/v1/generate-identity-body"
 # The seed's curl fields, unchanged, plus a small output size to keep CPU generation quick.
 SEED_FIELDS = {
     "body_type": "athletic", "height_cm": "170", "weight_kg": "65", "gender": "female",
-    "num_images": "4", "use_gemini_analysis": "true", "width": "128", "height": "128",
+    "num_images": "4", "use_gemini_analysis": "true", "width": "128", "height": "128", "num_inference_steps": "4",
 }
 # Short enough that a SIGKILLed worker's task comes back within the test; the soft limit (enforced
 # per step by the worker) stays below the visibility timeout so no live job is ever redelivered.
-SOFT_LIMIT_S, HARD_LIMIT_S, VISIBILITY_S = 20, 21, 24
+SOFT_LIMIT_S, HARD_LIMIT_S, VISIBILITY_S = 45, 46, 48
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +100,14 @@ def test_seed_curl_to_result_images(service):
     assert accepted["status"] == "queued"
 
     final, seen = poll(service, accepted["status_url"])
-    assert final["status"] == "succeeded", final
-    # progress was written per denoise step: the finished job reports every step done
-    assert final["progress"]["total"] > 0 and final["progress"]["step"] == final["progress"]["total"]
+    assert final["status"] == "succeeded", str(final)
     assert all(b["status"] in ("queued", "running", "succeeded") for b in seen)
+    # progress is written per denoise step: polls saw it move while running, and the record
+    # holds every step done
+    steps_seen = {b["progress"]["step"] for b in seen if b["status"] == "running" and b.get("progress")}
+    assert steps_seen and max(steps_seen) >= 1
+    record = JobStore.from_settings(service.settings).get(accepted["request_id"])
+    assert record.progress.total == 4 and record.progress.step == 4 and record.attempts == 1
 
     result = httpx.get(accepted["result_url"], timeout=10)
     assert result.status_code == 200
@@ -131,7 +135,7 @@ def test_no_face_fails_and_the_same_worker_serves_the_next_job(service):
 
     good = submit(service, drawn_face_jpeg(), num_images="1")
     final, _ = poll(service, good.json()["status_url"])
-    assert final["status"] == "succeeded", final
+    assert final["status"] == "succeeded", str(final)
     store = JobStore.from_settings(service.settings)
     for rid in (resp.json()["request_id"], good.json()["request_id"]):
         assert store.get(rid).worker.endswith(f":{worker_pid}")
@@ -145,7 +149,7 @@ def test_worker_sigkilled_mid_job_is_redelivered_and_finishes_once(service):
     storage = Storage.from_settings(service.settings)
 
     # a slower job so the kill lands mid-generation
-    resp = submit(service, drawn_face_jpeg(), num_images="2", width="256", height="256", num_inference_steps="40")
+    resp = submit(service, drawn_face_jpeg(), num_images="1", num_inference_steps="12")
     assert resp.status_code == 202, resp.text
     rid = resp.json()["request_id"]
 
@@ -161,11 +165,11 @@ def test_worker_sigkilled_mid_job_is_redelivered_and_finishes_once(service):
     os.kill(victim, signal.SIGKILL)
 
     final, _ = poll(service, resp.json()["status_url"], deadline_s=VISIBILITY_S + 60)
-    assert final["status"] == "succeeded", final
+    assert final["status"] == "succeeded", str(final)
     record = store.get(rid)
     assert record.attempts == 2
     assert not record.worker.endswith(f":{victim}")
     listed = storage.client.list_objects_v2(Bucket=storage.results_bucket, Prefix=f"{rid}/")
     keys = sorted(o["Key"] for o in listed.get("Contents", []))
     assert keys == sorted(img.key for img in record.result.images)
-    assert len(keys) == 2
+    assert len(keys) == 1

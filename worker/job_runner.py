@@ -93,7 +93,7 @@ def generate_images(
 
     params = parse_params(record.params)
     face = Image.open(io.BytesIO(storage.get_upload(record.upload_key))).convert("RGB")
-    out = pipeline.generate(face, **params.model_dump(), progress=on_step)
+    out = pipeline.generate_params(face, params, progress=on_step)
     images = []
     for index, image in enumerate(out["images"]):
         buf = io.BytesIO()

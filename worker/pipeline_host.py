@@ -30,6 +30,7 @@ _current: "PipelineHost | None" = None
 class PipelineHost:
     pipeline: Any
     choice: ProfileChoice
+    method: str
     device: str
     loaded_at: float
     load_s: float
@@ -44,7 +45,7 @@ class PipelineHost:
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
             "profile": self.choice.profile,
-            "method": "instantid",
+            "method": self.method,
             "device": self.device,
             "loaded_at": self.loaded_at,
             "load_s": round(self.load_s, 3),
@@ -69,7 +70,8 @@ class PipelineHost:
             _current = cls(
                 pipeline=pipeline,
                 choice=choice,
-                device=str(getattr(pipeline, "device", settings.device)),
+                method=str(pipeline.method),
+                device=_device_of(pipeline, settings.device),
                 loaded_at=time.time(),
                 load_s=loaded - started,
                 warmup_s=warm - loaded,
@@ -87,15 +89,34 @@ class PipelineHost:
 def _build_pipeline(settings: Settings, choice: ProfileChoice) -> Any:
     from worker.identity_pipeline import IdentityPipeline
 
-    if choice.profile == "tiny":
-        from worker.engine.tiny import build_tiny_model_dir
-
-        build_tiny_model_dir(settings.tiny_model_dir)
+    # the decision is taken once (choose_profile); the pipeline gets the concrete profile (and
+    # builds the tiny folder itself when that is the profile)
     return IdentityPipeline(settings.model_copy(update={"model_profile": choice.profile}))
 
 
+def _device_of(pipeline: Any, default: str) -> str:
+    policy = getattr(getattr(pipeline, "engine", None), "policy", None)
+    return str(getattr(policy, "device", default))
+
+
 def _warm_up(pipeline: Any) -> None:
-    """One small generation so the first real job does not pay for lazy initialisation."""
-    warm_up = getattr(pipeline, "warm_up", None)
-    if callable(warm_up):
-        warm_up()
+    """Run each stage once so the first real job does not pay for lazy initialisation (ONNX
+    sessions, CUDA kernels and allocator, scheduler tables): the face analyzer on a blank image,
+    then one 1-step 64x64 generation with a random identity."""
+    import numpy as np
+    from PIL import Image
+
+    from shared.errors import IdentityBodyError
+    from worker.engine.generation import GenerationInputs, generate_images
+    from worker.keypoints import draw_kps
+
+    try:
+        pipeline.face_analyzer.analyze(Image.new("RGB", (256, 256), (128, 128, 128)))
+    except IdentityBodyError:
+        pass  # "no face" is the expected answer for a blank image
+    rng = np.random.default_rng(0)
+    embedding = rng.standard_normal(512).astype(np.float32)
+    kps = np.array([[22, 24], [42, 24], [32, 34], [24, 44], [40, 44]], dtype=np.float32)
+    inputs = GenerationInputs(prompt="a person standing", negative_prompt="", seed=0, face_embedding=embedding,
+                              kps_image=draw_kps(64, 64, kps), num_images=1, width=64, height=64, steps=1)
+    generate_images(pipeline.engine, inputs)
