@@ -43,18 +43,16 @@ class Admission:
 
     def webhook_url_for(self, key: ApiKey | None, form_url: str | None) -> str | None:
         """The job's webhook URL (the form's, else the key's default), refused (422
-        webhook_url_refused) when it points at a non-public address."""
+        webhook_url_refused) when its shape is wrong or it resolves to a non-public address."""
         url = form_url or (key.webhook_url if key is not None else None)
         if not url:
             return None
         try:
             resolve_webhook_target(url, self.settings.webhook_allow_hosts, self.resolver)
         except WebhookResolutionError:
-            raise IdentityBodyError(
-                ErrorCode.WEBHOOK_URL_REFUSED,
-                "webhook_url's host name does not resolve; check the URL.",
-                field="webhook_url",
-            ) from None
+            # a name that does not resolve now is not an address we refuse: DNS may be down for a
+            # moment, and delivery checks (and pins) again before it connects
+            pass
         return url
 
     def admit(

@@ -78,6 +78,13 @@ class JobStatusResponse(BaseModel):
         None, description="Only for jobs with a webhook_url: every delivery attempt so far.")
 
 
+class DeletedResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"request_id": _RID, "deleted": True}]})
+
+    request_id: str
+    deleted: bool = Field(description="Always true: upload, images and record are gone.")
+
+
 class ResultImageOut(BaseModel):
     id: str = Field(description="identity_body_0, identity_body_1, ...")
     url: str = Field(description="Presigned GET (or CDN) URL of the PNG.")

@@ -166,7 +166,7 @@ def test_cancel_queued_job_never_runs_and_fires_webhook(gw_settings, redis_clien
         assert redis_client.llen("io") == 1
 
         class NeverRun:
-            def generate(self, *a, **k):
+            def generate_params(self, *a, **k):
                 raise AssertionError("a canceled job reached the GPU")
 
         # the task is still in the broker (revoke needs a live worker); the task checks the record
@@ -181,7 +181,7 @@ def test_cancel_running_job_stops_it_at_the_next_step(client, redis_client):
     seen = []
 
     class CancelViaHttpAtStep2:
-        def generate(self, face_image, *, progress=None, **kw):
+        def generate_params(self, face_image, params, *, progress=None):
             for step in range(1, 5):
                 if step == 2:
                     assert client.post(f"/api/v1/jobs/{rid}/cancel", headers=_auth(token)).status_code == 200
@@ -208,7 +208,7 @@ def test_delete_purges_upload_images_and_record(client, redis_client):
     storage.put_result(rid, 1, b"png")
     assert len(_objects(storage)) == 3
     r = client.delete(f"/api/v1/jobs/{rid}", headers=_auth(token))
-    assert r.status_code == 204
+    assert r.status_code == 200 and r.json() == {"request_id": rid, "deleted": True}
     assert _objects(storage) == []
     assert store.get(rid) is None
     assert client.get(f"/api/v1/jobs/{rid}", headers=_auth(token)).status_code == 404

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Header, Path, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import (
@@ -23,6 +23,7 @@ from api.deps import (
 )
 from api.prefer import wait_seconds
 from api.schemas import (
+    DeletedResponse,
     JobResultResponse,
     JobStatusResponse,
     SubmitResponse,
@@ -126,7 +127,8 @@ async def generate_identity_body(
     response_model=JobStatusResponse,
     response_model_exclude_none=True,
     summary="Status of a job",
-    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.INVALID_PARAMETER),
+    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.INVALID_PARAMETER, ErrorCode.UNAUTHORIZED,
+                              ErrorCode.RATE_LIMITED),
 )
 def job_status(request_id: RequestId, store: StoreDep, owner: OwnerDep, base: BaseUrlDep) -> JSONResponse:
     record = _load(store, request_id, owner)
@@ -142,7 +144,8 @@ def job_status(request_id: RequestId, store: StoreDep, owner: OwnerDep, base: Ba
         "Succeeded: `success: true` and presigned image URLs. Failed or canceled: 200 with "
         "`success: false`, no images and `error {code, message}`. Queued or running: 409 job_not_finished."
     ),
-    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.JOB_NOT_FINISHED, ErrorCode.INVALID_PARAMETER),
+    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.JOB_NOT_FINISHED, ErrorCode.INVALID_PARAMETER,
+                              ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED),
 )
 def job_result(request_id: RequestId, store: StoreDep, storage: StorageDep, owner: OwnerDep) -> JSONResponse:
     record = _load(store, request_id, owner)
@@ -164,7 +167,8 @@ def job_result(request_id: RequestId, store: StoreDep, storage: StorageDep, owne
         "Answers the job's status (canceled) and fires its webhook. A finished job answers 409 "
         "job_already_finished."
     ),
-    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.JOB_ALREADY_FINISHED, ErrorCode.UNAUTHORIZED),
+    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.JOB_ALREADY_FINISHED, ErrorCode.INVALID_PARAMETER,
+                              ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED),
 )
 def cancel_job(request_id: RequestId, store: StoreDep, celery: CeleryDep, job_end: JobEndDep, owner: OwnerDep,
                base: BaseUrlDep) -> JSONResponse:
@@ -181,18 +185,19 @@ def cancel_job(request_id: RequestId, store: StoreDep, celery: CeleryDep, job_en
 
 @router.delete(
     "/jobs/{request_id}",
-    status_code=204,
+    response_model=DeletedResponse,
     summary="Delete a job now: its face upload, result images and record",
     description="A job still queued or running is canceled first. Afterwards the job answers 404.",
-    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.UNAUTHORIZED),
+    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.INVALID_PARAMETER, ErrorCode.UNAUTHORIZED,
+                              ErrorCode.RATE_LIMITED),
 )
 def delete_job(request_id: RequestId, store: StoreDep, celery: CeleryDep, job_end: JobEndDep,
-               owner: OwnerDep) -> Response:
+               owner: OwnerDep) -> JSONResponse:
     record = _load(store, request_id, owner)
     if not record.status.finished:
         record = _cancel(store, celery, job_end, record) or store.get(request_id) or record
     job_end.retention.purge(record)
-    return Response(status_code=204)
+    return JSONResponse({"request_id": request_id, "deleted": True})
 
 
 CANCELED_MESSAGE = "The job was canceled by its owner."
