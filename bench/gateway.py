@@ -126,7 +126,7 @@ def bench_enqueue_to_start(stack: ServiceStack, store: JobStore, probes: int) ->
 
 
 def print_table(report: dict) -> None:
-    print(f"\ngateway bench — {report['machine']}")
+    print(f"\ngateway bench — {report['machine']}, load average before {report['load_average_before']}")
     print(f"{'what':<28}{'clients':>8}{'requests':>10}{'errors':>8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for row in report["submit"]:
         print(f"{'submit (512 KB JPEG)':<28}{row['clients']:>8}{row['requests']:>10}{row['errors']:>8}"
@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probes", type=int, default=20, help="enqueue→start probes")
     parser.add_argument("--out", type=Path, default=Path("bench/results/gateway.json"))
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory(prefix="idbody-bench-") as tmp:
         tmp = Path(tmp)
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                     enqueue = bench_enqueue_to_start(stack, store, args.probes)
     report = {
         "machine": f"{platform.node()} {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        # the machine may be shared: a load average above the CPU count means the numbers are low
+        "load_average_before": [round(x, 2) for x in load_before],
         "image_bytes": len(image), "image_pixels": list(Image.open(io.BytesIO(image)).size), "submit": submit, "status": status, "enqueue_to_start": enqueue,
         "targets": TARGETS,
     }

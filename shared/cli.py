@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "shared.api_keys_cli",
     "worker.run_cli",
     "shared.local_stack",
+    "worker.model_cli",
 )
 
 

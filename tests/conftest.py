@@ -49,3 +49,21 @@ def settings(valkey, s3_server, tmp_path: Path) -> Settings:
         model_profile="tiny",
         auth_disabled=True,
     )
+
+
+# --- engine (tiny profile, built once per session) ---------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny profile in the folder the ``settings`` fixture points at (built once, reused)."""
+    from worker.engine.tiny import build_tiny_model_dir
+
+    return build_tiny_model_dir(tmp_path_factory.getbasetemp() / "tiny-models")
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir: Path):
+    """The tiny profile loaded through the real loading path, on the CPU."""
+    from worker.engine.devices import DevicePolicy
+    from worker.engine.loading import load_engine
+
+    return load_engine(tiny_model_dir, DevicePolicy.decide(Settings(_env_file=None, device="cpu")))

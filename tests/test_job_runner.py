@@ -138,6 +138,17 @@ def test_profile_decision():
     assert decide("instantid", False, False, m, t).profile == "instantid"
 
 
+def test_auto_profile_is_tiny_when_the_model_folder_does_not_verify(settings, tmp_path):
+    from worker.engine.tiny import build_tiny_model_dir
+    from worker.profile_choice import choose_profile, model_folder_verifies
+
+    assert model_folder_verifies(tmp_path / "absent") is False
+    tiny = build_tiny_model_dir(settings.tiny_model_dir)
+    assert model_folder_verifies(tiny) is False  # tiny files are not the released ones
+    choice = choose_profile(settings.model_copy(update={"model_profile": "auto", "model_dir": tmp_path}))
+    assert choice.profile == "tiny" and "models missing" in choice.reason
+
+
 def test_gpu_worker_arguments_keep_the_guarantees(settings):
     argv = celery_argv("gpu", None, None, "INFO")
     assert argv[argv.index("--pool") + 1] == "solo"

@@ -71,6 +71,7 @@ class IdentityPipeline:
         self.profile: str | None = None
         self.model_dir: Path | None = None
         self._lock = threading.Lock()
+        self._run_lock = threading.Lock()   # one generation at a time: a diffusers pipeline is stateful
 
     # --- loading ---------------------------------------------------------------------
     def load_models(self) -> "IdentityPipeline":
@@ -131,6 +132,7 @@ class IdentityPipeline:
         from worker.prompts import build_prompt
 
         self.load_models()
+        started = time.perf_counter()
         timings: dict[str, Any] = {}
         pending = self._submit_appearance(face_image, params.use_gemini_analysis)
         t = time.perf_counter()
@@ -148,10 +150,12 @@ class IdentityPipeline:
             steps=params.steps(), guidance=params.guidance(),
             controlnet_conditioning_scale=params.controlnet_conditioning_scale,
             ip_adapter_scale=params.ip_adapter_scale)
-        out = generate_images(self.engine, inputs, progress=progress)
+        with self._run_lock:
+            out = generate_images(self.engine, inputs, progress=progress)
+        timings.update(out.timings, total_s=time.perf_counter() - started)
         return {"images": out.images, "analysis": analysis, "method": self.engine.method,
                 "note": self.engine.note, "seed": seed, "prompt": prompt.positive,
-                "negative_prompt": prompt.negative, "timings": {**timings, **out.timings}}
+                "negative_prompt": prompt.negative, "timings": timings}
 
     # --- appearance analysis hook ------------------------------------------------------------
     def _submit_appearance(self, face_image: Image.Image, wanted: bool):

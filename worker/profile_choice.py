@@ -45,19 +45,13 @@ def decide(requested: str, models_ok: bool, gpu: bool, model_dir: Path, tiny_dir
 
 
 def model_folder_verifies(model_dir: Path) -> bool:
-    """True when ``worker.model_store.verify`` accepts the folder; False when it is absent or broken."""
+    """True when every file of the released model folder is in place (``worker.model_store.verify``,
+    one stat per file); False when the folder is absent, partial or damaged."""
     if not Path(model_dir).is_dir():
         return False
-    try:
-        from worker.model_store import verify
-    except ImportError:  # a build without the downloader cannot have verified weights
-        return False
-    try:
-        report = verify(Path(model_dir))
-    except Exception:  # verify raising (missing/corrupt files) means "does not verify"
-        return False
-    ok = getattr(report, "ok", report)
-    return bool(ok)
+    from worker.model_store import verify
+
+    return verify(Path(model_dir)).complete
 
 
 def cuda_available() -> bool:

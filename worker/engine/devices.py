@@ -38,8 +38,8 @@ class DevicePolicy:
 
     @classmethod
     def decide(cls, settings, cuda_available: bool | None = None) -> "DevicePolicy":
-        """CUDA in fp16 when available (or asked for), CPU in fp32 otherwise; offload and VAE
-        tiling only on CUDA, where they save VRAM (on CPU they only cost time)."""
+        """CUDA in fp16 when available (or asked for), CPU in fp32 otherwise. Offload only on
+        CUDA (on the CPU there is nothing to offload to); VAE tiling wherever it is asked for."""
         if cuda_available is None:
             import torch
 
@@ -67,7 +67,7 @@ class DevicePolicy:
         else:
             pipe.to(self.device)
         if self.vae_tiling:
-            pipe.enable_vae_tiling()
+            pipe.vae.enable_tiling()
         # The fp16-fix VAE decodes in half precision without NaNs, so it is never upcast to fp32.
         # A VAE whose config still asks for upcasting keeps diffusers' own upcast-on-decode.
         vae = pipe.vae

@@ -28,8 +28,10 @@ from contextlib import contextmanager
 import torch
 from diffusers import StableDiffusionXLControlNetPipeline
 
+from worker.engine.vae_memory import VaeMemoryMethods
 
-class InstantIDPipeline(StableDiffusionXLControlNetPipeline):
+
+class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
     """SDXL + IdentityNet + IP-Adapter, as InstantID wires them."""
 
     def face_projection(self) -> torch.nn.Module:

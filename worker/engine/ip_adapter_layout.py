@@ -84,7 +84,8 @@ def cross_attention_hidden_sizes(unet) -> list[int]:
     blocks = list(unet.config.block_out_channels)
     sizes = []
     for name in unet.attn_processors:
-        if name.endswith("attn1.processor"):
+        # After loading, the Resampler's own attention shows up here too; it is not numbered.
+        if name.endswith("attn1.processor") or not name.startswith(("down_blocks", "mid_block", "up_blocks")):
             continue
         if name.startswith("mid_block"):
             sizes.append(blocks[-1])

@@ -79,7 +79,9 @@ def _variant(folder: Path, policy: DevicePolicy) -> str | None:
 
 
 def _load_base(model_dir: Path, policy: DevicePolicy):
-    from diffusers import AutoencoderKL, StableDiffusionXLPipeline
+    from diffusers import AutoencoderKL
+
+    from worker.engine.vae_memory import fallback_pipeline_class
 
     sdxl = layout.part(model_dir, layout.SDXL_DIR)
     missing = missing_base_files(model_dir)
@@ -92,7 +94,7 @@ def _load_base(model_dir: Path, policy: DevicePolicy):
     else:
         log.warning("no fp16-fix VAE in %s: using SDXL's own VAE (upcast to fp32 to decode in fp16)", vae_dir)
     try:
-        return StableDiffusionXLPipeline.from_pretrained(
+        return fallback_pipeline_class().from_pretrained(
             sdxl, dtype=policy.dtype, variant=_variant(sdxl / "unet", policy), **extra)
     except (OSError, ValueError) as exc:
         raise models_missing_error(model_dir, [], cause=str(exc)) from exc
@@ -140,8 +142,6 @@ def _load_lcm_lora(model_dir: Path, pipe) -> bool:
 def load_engine(model_dir: Path, policy: DevicePolicy) -> Engine:
     """Load everything from ``model_dir``; raise IdentityBodyError(models_missing) when even the
     SDXL base cannot load."""
-    from worker.engine.lcm_mode import ModeSwitch
-
     model_dir = Path(model_dir)
     base = _load_base(model_dir, policy)
     parts = ["sdxl", "vae-fp16-fix" if (layout.part(model_dir, layout.VAE_DIR) / "config.json").is_file() else "sdxl-vae"]
@@ -155,8 +155,18 @@ def load_engine(model_dir: Path, policy: DevicePolicy) -> Engine:
     lcm = _load_lcm_lora(model_dir, pipe)
     if lcm:
         parts.append("lcm-lora")
-    modes = ModeSwitch(pipe, base.scheduler.config, lcm_loaded=lcm)
+    log.info("engine loaded from %s: method=%s parts=%s", model_dir, method, parts)
+    return finish_engine(pipe, method, base.scheduler.config, lcm, policy, reason, parts)
+
+
+def finish_engine(pipe, method: str, scheduler_config, lcm_loaded: bool, policy: DevicePolicy,
+                  fallback_reason: str | None = None, parts: list[str] | None = None) -> Engine:
+    """Fuse the LoRA, keep both schedulers, place the pipeline: the tail every engine shares
+    (the full-size bench assembles its pipeline in memory and ends here too)."""
+    from worker.engine.lcm_mode import ModeSwitch
+
+    modes = ModeSwitch(pipe, scheduler_config, lcm_loaded=lcm_loaded)
     policy.place(pipe)
     pipe.set_progress_bar_config(disable=True)
-    log.info("engine loaded from %s: method=%s parts=%s", model_dir, method, parts)
-    return Engine(pipe=pipe, method=method, policy=policy, modes=modes, fallback_reason=reason, loaded_parts=parts)
+    return Engine(pipe=pipe, method=method, policy=policy, modes=modes, fallback_reason=fallback_reason,
+                  loaded_parts=list(parts or []))

@@ -1,7 +1,7 @@
 """A byte-level CLIP BPE vocabulary generated locally, so the tiny profile's tokenizers need no hub.
 
 The vocabulary has the same shape of entries as CLIP's (the 256 byte symbols, each also with the
-``</w>`` word-end suffix, a few merges, then the two special tokens), only far fewer merges.
+``</w>`` word-end suffix, merges, then the two special tokens), only far fewer merges.
 
 Example::
 
@@ -14,8 +14,47 @@ import json
 from pathlib import Path
 
 START, END = "<|startoftext|>", "<|endoftext|>"
-# A handful of frequent English pairs: enough that merging is exercised, small enough to stay tiny.
-_MERGES = [("t", "h"), ("i", "n"), ("a", "n"), ("th", "e</w>"), ("o", "n</w>"), ("e", "r")]
+# Words common in our prompts; BPE merges learned from them make each a single token, so a full prompt
+# fits CLIP's 77 tokens as it does with the released vocabulary; anything else falls back to bytes.
+WORDS = (
+    "a an anatomy and arms asian athletic average bad blurry body broad build camera cartoon casual "
+    "chair close cropped curvy cut defined deformed disfigured down east entire extra facing fair "
+    "feet figure fingers fit focus frame full half hands head headshot healthy hips in large lean "
+    "legs light limbs lowres lying man mid minimal missing muscles muscular natural of off on only "
+    "out person photorealistic physique plus portrait proportions relaxed sharp shoes short shot "
+    "shoulders sitting size skin slender slim standing stature stride tall text the thin to toe "
+    "toned towards up upper upright very visible walking watermark wearing weight woman jeans shirt "
+    "dress hair black brown blond olive dark medium tone year old with clothes studio background "
+    "plain"
+).split()
+
+
+def _trained_merges(words: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+    """Greedy BPE learned from ``words``: merge the most frequent adjacent pair (ties broken by
+    the pair itself, so the result is deterministic) until every word is one symbol."""
+    from collections import Counter
+
+    spelled = [list(w[:-1]) + [w[-1] + "</w>"] for w in dict.fromkeys(words)]
+    merges: list[tuple[str, str]] = []
+    while True:
+        counts = Counter(pair for word in spelled for pair in zip(word, word[1:]))
+        if not counts:
+            return merges
+        best = min(counts, key=lambda pair: (-counts[pair], pair))
+        merges.append(best)
+        spelled = [_merge(word, best) for word in spelled]
+
+
+def _merge(word: list[str], pair: tuple[str, str]) -> list[str]:
+    out, i = [], 0
+    while i < len(word):
+        if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+            out.append(word[i] + word[i + 1])
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return out
 
 
 def _byte_symbols() -> list[str]:
@@ -32,10 +71,11 @@ def _byte_symbols() -> list[str]:
 
 def clip_vocab() -> tuple[dict[str, int], list[str]]:
     symbols = _byte_symbols()
-    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in _MERGES]
+    pairs = _trained_merges(WORDS)
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in pairs]
     tokens += [START, END]
     vocab = {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
-    merges = ["#version: 0.2"] + [f"{a} {b}" for a, b in _MERGES]
+    merges = ["#version: 0.2"] + [f"{a} {b}" for a, b in pairs]
     return vocab, merges
 
 
