@@ -4,7 +4,6 @@ real Valkey and SeaweedFS (in-process HTTP via TestClient; the app's lifespan bu
 from __future__ import annotations
 
 import io
-import time
 
 import pytest
 from fastapi.testclient import TestClient

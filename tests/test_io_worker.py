@@ -18,17 +18,9 @@ from shared.retention import Retention
 from shared.settings import Settings
 from shared.storage import Storage
 from tests.service_stack import ServiceStack
+from tests.polling import until
 from tests.webhook_receiver import Receiver
 
-
-def _poll(predicate, deadline_s: float, what: str):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +61,7 @@ def test_fails_twice_then_one_delivery_signed_and_recorded(io_stack):
         job_end = JobEnd.from_settings(settings, celery, storage, store)
         job_end.after_finish(record)
         job_end.after_finish(record, count=False)  # the GPU task redelivered after it had finished
-        attempts = _poll(lambda: len(store.get(record.request_id).webhook_attempts) == 3
+        attempts = until(lambda: len(store.get(record.request_id).webhook_attempts) == 3
                          and store.get(record.request_id).webhook_attempts, 60, "three attempts")
         assert [a.status_code for a in attempts] == [503, 502, 200]
         assert [r.headers["webhook-id"] for r in receiver.requests] == [f"{record.request_id}_succeeded"] * 3
@@ -78,7 +70,7 @@ def test_fails_twice_then_one_delivery_signed_and_recorded(io_stack):
         assert body["request_id"] == record.request_id and body["status"] == "succeeded"
         assert "webhook_attempts" not in body
         # nothing else is queued for this event: the redelivered finish enqueued nothing
-        _poll(lambda: store.client.llen("io") == 0, 10, "io queue drained")
+        until(lambda: store.client.llen("io") == 0, 10, "io queue drained")
         assert len(receiver.requests) == 3
     finally:
         receiver.close()
@@ -91,9 +83,9 @@ def test_410_stops_after_one_attempt(io_stack):
         key = ApiKeyStore(store.client).create("gone", 60, 5).key
         record = _finished_job(store, key.id, receiver.url())
         JobEnd.from_settings(settings, make_celery(settings), storage, store).after_finish(record)
-        attempts = _poll(lambda: store.get(record.request_id).webhook_attempts, 30, "an attempt")
+        attempts = until(lambda: store.get(record.request_id).webhook_attempts, 30, "an attempt")
         assert [a.status_code for a in attempts] == [410]
-        _poll(lambda: store.client.llen("io") == 0 and "410" in stack.log("io0"), 10, "task done")
+        until(lambda: store.client.llen("io") == 0 and "410" in stack.log("io0"), 10, "task done")
         assert len(receiver.requests) == 1
     finally:
         receiver.close()
@@ -103,5 +95,5 @@ def test_beat_sweeps_expired_uploads(io_stack):
     stack, settings, store, storage = io_stack
     key = storage.put_upload("sweep-me", b"face", "image/png")
     Retention.from_settings(settings, storage, store).track_upload(key, time.time() - 7200)
-    _poll(lambda: storage.client.list_objects_v2(Bucket=storage.uploads_bucket).get("KeyCount", 0) == 0,
+    until(lambda: storage.client.list_objects_v2(Bucket=storage.uploads_bucket).get("KeyCount", 0) == 0,
           60, "the sweep to delete the expired upload")

@@ -1,5 +1,4 @@
 import datetime
-import ipaddress
 import socket
 import ssl
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 import uuid
 
 import httpx
@@ -18,6 +17,7 @@ from shared.job_store import JobStore
 from shared.settings import Settings
 from shared.storage import Storage
 from tests.service_stack import ServiceStack, drawn_face_jpeg
+from tests.polling import until
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
@@ -27,15 +27,6 @@ FIELDS = {"body_type": "athletic", "height_cm": "170", "num_images": "1", "width
           "num_inference_steps": "4"}
 SOFT_LIMIT_S, HARD_LIMIT_S, VISIBILITY_S = 20, 21, 24
 
-
-def _until(predicate, deadline_s: float, what: str):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +77,7 @@ def _status(stack, headers, rid) -> dict:
 
 
 def _finished(stack, headers, rid, deadline_s=90) -> dict:
-    return _until(lambda: (b := _status(stack, headers, rid))["status"] in ("succeeded", "failed", "canceled") and b,
+    return until(lambda: (b := _status(stack, headers, rid))["status"] in ("succeeded", "failed", "canceled") and b,
                   deadline_s, f"job {rid} to finish")
 
 
@@ -95,7 +86,7 @@ def test_finished_job_webhook_retried_then_delivered_once_and_upload_deleted(sta
     receiver.script = [503, 200]
     rid = _submit(stack, headers, webhook_url=receiver.url())["request_id"]
     assert _finished(stack, headers, rid)["status"] == "succeeded"
-    body = _until(lambda: (b := _status(stack, headers, rid))["webhook_attempts"][-1:]
+    body = until(lambda: (b := _status(stack, headers, rid))["webhook_attempts"][-1:]
                   and b["webhook_attempts"][-1]["status_code"] == 200 and b, 60, "the delivery")
     assert [a["status_code"] for a in body["webhook_attempts"]] == [503, 200]
     assert len(receiver.requests) == 2
@@ -110,7 +101,7 @@ def test_cancel_running_and_queued_jobs_on_a_real_worker(stack, key, receiver):
     headers, secret = key
     # 40 steps: fast (LCM) mode refuses more than 50 inside diffusers
     slow = _submit(stack, headers, num_inference_steps="40", webhook_url=receiver.url())["request_id"]
-    _until(lambda: _status(stack, headers, slow).get("progress", {}).get("step", 0) >= 1, 60, "the slow job to run")
+    until(lambda: _status(stack, headers, slow).get("progress", {}).get("step", 0) >= 1, 60, "the slow job to run")
     queued = _submit(stack, headers)["request_id"]
     assert _status(stack, headers, queued)["status"] == "queued"
     r = httpx.post(f"{stack.base_url}/api/v1/jobs/{queued}/cancel", headers=headers, timeout=10)
@@ -125,7 +116,7 @@ def test_cancel_running_and_queued_jobs_on_a_real_worker(stack, key, receiver):
     assert never_ran.started_at is None and never_ran.attempts == 0 and never_ran.status == "canceled"
     stopped = store.get(slow)
     assert stopped.status == "canceled" and stopped.result is None and stopped.progress.step < 40
-    _until(lambda: receiver.requests, 30, "the canceled webhook")
+    until(lambda: receiver.requests, 30, "the canceled webhook")
     event = Webhook(secret).verify(receiver.requests[0].body, receiver.requests[0].headers)
     assert event["request_id"] == slow and event["status"] == "canceled"
     again = httpx.post(f"{stack.base_url}/api/v1/jobs/{slow}/cancel", headers=headers, timeout=10)
@@ -138,12 +129,12 @@ def test_gpu_worker_sigkilled_mid_job_still_one_delivery(stack, key, receiver):
     stack.wait_ready(timeout_s=150, workers=2)
     store = JobStore.from_settings(stack.settings)
     rid = _submit(stack, headers, num_inference_steps="12", webhook_url=receiver.url())["request_id"]
-    record = _until(lambda: (r := store.get(rid)).status == "running" and r.progress.step >= 1 and r, 60, "running")
+    record = until(lambda: (r := store.get(rid)).status == "running" and r.progress.step >= 1 and r, 60, "running")
     victim = int(record.worker.rsplit(":", 1)[1])
     os.kill(victim, signal.SIGKILL)
     assert _finished(stack, headers, rid, deadline_s=VISIBILITY_S + 60)["status"] == "succeeded"
     assert store.get(rid).attempts == 2
-    _until(lambda: receiver.requests, 30, "the delivery")
-    _until(lambda: store.client.llen("io") == 0, 10, "the io queue to drain")
+    until(lambda: receiver.requests, 30, "the delivery")
+    until(lambda: store.client.llen("io") == 0, 10, "the io queue to drain")
     assert len(receiver.requests) == 1
     assert len(store.get(rid).webhook_attempts) == 1
