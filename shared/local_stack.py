@@ -111,6 +111,20 @@ def child_env(settings: Settings, profile: str, port: int) -> dict[str, str]:
     return {**os.environ, **settings_env(settings.model_copy(update=update)), "PYTHONUNBUFFERED": "1"}
 
 
+def _with_webhook_secret(settings: Settings) -> Settings:
+    """Jobs submitted without a key (auth is off here) are signed with settings.webhook_secret:
+    make one for this run when none is configured, and say which."""
+    from pydantic import SecretStr
+
+    from shared.webhook_signing import new_webhook_secret
+
+    if settings.webhook_secret is None:
+        settings = settings.model_copy(update={"webhook_secret": SecretStr(new_webhook_secret())})
+        print("Webhook secret for this run (set IDBODY_WEBHOOK_SECRET to keep one): "
+              f"{settings.webhook_secret.get_secret_value()}")
+    return settings
+
+
 def start_child(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Child:
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
@@ -192,6 +206,7 @@ def _main(args: argparse.Namespace) -> int:
             from worker.engine.tiny import build_tiny_model_dir
 
             build_tiny_model_dir(settings.tiny_model_dir)  # once here, so workers do not race to build it
+        settings = _with_webhook_secret(settings)
         env = child_env(settings, choice.profile, port)
         py = sys.executable
         logs = data_dir / "logs"
@@ -199,7 +214,8 @@ def _main(args: argparse.Namespace) -> int:
         for i in range(args.workers):
             argv = [py, "-m", "shared.cli", "worker", "--queues", "gpu", "--hostname", f"gpu{i}@{socket.gethostname()}"]
             stack.children.append(start_child(f"worker-gpu{i}", argv, env, logs))
-        io_argv = [py, "-m", "shared.cli", "worker", "--queues", "io", "--hostname", f"io@{socket.gethostname()}"]
+        # the io worker also runs beat: the retention sweep of face uploads
+        io_argv = [py, "-m", "shared.cli", "worker", "--queues", "io", "--beat", "--hostname", f"io@{socket.gethostname()}"]
         stack.children.append(start_child("worker-io", io_argv, env, logs))
         base = f"http://{settings.api_host}:{port}"
         print(f"Waiting for {base}/readyz (loading the pipeline; logs in {logs}) ...")
