@@ -11,7 +11,7 @@ master="${SEAWEED_MASTER:-s3:9333}"
 filer="${SEAWEED_FILER:-s3:8888}"
 
 list_buckets() {
-  echo "s3.bucket.list" | weed shell -master="$master" -filer="$filer" 2>/dev/null \
+  echo "s3.bucket.list" | timeout "${SEAWEED_SHELL_TIMEOUT_S:-60}" weed shell -master="$master" -filer="$filer" 2>/dev/null \
     | awk '{print $1}'
 }
 
@@ -25,7 +25,7 @@ if [ "${1:-}" != "--check" ]; then
     if has_bucket "$bucket"; then
       echo "bucket $bucket exists"
     else
-      echo "s3.bucket.create -name $bucket" | weed shell -master="$master" -filer="$filer"
+      echo "s3.bucket.create -name $bucket" | timeout "${SEAWEED_SHELL_TIMEOUT_S:-60}" weed shell -master="$master" -filer="$filer"
     fi
   done
   existing="$(list_buckets)"
