@@ -15,6 +15,7 @@ import sys
 
 # command group -> module that registers it. Modules keep torch/diffusers imports inside functions.
 COMMAND_MODULES: tuple[str, ...] = (
+    "api.serve",
 )
 
 

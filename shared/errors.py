@@ -42,6 +42,9 @@ class ErrorCode(StrEnum):
     JOB_CANCELED = "job_canceled"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"
+    # HTTP routing (no such path, wrong method)
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -70,6 +73,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.JOB_CANCELED: 409,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
 }
 
 

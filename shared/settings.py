@@ -35,29 +35,31 @@ class Settings(BaseSettings):
 
     # --- object storage (any S3-compatible endpoint) ----------------------------------
     s3_endpoint_url: str | None = Field("http://127.0.0.1:8333", description="S3 endpoint; empty for AWS itself.")
-    s3_region: str = "us-east-1"
+    s3_region: str = Field("us-east-1", description="S3 region name used for signing.")
     s3_access_key: str = Field("idbody", description="S3 access key id.")
     s3_secret_key: SecretStr = Field(SecretStr("idbody-secret-change-me"), description="S3 secret key.")
-    s3_bucket_uploads: str = "idbody-uploads"
-    s3_bucket_results: str = "idbody-results"
+    s3_bucket_uploads: str = Field("idbody-uploads", description="Private bucket for face uploads.")
+    s3_bucket_results: str = Field("idbody-results", description="Bucket for generated images (private; served by presigned URLs).")
     s3_presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600, description="Lifetime of presigned result URLs.")
     public_results_base_url: str | None = Field(None, description="If set, result URLs are this base + key (a CDN) instead of presigned.")
 
     # --- gateway -----------------------------------------------------------------------
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
+    api_host: str = Field("127.0.0.1", description="Address the gateway binds to.")
+    api_port: int = Field(8000, description="Port the gateway listens on.")
     public_api_url: str | None = Field(None, description="Base URL used in status_url/result_url; default: the request's own.")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Larger uploads get 413.")
     max_image_pixels: int = Field(40_000_000, ge=10_000, description="Decompression-bomb cap on width*height.")
     min_image_side: int = Field(64, ge=16, description="Uploads with a shorter side are refused.")
     max_wait_s: int = Field(60, ge=0, le=600, description="Largest N honoured in 'Prefer: wait=N'.")
     preflight_face_check: bool = Field(False, description="Reject uploads with no face before queueing (needs the ml extra on the gateway).")
+    api_workers: int = Field(1, ge=1, le=64, description="Gateway processes started by 'idbody api'.")
+    max_waiting_requests: int = Field(64, ge=1, le=10_000, description="Most 'Prefer: wait' requests held at once per gateway process; the rest answer 202 at once.")
 
     # --- engine ----------------------------------------------------------------------
     model_profile: Literal["auto", "instantid", "tiny"] = Field("auto", description="auto: instantid when the model folder verifies and a GPU exists, else tiny.")
     model_dir: Path = Field(Path("models"), description="Folder the released weights are downloaded into.")
     tiny_model_dir: Path = Field(Path(".cache/tiny-models"), description="Folder the tiny profile is built into.")
-    device: Literal["auto", "cuda", "cpu"] = "auto"
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="Torch device for the worker; auto picks cuda when available.")
     onnx_providers: list[str] = Field(["CUDAExecutionProvider", "CPUExecutionProvider"], description="onnxruntime providers, first available wins.")
     min_face_px: int = Field(128, ge=8, description="Faces whose shorter bbox side is smaller get face_too_small.")
     cpu_offload: bool = Field(False, description="enable_model_cpu_offload() for GPUs with little VRAM.")
@@ -66,19 +68,19 @@ class Settings(BaseSettings):
 
     # --- appearance analysis (Gemini, opt-in) -------------------------------------------
     gemini_api_key: SecretStr | None = Field(None, description="No key: appearance analysis is skipped.")
-    gemini_model: str = "gemini-2.5-flash"
+    gemini_model: str = Field("gemini-2.5-flash", description="Gemini model used for appearance analysis.")
     gemini_base_url: str | None = Field(None, description="Override the Gemini API base URL (tests, proxies).")
-    gemini_timeout_s: float = Field(10.0, gt=0, le=120)
-    gemini_max_retries: int = Field(2, ge=0, le=5)
-    gemini_max_concurrency: int = Field(2, ge=1, le=32)
+    gemini_timeout_s: float = Field(10.0, gt=0, le=120, description="Timeout of one Gemini call.")
+    gemini_max_retries: int = Field(2, ge=0, le=5, description="Retries of a failed Gemini call.")
+    gemini_max_concurrency: int = Field(2, ge=1, le=32, description="Most Gemini calls in flight per process.")
 
     # --- auth, webhooks, limits -----------------------------------------------------------
     auth_disabled: bool = Field(False, description="Development only: accept requests without an API key.")
     webhook_allow_hosts: list[str] = Field([], description="Hosts allowed as webhook targets even if private (local development).")
-    webhook_timeout_s: float = Field(10.0, gt=0, le=60)
-    webhook_max_attempts: int = Field(8, ge=1, le=20)
+    webhook_timeout_s: float = Field(10.0, gt=0, le=60, description="Timeout of one webhook delivery attempt.")
+    webhook_max_attempts: int = Field(8, ge=1, le=20, description="Delivery attempts before a webhook is given up.")
 
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
 
 
 @lru_cache

@@ -1,0 +1,75 @@
+"""Every error leaves the gateway as ``{"error": {"code", "message", "field"}}``: our own
+IdentityBodyError, FastAPI's request validation errors, Starlette's 404/405 and anything unexpected.
+
+Example::
+
+    install_error_handlers(app)
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.errors import ErrorCode, IdentityBodyError
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES: dict[int, ErrorCode] = {
+    400: ErrorCode.INVALID_PARAMETER,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.FILE_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    422: ErrorCode.INVALID_PARAMETER,
+    503: ErrorCode.SERVICE_UNAVAILABLE,
+}
+
+
+def error_response(error: IdentityBodyError, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"code": error.code.value, "message": error.message, "field": error.field}}
+    return JSONResponse(body, status_code=error.http_status, headers=headers)
+
+
+async def _identity_body_error(request: Request, exc: IdentityBodyError) -> JSONResponse:
+    return error_response(exc)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    # loc is ("path"|"query"|"body"|"header", name, ...): the name is what the client sent
+    loc = [str(p) for p in first.get("loc", ())][1:]
+    field = ".".join(loc) or None
+    message = f"{field}: {first.get('msg', 'invalid value')}." if field else f"{first.get('msg', 'Invalid request')}."
+    code = ErrorCode.MISSING_FIELD if first.get("type") == "missing" else ErrorCode.INVALID_PARAMETER
+    return error_response(IdentityBodyError(code, message, field=field))
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = _HTTP_CODES.get(exc.status_code, ErrorCode.INTERNAL_ERROR if exc.status_code >= 500 else ErrorCode.INVALID_PARAMETER)
+    if exc.status_code == 404:
+        message = f"No route at {request.url.path}."
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"{request.method} is not allowed here; allowed: {allowed}."
+    else:
+        message = str(exc.detail)
+    body = {"error": {"code": code.value, "message": message, "field": None}}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    error = IdentityBodyError(ErrorCode.INTERNAL_ERROR, "Something went wrong on our side; try again.")
+    return error_response(error)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(IdentityBodyError, _identity_body_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

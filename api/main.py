@@ -1,0 +1,65 @@
+"""The FastAPI application. Clients (Redis, S3, Celery) are created in the lifespan, never at import.
+
+Example::
+
+    uvicorn --factory api.main:create_app
+    # or: idbody api --port 8000
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.routes import health, jobs
+from shared.job_store import JobStore
+from shared.settings import Settings, get_settings
+from shared.storage import Storage
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = (
+    "One face photo in, full-body images that keep the person's identity out. Submit a job, poll "
+    "its status (or send `Prefer: wait=N`), then read the result. Every error is "
+    '`{"error": {"code", "message", "field"}}` with a stable code.'
+)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    # celery costs ~0.2 s to import; the gateway's import stays light and pays it at start
+    from shared.celery_app import make_celery
+
+    store = JobStore.from_settings(settings)
+    storage = Storage.from_settings(settings)
+    app.state.store = store
+    app.state.storage = storage
+    app.state.buckets_ready = await anyio.to_thread.run_sync(health.ensure_buckets_logged, storage)
+    app.state.celery = make_celery(settings)
+    app.state.wait_limiter = anyio.CapacityLimiter(settings.max_waiting_requests)
+    try:
+        yield
+    finally:
+        app.state.celery.close()
+        store.client.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; ``settings`` defaults to the environment's (``IDBODY_*``)."""
+    app = FastAPI(
+        title="identity-body",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or get_settings()
+    install_error_handlers(app)
+    app.include_router(jobs.router)
+    app.include_router(health.router)
+    return app

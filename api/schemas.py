@@ -1,0 +1,185 @@
+"""Response models of the HTTP API, with the examples OpenAPI shows. The multipart request body is
+described from ``shared.params.GenerationParams`` so its ranges are written once.
+
+Example::
+
+    SubmitResponse.model_validate(body)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.errors import HTTP_STATUS, ErrorCode
+from shared.params import GenerationParams
+
+_RID = "0b7f6f0e-3c4e-4d0a-9a51-6f3f2b8e9c11"
+_BASE = f"https://api.example.com/api/v1/jobs/{_RID}"
+
+
+class SubmitResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "request_id": _RID, "status": "queued", "status_url": _BASE, "result_url": f"{_BASE}/result",
+        "cancel_url": f"{_BASE}/cancel", "queue_position": 1,
+    }]})
+
+    request_id: str
+    status: str = Field(description="queued, running, succeeded, failed or canceled.")
+    status_url: str
+    result_url: str
+    cancel_url: str
+    queue_position: int | None = Field(None, description="1-based place in the queue while queued.")
+
+
+class ProgressOut(BaseModel):
+    step: int
+    total: int
+
+
+class JobErrorOut(BaseModel):
+    code: str
+    message: str
+
+
+class JobStatusResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"request_id": _RID, "status": "queued", "queue_position": 2, "created_at": "2026-03-01T12:00:00Z",
+         "started_at": None, "finished_at": None},
+        {"request_id": _RID, "status": "running", "progress": {"step": 3, "total": 8},
+         "created_at": "2026-03-01T12:00:00Z", "started_at": "2026-03-01T12:00:01Z", "finished_at": None},
+        {"request_id": _RID, "status": "succeeded", "result_url": f"{_BASE}/result",
+         "created_at": "2026-03-01T12:00:00Z", "started_at": "2026-03-01T12:00:01Z",
+         "finished_at": "2026-03-01T12:00:09Z"},
+        {"request_id": _RID, "status": "failed",
+         "error": {"code": "no_face_detected", "message": "No face was found in the photo."},
+         "created_at": "2026-03-01T12:00:00Z", "started_at": "2026-03-01T12:00:01Z",
+         "finished_at": "2026-03-01T12:00:02Z"},
+    ]})
+
+    request_id: str
+    status: str
+    queue_position: int | None = Field(None, description="Only while queued.")
+    progress: ProgressOut | None = Field(None, description="Only while running: denoise step of total.")
+    error: JobErrorOut | None = Field(None, description="Only when failed or canceled.")
+    result_url: str | None = Field(None, description="Only when succeeded.")
+    created_at: str = Field(description="ISO-8601, UTC.")
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class ResultImageOut(BaseModel):
+    id: str = Field(description="identity_body_0, identity_body_1, ...")
+    url: str = Field(description="Presigned GET (or CDN) URL of the PNG.")
+
+
+class JobResultResponse(BaseModel):
+    """The seed's response shape. A failed or canceled job answers 200 with success=false,
+    no images and its ``error``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"success": True, "request_id": _RID, "count": 2,
+         "images": [{"id": "identity_body_0", "url": "https://s3.example.com/idbody-results/...0.png?X-Amz-Signature=..."},
+                    {"id": "identity_body_1", "url": "https://s3.example.com/idbody-results/...1.png?X-Amz-Signature=..."}],
+         "analysis": {"skin_tone": "warm ivory", "ethnicity": "East Asian"}, "method": "instantid", "note": None},
+        {"success": False, "request_id": _RID, "count": 0, "images": [], "analysis": {}, "method": "instantid",
+         "note": None, "error": {"code": "no_face_detected", "message": "No face was found in the photo."}},
+    ]})
+
+    success: bool
+    request_id: str
+    count: int
+    images: list[ResultImageOut]
+    analysis: dict[str, Any]
+    method: str
+    note: str | None
+    error: JobErrorOut | None = Field(None, description="Only when the job failed or was canceled.")
+
+
+class HealthResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+    status: str
+
+
+class ReadyResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"status": "ready", "checks": {"redis": True, "s3": True, "workers": True}, "workers": 1, "failed": []},
+        {"status": "not_ready", "checks": {"redis": True, "s3": True, "workers": False}, "workers": 0,
+         "failed": ["workers"]},
+    ]})
+    status: str = Field(description="ready or not_ready.")
+    checks: dict[str, bool]
+    workers: int = Field(description="Live workers with a loaded pipeline.")
+    failed: list[str] = Field(description="Names of the checks that failed.")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable machine code (shared.errors.ErrorCode).")
+    message: str = Field(description="A sentence a person can act on.")
+    field: str | None = Field(None, description="The request field at fault, if any.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+# one example per error code a route can answer, shown in OpenAPI
+_ERROR_EXAMPLES: dict[ErrorCode, tuple[str, str | None]] = {
+    ErrorCode.INVALID_PARAMETER: ("height_cm: Input should be less than or equal to 300. Height in centimetres, 50-300. (got '400')", "height_cm"),
+    ErrorCode.MISSING_FIELD: ("Send the face photo as the multipart file field 'face_image'.", "face_image"),
+    ErrorCode.FILE_TOO_LARGE: ("The photo is larger than 10240 KiB. Upload a smaller JPEG, PNG or WebP.", "face_image"),
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: ("The photo must be a JPEG, PNG or WebP image (checked from its content, not its name).", "face_image"),
+    ErrorCode.IMAGE_DECODE_FAILED: ("The photo could not be decoded; it may be truncated or corrupt. Upload it again.", "face_image"),
+    ErrorCode.IMAGE_TOO_LARGE: ("The photo has more than 40,000,000 pixels. Upload a smaller image.", "face_image"),
+    ErrorCode.IMAGE_TOO_SMALL: ("The photo is 40x40 pixels; both sides must be at least 64.", "face_image"),
+    ErrorCode.ANIMATED_IMAGE: ("Animated images are not accepted. Upload a single still photo.", "face_image"),
+    ErrorCode.WEBHOOK_URL_REFUSED: ("webhook_url must be an http or https URL.", "webhook_url"),
+    ErrorCode.JOB_NOT_FOUND: ("No job with this request_id; it may have expired.", "request_id"),
+    ErrorCode.JOB_NOT_FINISHED: ("The job is still running; poll status_url until it has finished.", None),
+    ErrorCode.SERVICE_UNAVAILABLE: ("The job queue is unreachable; try again in a moment.", None),
+    ErrorCode.NOT_FOUND: ("No route at /api/v1/nope.", None),
+    ErrorCode.METHOD_NOT_ALLOWED: ("DELETE is not allowed here; allowed: GET.", None),
+}
+
+
+def error_responses(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the given error codes, grouped by HTTP status, one example each.
+
+    Example::
+
+        @router.get("/x", responses=error_responses(ErrorCode.JOB_NOT_FOUND))
+    """
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        status = HTTP_STATUS[code]
+        message, field = _ERROR_EXAMPLES[code]
+        entry = out.setdefault(status, {"model": ErrorResponse, "description": "Error", "content": {"application/json": {"examples": {}}}})
+        entry["content"]["application/json"]["examples"][code.value] = {
+            "summary": code.value,
+            "value": {"error": {"code": code.value, "message": message, "field": field}},
+        }
+    return out
+
+
+SUBMIT_FIELDS_EXTRA = {
+    "face_image": {"type": "string", "format": "binary", "description": "The face photo: JPEG, PNG or WebP."},
+    "webhook_url": {"type": "string", "format": "uri", "description": "Called when the job ends (delivery: see the webhooks docs)."},
+}
+
+
+def submit_request_body() -> dict[str, Any]:
+    """The multipart request body of the submit route, derived from GenerationParams."""
+    params = GenerationParams.model_json_schema()
+    schema = {
+        "type": "object",
+        "required": ["face_image"],
+        "properties": {**SUBMIT_FIELDS_EXTRA, **params["properties"]},
+        "additionalProperties": False,
+    }
+    example = {"body_type": "athletic", "height_cm": 170, "weight_kg": 65, "gender": "female",
+               "num_images": 4, "use_gemini_analysis": True}
+    return {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": schema, "example": example}},
+    }

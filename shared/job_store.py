@@ -1,0 +1,239 @@
+"""Job records in Redis/Valkey: the one source of truth for a job's status.
+
+Keys (all expire ``retention_s`` after their last write, except where noted)::
+
+    job:{request_id}            JSON of JobRecord
+    jobs:queued                 sorted set of queued request ids, scored by created_at (queue order)
+    job-finished:{request_id}   pub/sub channel; one message when the job finishes
+    worker:{worker_id}          JSON heartbeat of a live worker, expires after its ttl
+
+Every status change goes through ``transition``: it reads, checks ``can_transition`` and writes under
+WATCH/MULTI, so a cancel racing a completion, or a redelivered task writing late, can never move a
+finished job or win twice.
+
+Example::
+
+    store = JobStore.from_settings(settings)
+    store.create(JobRecord(request_id="r1", created_at=time.time()))
+    store.transition("r1", JobStatus.RUNNING, worker="gpu0")
+    store.set_progress("r1", 3, 8)
+    store.transition("r1", JobStatus.SUCCEEDED, result={"images": [...]})
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from shared.job_record import JobRecord, JobStatus, Progress, can_transition
+
+JOB_KEY = "job:{}"
+QUEUE_KEY = "jobs:queued"
+FINISHED_CHANNEL = "job-finished:{}"
+WORKER_KEY = "worker:{}"
+WORKER_PATTERN = "worker:*"
+
+# WATCH/MULTI retries under contention; each retry means another writer changed the record, so a
+# small bound is plenty (two writers race at most: cancel and the worker)
+_MAX_WATCH_RETRIES = 64
+
+
+class JobStore:
+    """Reads and writes job records; see the module docstring for the key layout."""
+
+    def __init__(self, client: redis.Redis, retention_s: int) -> None:
+        self.client = client
+        self.retention_s = int(retention_s)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "JobStore":
+        """A store on ``settings.redis_url`` keeping records ``settings.job_retention_s``."""
+        client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+        return cls(client, settings.job_retention_s)
+
+    # --- records -------------------------------------------------------------------------------
+
+    def create(self, record: JobRecord) -> None:
+        """Store a new queued record and put it at the end of the queue order."""
+        record = record.model_copy(update={"status": JobStatus.QUEUED})
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(JOB_KEY.format(record.request_id), record.model_dump_json(), ex=self.retention_s)
+        pipe.zadd(QUEUE_KEY, {record.request_id: record.created_at})
+        pipe.expire(QUEUE_KEY, self.retention_s)
+        pipe.execute()
+
+    def get(self, request_id: str) -> JobRecord | None:
+        """The record, or None when unknown or expired."""
+        raw = self.client.get(JOB_KEY.format(request_id))
+        return None if raw is None else JobRecord.model_validate_json(raw)
+
+    def delete(self, request_id: str) -> None:
+        """Remove the record and its place in the queue order now."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(JOB_KEY.format(request_id))
+        pipe.zrem(QUEUE_KEY, request_id)
+        pipe.execute()
+
+    def transition(self, request_id: str, new_status: JobStatus | str, **fields: Any) -> JobRecord | None:
+        """Move a job to ``new_status`` atomically, setting ``fields`` (JobRecord attributes) too.
+
+        Returns the updated record, or None when the job is unknown or the move is illegal
+        (finished jobs never move). Entering ``running`` counts an attempt, records ``worker``
+        and resets progress; finishing stamps ``finished_at``, leaves the queue order and
+        publishes on ``job-finished:{id}``.
+
+        Example::
+
+            store.transition(rid, JobStatus.FAILED, error={"code": "no_face_detected", "message": "..."})
+        """
+        new_status = JobStatus(new_status)
+        key = JOB_KEY.format(request_id)
+        for _ in range(_MAX_WATCH_RETRIES):
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        return None
+                    current = JobRecord.model_validate_json(raw)
+                    if not can_transition(current.status, new_status):
+                        return None
+                    updated = _apply_transition(current, new_status, fields, now=time.time())
+                    pipe.multi()
+                    pipe.set(key, updated.model_dump_json(), ex=self.retention_s)
+                    if new_status is not JobStatus.QUEUED:
+                        pipe.zrem(QUEUE_KEY, request_id)
+                    if new_status.finished:
+                        pipe.publish(FINISHED_CHANNEL.format(request_id), new_status.value)
+                    pipe.execute()
+                    return updated
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"job {request_id}: too much contention on its record")
+
+    def set_progress(self, request_id: str, step: int, total: int) -> bool:
+        """Record denoise progress; True when written (only while the job is running)."""
+        key = JOB_KEY.format(request_id)
+        for _ in range(_MAX_WATCH_RETRIES):
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        return False
+                    record = JobRecord.model_validate_json(raw)
+                    if record.status is not JobStatus.RUNNING:
+                        return False
+                    record.progress = Progress(step=int(step), total=int(total))
+                    pipe.multi()
+                    pipe.set(key, record.model_dump_json(), ex=self.retention_s)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+        return False
+
+    def update(self, request_id: str, **fields: Any) -> JobRecord | None:
+        """Set non-status fields (e.g. webhook attempts) without moving the job; None when unknown."""
+        if "status" in fields:
+            raise ValueError("use transition() to change a job's status")
+        key = JOB_KEY.format(request_id)
+        for _ in range(_MAX_WATCH_RETRIES):
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        return None
+                    record = JobRecord.model_validate(
+                        {**JobRecord.model_validate_json(raw).model_dump(), **_plain(fields)}
+                    )
+                    pipe.multi()
+                    pipe.set(key, record.model_dump_json(), ex=self.retention_s)
+                    pipe.execute()
+                    return record
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"job {request_id}: too much contention on its record")
+
+    # --- queue order and waiting -----------------------------------------------------------------
+
+    def queue_position(self, request_id: str) -> int | None:
+        """1-based place among queued jobs, or None when the job is not queued."""
+        rank = self.client.zrank(QUEUE_KEY, request_id)
+        return None if rank is None else int(rank) + 1
+
+    def wait_finished(self, request_id: str, timeout_s: float) -> JobRecord | None:
+        """Block until the job finishes or ``timeout_s`` passes; the record if finished, else None.
+
+        Subscribes before reading, so a finish landing between the read and the wait is not missed.
+
+        Example::
+
+            record = store.wait_finished(rid, 30)   # None: still queued or running after 30 s
+        """
+        deadline = time.monotonic() + max(0.0, float(timeout_s))
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(FINISHED_CHANNEL.format(request_id))
+            while True:
+                record = self.get(request_id)
+                if record is None:
+                    return None
+                if record.status.finished:
+                    return record
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                # a message (or the deadline) ends the wait; the loop re-reads the record either way
+                pubsub.get_message(timeout=remaining)
+        finally:
+            pubsub.close()
+
+    # --- workers -----------------------------------------------------------------------------------
+
+    def heartbeat_worker(self, worker_id: str, info: dict[str, Any], ttl_s: int) -> None:
+        """Say that ``worker_id`` is alive for ``ttl_s`` seconds.
+
+        ``info`` is free-form; the gateway's /readyz counts a worker as ready unless
+        ``info["pipeline_loaded"]`` is false, so send the heartbeat after the pipeline loaded.
+
+        Example::
+
+            store.heartbeat_worker("gpu0@host", {"pipeline_loaded": True, "profile": "tiny"}, 30)
+        """
+        payload = {**info, "worker_id": worker_id, "seen_at": time.time()}
+        self.client.set(WORKER_KEY.format(worker_id), json.dumps(payload), ex=int(ttl_s))
+
+    def live_workers(self) -> list[dict[str, Any]]:
+        """Heartbeats of every worker seen within its ttl (each with ``worker_id`` and ``seen_at``)."""
+        keys = list(self.client.scan_iter(match=WORKER_PATTERN, count=500))
+        if not keys:
+            return []
+        return [json.loads(raw) for raw in self.client.mget(keys) if raw is not None]
+
+    def ping(self) -> bool:
+        """True when Redis answers."""
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
+
+
+def _plain(fields: dict[str, Any]) -> dict[str, Any]:
+    """Pydantic models among ``fields`` as plain data, so the record re-validates them."""
+    return {k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in fields.items()}
+
+
+def _apply_transition(current: JobRecord, new: JobStatus, fields: dict[str, Any], now: float) -> JobRecord:
+    data = {**current.model_dump(), **_plain(fields), "status": new}
+    if new is JobStatus.RUNNING:
+        data["attempts"] = current.attempts + 1
+        data["started_at"] = now
+        data["progress"] = fields.get("progress") or Progress().model_dump()
+    if new.finished:
+        data["finished_at"] = now
+    return JobRecord.model_validate(data)
