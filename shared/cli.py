@@ -16,6 +16,8 @@ import sys
 # command group -> module that registers it. Modules keep torch/diffusers imports inside functions.
 COMMAND_MODULES: tuple[str, ...] = (
     "api.serve",
+    "worker.run_cli",
+    "shared.local_stack",
 )
 
 

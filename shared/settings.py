@@ -28,9 +28,9 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Valkey/Redis for jobs and the Celery broker.")
     job_retention_s: int = Field(7 * 24 * 3600, ge=60, description="How long job records and result images are kept.")
     upload_retention_s: int = Field(0, ge=0, description="Keep face uploads this long after a job ends (0: delete at once).")
-    task_soft_time_limit_s: int = Field(540, ge=10, description="Generation is asked to stop after this long.")
-    task_time_limit_s: int = Field(600, ge=10, description="A task is killed after this long.")
-    broker_visibility_timeout_s: int = Field(3600, ge=60, description="Unacked tasks are redelivered after this; must exceed task_time_limit_s.")
+    task_soft_time_limit_s: int = Field(540, ge=1, description="Generation is asked to stop after this long.")
+    task_time_limit_s: int = Field(600, ge=1, description="A task is killed after this long.")
+    broker_visibility_timeout_s: int = Field(3600, ge=2, description="Unacked tasks are redelivered after this; must exceed task_time_limit_s.")
     worker_heartbeat_ttl_s: int = Field(30, ge=5, description="A worker counts as alive this long after its last heartbeat.")
 
     # --- object storage (any S3-compatible endpoint) ----------------------------------

@@ -1,0 +1,212 @@
+"""Gateway bench on loopback: real Valkey + SeaweedFS (started here), the real gateway (one uvicorn
+process, ``idbody api``), and a real Celery GPU-queue worker (tiny profile) for the enqueue→start
+delay. Prints a table and writes bench/results/gateway.json.
+
+    python -m bench.gateway [--seconds 8] [--max-requests 1500] [--probes 20]
+
+Targets (2-core machine): >= 300 submits/s, p99 < 50 ms at 8 clients, status >= 2,000/s,
+enqueue→start < 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from shared.job_store import JobStore
+from shared.local_servers import SeaweedS3Server, ValkeyServer
+from shared.settings import Settings
+from shared.storage import Storage
+from tests.service_stack import ServiceStack, drawn_face_jpeg
+
+SUBMIT = "/api/v1/generate-identity-body"
+FIELDS = {"body_type": "athletic", "height_cm": "170", "weight_kg": "65", "gender": "female", "num_images": "1"}
+TARGETS = {"submit_rps": 300, "submit_p99_ms_at_8": 50, "status_rps": 2000, "enqueue_to_start_ms": 20}
+
+
+def jpeg_of_size(target_bytes: int = 512 * 1024) -> bytes:
+    """A photo-like JPEG (smooth gradient plus mild sensor-like noise) of about ``target_bytes``; at
+    quality 90 that is about 1.5 megapixels, like a phone photo scaled down by a messaging app."""
+    rng = np.random.default_rng(0)
+    side = 800
+    while True:
+        y, x = np.mgrid[0:side, 0:side]
+        base = np.stack([(x * 255 / side), (y * 255 / side), ((x + y) * 127 / side)], axis=-1)
+        noisy = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(noisy).save(buf, format="JPEG", quality=90)
+        if buf.tell() >= target_bytes:
+            return buf.getvalue()
+        side = int(side * (target_bytes / buf.tell()) ** 0.5) + 8
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+async def load(make_request, clients: int, seconds: float, max_requests: int) -> dict:
+    """``clients`` loops issuing requests until the count or time bound; latency per request."""
+    latencies: list[float] = []
+    errors = 0
+    issued = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def one_client() -> None:
+            nonlocal issued, errors
+            while issued < max_requests and time.perf_counter() < deadline:
+                issued += 1
+                t0 = time.perf_counter()
+                resp = await make_request(client)
+                latencies.append(time.perf_counter() - t0)
+                if resp.status_code >= 300 and resp.status_code != 202:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return {
+        "clients": clients, "requests": len(latencies), "errors": errors, "seconds": round(elapsed, 3),
+        "rps": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(percentile(latencies, 50) * 1000, 2), "p99_ms": round(percentile(latencies, 99) * 1000, 2),
+    }
+
+
+def bench_submits(base: str, image: bytes, clients: int, seconds: float, max_requests: int, ids: list[str]) -> dict:
+    async def submit(client: httpx.AsyncClient) -> httpx.Response:
+        resp = await client.post(base + SUBMIT, data=FIELDS, files={"face_image": ("p.jpg", image, "image/jpeg")})
+        if resp.status_code == 202:
+            ids.append(resp.json()["request_id"])
+        return resp
+
+    return asyncio.run(load(submit, clients, seconds, max_requests))
+
+
+def bench_status(base: str, ids: list[str], clients: int, seconds: float, max_requests: int) -> dict:
+    counter = iter(range(10**9))
+
+    async def status(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.get(f"{base}/api/v1/jobs/{ids[next(counter) % len(ids)]}")
+
+    return asyncio.run(load(status, clients, seconds, max_requests))
+
+
+def bench_enqueue_to_start(stack: ServiceStack, store: JobStore, probes: int) -> dict:
+    """Sequential tiny jobs on an idle worker: record created_at (gateway) → started_at (worker)."""
+    face = drawn_face_jpeg()
+    delays = []
+    fields = {**FIELDS, "width": "64", "height": "64", "num_inference_steps": "1"}
+    for _ in range(probes):
+        resp = httpx.post(stack.base_url + SUBMIT, data=fields, files={"face_image": ("f.jpg", face, "image/jpeg")},
+                          headers={"Prefer": "wait=60"}, timeout=90)
+        record = store.get(resp.json()["request_id"])
+        if record is not None and record.started_at:
+            delays.append(record.started_at - record.created_at)
+    return {
+        "probes": len(delays),
+        "p50_ms": round(percentile(delays, 50) * 1000, 2), "p99_ms": round(percentile(delays, 99) * 1000, 2),
+        "max_ms": round(max(delays) * 1000, 2),
+    }
+
+
+def print_table(report: dict) -> None:
+    print(f"\ngateway bench — {report['machine']}")
+    print(f"{'what':<28}{'clients':>8}{'requests':>10}{'errors':>8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    for row in report["submit"]:
+        print(f"{'submit (512 KB JPEG)':<28}{row['clients']:>8}{row['requests']:>10}{row['errors']:>8}"
+              f"{row['rps']:>10}{row['p50_ms']:>10}{row['p99_ms']:>10}")
+    s = report["status"]
+    print(f"{'status GET':<28}{s['clients']:>8}{s['requests']:>10}{s['errors']:>8}{s['rps']:>10}{s['p50_ms']:>10}{s['p99_ms']:>10}")
+    e = report["enqueue_to_start"]
+    print(f"{'enqueue→task start (idle)':<28}{'1':>8}{e['probes']:>10}{'':>8}{'':>10}{e['p50_ms']:>10}{e['p99_ms']:>10}")
+    print("\ntargets:", ", ".join(f"{k} {'≥' if 'rps' in k else '<'} {v}: {'met' if report['met'][k] else 'MISSED'}"
+                                  for k, v in TARGETS.items()))
+
+
+def verdicts(report: dict) -> dict[str, bool]:
+    by_clients = {row["clients"]: row for row in report["submit"]}
+    return {
+        "submit_rps": max(r["rps"] for r in report["submit"]) >= TARGETS["submit_rps"],
+        "submit_p99_ms_at_8": by_clients[8]["p99_ms"] < TARGETS["submit_p99_ms_at_8"],
+        "status_rps": report["status"]["rps"] >= TARGETS["status_rps"],
+        "enqueue_to_start_ms": report["enqueue_to_start"]["p50_ms"] < TARGETS["enqueue_to_start_ms"],  # nan: False
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="time bound per load level")
+    parser.add_argument("--max-requests", type=int, default=1500, help="count bound per load level")
+    parser.add_argument("--probes", type=int, default=20, help="enqueue→start probes")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/gateway.json"))
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="idbody-bench-") as tmp:
+        tmp = Path(tmp)
+        with ValkeyServer.start(tmp / "valkey") as valkey, SeaweedS3Server.start(tmp / "s3") as s3:
+            settings = Settings(
+                _env_file=None, redis_url=valkey.url, s3_endpoint_url=s3.endpoint_url,
+                s3_access_key=s3.access_key, s3_secret_key=s3.secret_key, auth_disabled=True,
+                model_profile="tiny", device="cpu", tiny_model_dir=Path(".cache/tiny-models").resolve(),
+                s3_bucket_uploads=f"bench-up-{uuid.uuid4().hex[:6]}", s3_bucket_results=f"bench-res-{uuid.uuid4().hex[:6]}",
+                log_level="WARNING",
+            )
+            Storage.from_settings(settings).ensure_buckets()
+            store = JobStore.from_settings(settings)
+            with ServiceStack(settings, tmp / "logs") as stack:
+                stack.start_gateway()
+                _wait_health(stack)
+                image = jpeg_of_size()
+                ids: list[str] = []
+                submit = [bench_submits(stack.base_url, image, c, args.seconds, args.max_requests, ids) for c in (1, 8, 64)]
+                status = bench_status(stack.base_url, ids, 8, args.seconds, args.max_requests * 4)
+                enqueue = {"probes": 0, "p50_ms": float("nan"), "p99_ms": float("nan"), "max_ms": float("nan")}
+                if args.probes > 0:
+                    # queued bench jobs would keep the worker busy: drop them before it starts
+                    store.client.delete("gpu")
+                    stack.start_worker("bench-gpu0")
+                    stack.wait_ready(timeout_s=300)
+                    enqueue = bench_enqueue_to_start(stack, store, args.probes)
+    report = {
+        "machine": f"{platform.node()} {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "image_bytes": len(image), "image_pixels": list(Image.open(io.BytesIO(image)).size), "submit": submit, "status": status, "enqueue_to_start": enqueue,
+        "targets": TARGETS,
+    }
+    report["met"] = verdicts(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print_table(report)
+    print(f"\nwritten: {args.out}")
+    return 0
+
+
+def _wait_health(stack: ServiceStack, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(stack.base_url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"gateway did not answer /healthz:\n{stack.log('api')}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

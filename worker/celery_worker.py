@@ -1,0 +1,53 @@
+"""The worker's Celery app, built from settings, and its start hook. ``celery -A worker.celery_worker``
+(or ``idbody worker``) runs it. Importing this module does no heavy work: the pipeline is loaded by
+``worker_process_init`` (sent by both the solo pool and each prefork child) on workers that consume
+the ``gpu`` queue, then warmed up, then readiness is published by a heartbeat thread.
+
+Example::
+
+    celery -A worker.celery_worker worker -Q gpu --pool solo --prefetch-multiplier 1
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import signals
+
+from shared.celery_app import make_celery
+from shared.queues import GPU_QUEUE
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+app = make_celery(get_settings())
+app.conf.include = ["worker.tasks"]
+
+_heartbeat = None
+
+
+def consumes_gpu_queue() -> bool:
+    return GPU_QUEUE in set(app.amqp.queues.consume_from or ())
+
+
+@signals.worker_process_init.connect
+def _load_pipeline(**_: object) -> None:
+    global _heartbeat
+    if not consumes_gpu_queue():
+        return
+    from shared.job_store import JobStore
+    from worker.heartbeat import Heartbeat
+    from worker.pipeline_host import PipelineHost
+
+    settings = get_settings()
+    host = PipelineHost.load(settings)
+    store = JobStore.from_settings(settings)
+    _heartbeat = Heartbeat(store, host.worker_id, host.info(), settings.worker_heartbeat_ttl_s).start()
+    log.info("worker %s ready (profile %s)", host.worker_id, host.choice.profile)
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_: object) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()

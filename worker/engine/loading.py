@@ -1,0 +1,162 @@
+"""Load the engine from one model folder: the same code path for the released weights and the
+tiny profile (worker.model_layout says where each part lives).
+
+Order: SDXL base (required) -> fp16-fix VAE -> IdentityNet + ip-adapter.bin (InstantID; on any
+failure the engine falls back to plain SDXL) -> LCM-LoRA (fused) -> schedulers -> device.
+
+Example::
+
+    engine = load_engine(Path("models"), DevicePolicy.decide(settings))
+    engine.method      # "instantid" or "sdxl_fallback"
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.errors import ErrorCode, IdentityBodyError
+from worker import model_layout as layout
+from worker.engine.devices import DevicePolicy
+
+log = logging.getLogger(__name__)
+
+FALLBACK_NOTE = "Used SDXL fallback (InstantID not available). Results may require head stitching."
+DOWNLOAD_COMMAND = "idbody models download"
+SDXL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+SDXL_CONFIG_FILES = ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json",
+                     "tokenizer_2/vocab.json", *(f"{c}/config.json" for c in SDXL_COMPONENTS))
+WEIGHT_NAMES = ("diffusion_pytorch_model{v}.safetensors", "model{v}.safetensors")
+
+
+@dataclass
+class Engine:
+    """A loaded pipeline and what the generation code needs to know about it."""
+
+    pipe: Any
+    method: str                              # "instantid" | "sdxl_fallback"
+    policy: DevicePolicy
+    modes: Any                               # worker.engine.lcm_mode.ModeSwitch
+    fallback_reason: str | None = None
+    loaded_parts: list[str] = field(default_factory=list)
+
+    @property
+    def note(self) -> str | None:
+        return FALLBACK_NOTE if self.method == "sdxl_fallback" else None
+
+
+def _has_weights(folder: Path, variant: str | None) -> bool:
+    suffixes = [f".{variant}", ""] if variant else [""]
+    return any((folder / n.format(v=s)).is_file() for n in WEIGHT_NAMES for s in suffixes)
+
+
+def missing_base_files(model_dir: Path) -> list[str]:
+    """SDXL base files that must exist for anything to load (relative to model_dir)."""
+    sdxl = layout.part(model_dir, layout.SDXL_DIR)
+    missing = [f"{layout.SDXL_DIR}/{f}" for f in SDXL_CONFIG_FILES if not (sdxl / f).is_file()]
+    missing += [f"{layout.SDXL_DIR}/{c}/<weights>" for c in SDXL_COMPONENTS
+                if (sdxl / c).is_dir() and not _has_weights(sdxl / c, "fp16")]
+    return missing
+
+
+def models_missing_error(model_dir: Path, missing: list[str], cause: str = "") -> IdentityBodyError:
+    listed = ", ".join(missing) if missing else "(files present but unreadable)"
+    why = f" ({cause})" if cause else ""
+    return IdentityBodyError(
+        ErrorCode.MODELS_MISSING,
+        f"The SDXL base model is not in {model_dir}: missing {listed}{why}. "
+        f"Fetch the models with `{DOWNLOAD_COMMAND}`.",
+        missing=missing, command=DOWNLOAD_COMMAND,
+    )
+
+
+def _variant(folder: Path, policy: DevicePolicy) -> str | None:
+    """fp16 files when the policy runs in fp16 and the folder has them (the tiny profile has not)."""
+    v = policy.variant
+    return v if v and any((folder / n.format(v=f".{v}")).is_file() for n in WEIGHT_NAMES) else None
+
+
+def _load_base(model_dir: Path, policy: DevicePolicy):
+    from diffusers import AutoencoderKL, StableDiffusionXLPipeline
+
+    sdxl = layout.part(model_dir, layout.SDXL_DIR)
+    missing = missing_base_files(model_dir)
+    if missing:
+        raise models_missing_error(model_dir, missing)
+    extra = {}
+    vae_dir = layout.part(model_dir, layout.VAE_DIR)
+    if (vae_dir / "config.json").is_file():
+        extra["vae"] = AutoencoderKL.from_pretrained(vae_dir, dtype=policy.dtype, variant=_variant(vae_dir, policy))
+    else:
+        log.warning("no fp16-fix VAE in %s: using SDXL's own VAE (upcast to fp32 to decode in fp16)", vae_dir)
+    try:
+        return StableDiffusionXLPipeline.from_pretrained(
+            sdxl, dtype=policy.dtype, variant=_variant(sdxl / "unet", policy), **extra)
+    except (OSError, ValueError) as exc:
+        raise models_missing_error(model_dir, [], cause=str(exc)) from exc
+
+
+def _load_instantid(model_dir: Path, base, policy: DevicePolicy):
+    """The InstantID pipeline over the base components, or raise why it cannot be had."""
+    from diffusers import ControlNetModel
+
+    from worker.engine.instantid_pipeline import InstantIDPipeline
+
+    cn_dir = layout.part(model_dir, layout.CONTROLNET_DIR)
+    ip_file = layout.part(model_dir, layout.IP_ADAPTER_FILE)
+    for needed in (cn_dir / "config.json", ip_file):
+        if not needed.is_file():
+            raise FileNotFoundError(f"missing {needed.relative_to(model_dir)}")
+    controlnet = ControlNetModel.from_pretrained(cn_dir, dtype=policy.dtype, variant=_variant(cn_dir, policy))
+    pipe = InstantIDPipeline(**_components(base), controlnet=controlnet)
+    pipe.load_ip_adapter(str(model_dir), subfolder=str(Path(layout.IP_ADAPTER_FILE).parent),
+                         weight_name=Path(layout.IP_ADAPTER_FILE).name, image_encoder_folder=None)
+    return pipe
+
+
+def _components(base) -> dict[str, Any]:
+    return {k: v for k, v in base.components.items() if k not in ("image_encoder", "feature_extractor")}
+
+
+def _fallback(base):
+    if getattr(base.unet, "encoder_hid_proj", None) is not None:
+        base.unload_ip_adapter()  # a half-loaded IP-Adapter would make the UNet demand face embeds
+    return base
+
+
+def _load_lcm_lora(model_dir: Path, pipe) -> bool:
+    from worker.engine.lcm_mode import LCM_ADAPTER
+
+    lora = layout.part(model_dir, layout.LCM_LORA_FILE)
+    if not lora.is_file():
+        log.warning("no LCM-LoRA at %s: fast mode runs Euler with its step count (slower, same API)", lora)
+        return False
+    pipe.load_lora_weights(str(lora.parent), weight_name=lora.name, adapter_name=LCM_ADAPTER)
+    return True
+
+
+def load_engine(model_dir: Path, policy: DevicePolicy) -> Engine:
+    """Load everything from ``model_dir``; raise IdentityBodyError(models_missing) when even the
+    SDXL base cannot load."""
+    from worker.engine.lcm_mode import ModeSwitch
+
+    model_dir = Path(model_dir)
+    base = _load_base(model_dir, policy)
+    parts = ["sdxl", "vae-fp16-fix" if (layout.part(model_dir, layout.VAE_DIR) / "config.json").is_file() else "sdxl-vae"]
+    try:
+        pipe, method, reason = _load_instantid(model_dir, base, policy), "instantid", None
+        parts += ["identitynet", "ip-adapter"]
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        log.warning("InstantID parts unavailable (%s); using the plain SDXL fallback", reason)
+        pipe, method = _fallback(base), "sdxl_fallback"
+    lcm = _load_lcm_lora(model_dir, pipe)
+    if lcm:
+        parts.append("lcm-lora")
+    modes = ModeSwitch(pipe, base.scheduler.config, lcm_loaded=lcm)
+    policy.place(pipe)
+    pipe.set_progress_bar_config(disable=True)
+    log.info("engine loaded from %s: method=%s parts=%s", model_dir, method, parts)
+    return Engine(pipe=pipe, method=method, policy=policy, modes=modes, fallback_reason=reason, loaded_parts=parts)

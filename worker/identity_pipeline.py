@@ -1,0 +1,195 @@
+"""The seed's Python API: one resident identity pipeline per process.
+
+Example::
+
+    from worker.identity_pipeline import get_identity_pipeline
+
+    pipeline = get_identity_pipeline()
+    pipeline.load_models()
+    result = pipeline(face_image=Image.open("me.jpg"),
+                      body_params={"body_type": "athletic", "height_cm": 170, "weight_kg": 65,
+                                   "gender": "female"}, num_images=4)
+    result["images"], result["method"], result["note"], result["timings"]
+    pipeline.pipe.enable_vae_tiling()       # the diffusers pipeline itself
+
+The result's ``analysis`` dict::
+
+    {"face": {"bbox": [x1, y1, x2, y2], "det_score": 0.9, "face_count": 1, "image_size": [w, h]},
+     "appearance": {"status": "ok" | "skipped" | "failed", "reason": "..." (unless ok), ...fields},
+     "skin_tone": ..., "ethnicity": ..., ...}     # appearance fields, flat, when status is ok
+
+Appearance fields only fill what the caller left empty (shared.params / worker.prompts).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from PIL import Image
+
+from shared.params import GenerationParams, parse_params
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+APPEARANCE_TIMEOUT_S = 30.0
+
+
+def resolve_model_dir(settings: Settings, cuda_available: bool | None = None) -> tuple[str, Path]:
+    """(profile, folder) to load: ``tiny`` builds the tiny profile; ``auto`` takes the released
+    weights when their SDXL base is present and a GPU exists, else tiny."""
+    from worker.engine.loading import missing_base_files
+
+    profile = settings.model_profile
+    if profile == "auto":
+        if cuda_available is None:
+            import torch
+
+            cuda_available = torch.cuda.is_available()
+        ready = cuda_available and not missing_base_files(Path(settings.model_dir))
+        profile = "instantid" if ready else "tiny"
+    if profile == "tiny":
+        from worker.engine.tiny import build_tiny_model_dir
+
+        return "tiny", build_tiny_model_dir(Path(settings.tiny_model_dir))
+    return "instantid", Path(settings.model_dir)
+
+
+class IdentityPipeline:
+    """Face photo + body parameters -> full-body images keeping the face's identity."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.engine = None
+        self.face_analyzer = None
+        self.appearance_analyzer = None     # optional: .submit(pil) -> Future[dict]
+        self.profile: str | None = None
+        self.model_dir: Path | None = None
+        self._lock = threading.Lock()
+
+    # --- loading ---------------------------------------------------------------------
+    def load_models(self) -> "IdentityPipeline":
+        """Load the engine and the face analyzer once; later calls return at once."""
+        with self._lock:
+            if self.engine is not None:
+                return self
+            from worker.engine.devices import DevicePolicy
+            from worker.engine.loading import load_engine
+            from worker.face.analysis import FaceAnalyzer
+
+            self.profile, self.model_dir = resolve_model_dir(self.settings)
+            policy = DevicePolicy.decide(self.settings)
+            analyzer = FaceAnalyzer(self.model_dir, providers=self.settings.onnx_providers,
+                                    det_size=(640, 640), min_face_px=self.settings.min_face_px)
+            analyzer.load()
+            self.engine = load_engine(self.model_dir, policy)
+            self.face_analyzer = analyzer
+        return self
+
+    @property
+    def pipe(self):
+        """The diffusers pipeline (loads the models on first use)."""
+        return self.load_models().engine.pipe
+
+    @property
+    def method(self) -> str:
+        return self.load_models().engine.method
+
+    # --- the seed's calls --------------------------------------------------------------
+    def __call__(self, face_image: Image.Image, body_params: dict[str, Any] | None = None,
+                 num_images: int = 4, **overrides: Any) -> dict[str, Any]:
+        return self.generate(face_image, **(body_params or {}), num_images=num_images, **overrides)
+
+    def generate(self, face_image: Image.Image, *, body_type: str | None = None, height_cm: float | None = None,
+                 weight_kg: float | None = None, gender: str | None = None, skin_tone: str | None = None,
+                 ethnicity: str | None = None, pose: str | None = None, clothing: str | None = None,
+                 num_images: int | None = None, num_inference_steps: int | None = None,
+                 guidance_scale: float | None = None, controlnet_conditioning_scale: float | None = None,
+                 ip_adapter_scale: float | None = None, seed: int | None = None, mode: str | None = None,
+                 width: int | None = None, height: int | None = None, use_gemini_analysis: bool = False,
+                 progress: Callable[[int, int], bool | None] | None = None) -> dict[str, Any]:
+        """Validate the parameters (shared.params ranges), analyse the face, generate.
+
+        ``progress(step, total)`` is called after every denoise step; returning False stops the
+        run with IdentityBodyError(job_canceled).
+        """
+        given = {k: v for k, v in locals().items()
+                 if k not in ("self", "face_image", "progress") and v is not None}
+        params = parse_params(given)
+        return self.generate_params(face_image, params, progress=progress)
+
+    def generate_params(self, face_image: Image.Image, params: GenerationParams,
+                        progress: Callable[[int, int], bool | None] | None = None) -> dict[str, Any]:
+        """The same as ``generate`` for already validated parameters (the Celery task's entry)."""
+        from worker.engine.generation import GenerationInputs, generate_images
+        from worker.keypoints import draw_kps, retarget_kps
+        from worker.prompts import build_prompt
+
+        self.load_models()
+        timings: dict[str, Any] = {}
+        pending = self._submit_appearance(face_image, params.use_gemini_analysis)
+        t = time.perf_counter()
+        face = self.face_analyzer.analyze(face_image)
+        timings["face_analysis_s"] = time.perf_counter() - t
+        analysis = {"face": _face_summary(face), **self._appearance(pending, params.use_gemini_analysis)}
+        timings["appearance_wait_s"] = time.perf_counter() - t - timings["face_analysis_s"]
+        prompt = build_prompt(params.body_params(), analysis)
+        kps = retarget_kps(face.kps, params.width, params.height, params.pose)
+        seed = params.seed if params.seed is not None else random.randint(0, 2**32 - 1 - params.num_images)
+        inputs = GenerationInputs(
+            prompt=prompt.positive, negative_prompt=prompt.negative, seed=seed,
+            face_embedding=face.embedding, kps_image=draw_kps(params.width, params.height, kps),
+            num_images=params.num_images, width=params.width, height=params.height, mode=params.mode,
+            steps=params.steps(), guidance=params.guidance(),
+            controlnet_conditioning_scale=params.controlnet_conditioning_scale,
+            ip_adapter_scale=params.ip_adapter_scale)
+        out = generate_images(self.engine, inputs, progress=progress)
+        return {"images": out.images, "analysis": analysis, "method": self.engine.method,
+                "note": self.engine.note, "seed": seed, "prompt": prompt.positive,
+                "negative_prompt": prompt.negative, "timings": {**timings, **out.timings}}
+
+    # --- appearance analysis hook ------------------------------------------------------------
+    def _submit_appearance(self, face_image: Image.Image, wanted: bool):
+        # Submitted before face analysis so both run at the same time.
+        if wanted and self.appearance_analyzer is not None:
+            return self.appearance_analyzer.submit(face_image)
+        return None
+
+    def _appearance(self, pending, wanted: bool) -> dict[str, Any]:
+        if not wanted:
+            return {"appearance": {"status": "skipped", "reason": "use_gemini_analysis is false"}}
+        if pending is None:
+            return {"appearance": {"status": "skipped", "reason": "no appearance analyzer is configured"}}
+        try:
+            found = dict(pending.result(timeout=APPEARANCE_TIMEOUT_S))
+        except Exception as exc:  # noqa: BLE001 - analysis is optional; the job goes on without it
+            log.warning("appearance analysis failed: %s", exc)
+            return {"appearance": {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}}
+        status = found.pop("status", "ok")
+        flat = found if status == "ok" else {}
+        return {**flat, "appearance": {"status": status, **found}}
+
+
+def _face_summary(face) -> dict[str, Any]:
+    return {"bbox": [float(v) for v in face.bbox], "det_score": float(face.det_score),
+            "face_count": int(face.face_count), "image_size": list(face.image_size)}
+
+
+_instance: IdentityPipeline | None = None
+_instance_lock = threading.Lock()
+
+
+def get_identity_pipeline(settings: Settings | None = None) -> IdentityPipeline:
+    """The process's one IdentityPipeline (models load on ``load_models()`` or first use)."""
+    global _instance
+    with _instance_lock:
+        if _instance is None:
+            _instance = IdentityPipeline(settings)
+        elif settings is not None and settings is not _instance.settings:
+            log.warning("get_identity_pipeline: a pipeline already exists; new settings ignored")
+        return _instance
