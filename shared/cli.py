@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "api.serve",
     "worker.run_cli",
     "shared.local_stack",
+    "worker.model_cli",
 )
 
 

@@ -45,6 +45,8 @@ class ErrorCode(StrEnum):
     # HTTP routing (no such path, wrong method)
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
+    # model management (CLI)
+    MODEL_DOWNLOAD_FAILED = "model_download_failed"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -75,6 +77,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.MODEL_DOWNLOAD_FAILED: 502,
 }
 
 
