@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from shared.api_keys import ApiKey
+from shared.errors import ErrorCode, IdentityBodyError
 from shared.job_store import JobStore
 from shared.settings import Settings
 from shared.storage import Storage
@@ -36,12 +38,45 @@ def get_celery(request: Request) -> Any:
     return request.app.state.celery
 
 
-def get_owner(request: Request) -> str | None:
-    """The API key id of the caller; None while auth is not enforced.
+def get_api_key(request: Request) -> ApiKey | None:
+    """The caller's API key from ``Authorization: Bearer <key>``, its request rate counted.
 
-    The API-keys work replaces this with a Bearer-token check; routes already scope jobs by it.
+    401 unauthorized without a valid key; 429 rate_limited (with Retry-After) over its rate. Only
+    the explicit development setting ``auth_disabled`` lets requests without a key through (as
+    nobody's: they see only jobs submitted without a key); a valid key is still honoured then.
     """
-    return None
+    state = request.app.state
+    token = _bearer_token(request.headers.get("authorization"))
+    key = state.api_keys.authenticate(token) if token else None
+    if key is None:
+        if state.settings.auth_disabled and token is None:
+            return None
+        raise IdentityBodyError(
+            ErrorCode.UNAUTHORIZED,
+            "Send a valid API key as 'Authorization: Bearer <key>' (create one with 'idbody keys create').",
+        )
+    state.rate_limiter.check_rate(key.id, key.rate_limit_per_min)
+    return key
+
+
+def _bearer_token(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
+
+
+def get_owner(key: Annotated[ApiKey | None, Depends(get_api_key)]) -> str | None:
+    """The API key id of the caller; None when auth is disabled and no key was sent."""
+    return key.id if key is not None else None
+
+
+def get_admission(request: Request) -> Any:
+    return request.app.state.admission
+
+
+def get_job_end(request: Request) -> Any:
+    return request.app.state.job_end
 
 
 def base_url(request: Request) -> str:
@@ -54,5 +89,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 CeleryDep = Annotated[Any, Depends(get_celery)]
+ApiKeyDep = Annotated[ApiKey | None, Depends(get_api_key)]
 OwnerDep = Annotated[str | None, Depends(get_owner)]
 BaseUrlDep = Annotated[str, Depends(base_url)]
+AdmissionDep = Annotated[Any, Depends(get_admission)]
+JobEndDep = Annotated[Any, Depends(get_job_end)]

@@ -36,7 +36,15 @@ def error_response(error: IdentityBodyError, headers: dict[str, str] | None = No
 
 
 async def _identity_body_error(request: Request, exc: IdentityBodyError) -> JSONResponse:
-    return error_response(exc)
+    return error_response(exc, _headers_for(exc))
+
+
+def _headers_for(exc: IdentityBodyError) -> dict[str, str] | None:
+    """Retry-After on 429s, WWW-Authenticate on 401s (RFC 6750)."""
+    if exc.code is ErrorCode.UNAUTHORIZED:
+        return {"WWW-Authenticate": 'Bearer realm="identity-body"'}
+    retry_after = exc.details.get("retry_after_s")
+    return {"Retry-After": str(int(retry_after))} if retry_after is not None else None
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -16,8 +16,10 @@ import anyio
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.metrics import install_metrics
 from api.routes import health, jobs
 from shared.job_store import JobStore
+from shared.log_redaction import install_log_redaction
 from shared.settings import Settings, get_settings
 from shared.storage import Storage
 
@@ -42,12 +44,33 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.storage = storage
     app.state.buckets_ready = await anyio.to_thread.run_sync(health.ensure_buckets_logged, storage)
     app.state.celery = make_celery(settings)
+    _keys_limits_retention(app, settings, store, storage)
     app.state.wait_limiter = anyio.CapacityLimiter(settings.max_waiting_requests)
     try:
         yield
     finally:
         app.state.celery.close()
         store.client.close()
+
+
+def _keys_limits_retention(app: FastAPI, settings: Settings, store: JobStore, storage: Storage) -> None:
+    from api.admission import Admission
+    from shared.api_keys import ApiKeyStore
+    from shared.idempotency import IdempotencyStore
+    from shared.job_end import JobEnd
+    from shared.rate_limit import RateLimiter
+
+    app.state.api_keys = ApiKeyStore(store.client)
+    app.state.rate_limiter = RateLimiter(store.client, stale_after_s=settings.job_retention_s)
+    app.state.job_end = JobEnd.from_settings(settings, app.state.celery, storage, store)
+    app.state.admission = Admission(
+        settings=settings, store=store, limiter=app.state.rate_limiter,
+        idempotency=IdempotencyStore(store.client, settings.idempotency_ttl_s),
+        retention=app.state.job_end.retention,
+    )
+    app.state.metrics.bind_store(store)
+    if settings.auth_disabled:
+        log.warning("auth_disabled is set: requests without an API key are accepted (development only)")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -60,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     install_error_handlers(app)
+    install_metrics(app)
+    install_log_redaction()
     app.include_router(jobs.router)
     app.include_router(health.router)
     return app

@@ -43,6 +43,13 @@ class JobErrorOut(BaseModel):
     message: str
 
 
+class WebhookAttemptOut(BaseModel):
+    attempt: int = Field(description="1, 2, ... in order.")
+    at: float = Field(description="When the attempt started, Unix seconds.")
+    status_code: int | None = Field(None, description="The receiver's HTTP status; none on network errors.")
+    error: str | None = Field(None, description="Why the attempt failed without an answer, or was refused.")
+
+
 class JobStatusResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"request_id": _RID, "status": "queued", "queue_position": 2, "created_at": "2026-03-01T12:00:00Z",
@@ -67,6 +74,15 @@ class JobStatusResponse(BaseModel):
     created_at: str = Field(description="ISO-8601, UTC.")
     started_at: str | None = None
     finished_at: str | None = None
+    webhook_attempts: list[WebhookAttemptOut] | None = Field(
+        None, description="Only for jobs with a webhook_url: every delivery attempt so far.")
+
+
+class DeletedResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"request_id": _RID, "deleted": True}]})
+
+    request_id: str
+    deleted: bool = Field(description="Always true: upload, images and record are gone.")
 
 
 class ResultImageOut(BaseModel):
@@ -140,6 +156,11 @@ _ERROR_EXAMPLES: dict[ErrorCode, tuple[str, str | None]] = {
     ErrorCode.SERVICE_UNAVAILABLE: ("The job queue is unreachable; try again in a moment.", None),
     ErrorCode.NOT_FOUND: ("No route at /api/v1/nope.", None),
     ErrorCode.METHOD_NOT_ALLOWED: ("DELETE is not allowed here; allowed: GET.", None),
+    ErrorCode.UNAUTHORIZED: ("Send a valid API key as 'Authorization: Bearer <key>' (create one with 'idbody keys create').", None),
+    ErrorCode.RATE_LIMITED: ("This API key allows 60 requests per minute; try again in 12 s.", None),
+    ErrorCode.TOO_MANY_QUEUED: ("This API key already has 10 unfinished jobs; wait for one to finish or cancel one.", None),
+    ErrorCode.IDEMPOTENCY_MISMATCH: ("This Idempotency-Key was already used with a different request body; use a new key for a new request.", "Idempotency-Key"),
+    ErrorCode.JOB_ALREADY_FINISHED: ("The job already finished (succeeded); there is nothing to cancel.", None),
 }
 
 

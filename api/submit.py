@@ -139,13 +139,14 @@ def accept_job(
     *,
     webhook_url: str | None = None,
     owner: str | None = None,
+    request_id: str | None = None,
 ) -> JobRecord:
     """Store the checked upload, write the queued record, enqueue the GPU task.
 
     A failure before the record exists leaves nothing behind (503); a failed enqueue after it
     exists marks the job failed with service_unavailable (503), so no job waits forever.
     """
-    request_id = str(uuid.uuid4())
+    request_id = request_id or str(uuid.uuid4())
     try:
         upload_key = storage.put_upload(request_id, image.png, "image/png")
     except Exception as exc:

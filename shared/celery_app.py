@@ -9,6 +9,9 @@ Example::
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from celery import Celery
 from kombu import Queue
 
@@ -66,5 +69,11 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_send_sent_event=False,
+        # the retention sweep; runs where a worker is started with beat (idbody worker --queues io --beat)
+        beat_schedule={
+            "retention-sweep": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_s,
+                                "options": {"queue": IO_QUEUE, "expires": settings.sweep_interval_s}},
+        },
+        beat_schedule_filename=str(Path(tempfile.gettempdir()) / "idbody-celerybeat-schedule"),
     )
     return app

@@ -16,6 +16,7 @@ import sys
 # command group -> module that registers it. Modules keep torch/diffusers imports inside functions.
 COMMAND_MODULES: tuple[str, ...] = (
     "api.serve",
+    "shared.api_keys_cli",
     "worker.run_cli",
     "shared.local_stack",
     "worker.model_cli",

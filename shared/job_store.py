@@ -28,7 +28,7 @@ from typing import Any
 
 import redis
 
-from shared.job_record import JobRecord, JobStatus, Progress, can_transition
+from shared.job_record import JobRecord, JobStatus, Progress, WebhookAttempt, can_transition
 
 JOB_KEY = "job:{}"
 QUEUE_KEY = "jobs:queued"
@@ -151,6 +151,31 @@ class JobStore:
                     record = JobRecord.model_validate(
                         {**JobRecord.model_validate_json(raw).model_dump(), **_plain(fields)}
                     )
+                    pipe.multi()
+                    pipe.set(key, record.model_dump_json(), ex=self.retention_s)
+                    pipe.execute()
+                    return record
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"job {request_id}: too much contention on its record")
+
+    def append_webhook_attempt(self, request_id: str, attempt: WebhookAttempt) -> JobRecord | None:
+        """Add one webhook delivery attempt to the record atomically; None when the job is unknown.
+
+        Example::
+
+            store.append_webhook_attempt(rid, WebhookAttempt(attempt=1, at=time.time(), status_code=503))
+        """
+        key = JOB_KEY.format(request_id)
+        for _ in range(_MAX_WATCH_RETRIES):
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        return None
+                    record = JobRecord.model_validate_json(raw)
+                    record.webhook_attempts.append(attempt)
                     pipe.multi()
                     pipe.set(key, record.model_dump_json(), ex=self.retention_s)
                     pipe.execute()

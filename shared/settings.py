@@ -79,6 +79,15 @@ class Settings(BaseSettings):
     webhook_allow_hosts: list[str] = Field([], description="Hosts allowed as webhook targets even if private (local development).")
     webhook_timeout_s: float = Field(10.0, gt=0, le=60, description="Timeout of one webhook delivery attempt.")
     webhook_max_attempts: int = Field(8, ge=1, le=20, description="Delivery attempts before a webhook is given up.")
+    webhook_backoff_base_s: float = Field(10.0, ge=0, le=600, description="First webhook retry waits about this long; each next one twice as long (with jitter).")
+    webhook_backoff_cap_s: float = Field(900.0, ge=0, le=3000, description="Longest wait between webhook attempts, Retry-After included; stays below the broker visibility timeout so a waiting retry is not redelivered.")
+    webhook_secret: SecretStr | None = Field(None, description="whsec_... secret that signs webhooks of jobs submitted without an API key (auth disabled).")
+    default_rate_limit_per_min: int = Field(60, ge=1, description="Requests per minute for a new API key unless given.")
+    default_max_queued_jobs: int = Field(10, ge=1, description="Unfinished jobs a new API key may have at once unless given.")
+    idempotency_ttl_s: int = Field(24 * 3600, ge=60, description="How long an Idempotency-Key maps to its job.")
+    sweep_interval_s: float = Field(60.0, ge=1, description="How often the io worker's beat runs the retention sweep.")
+    worker_metrics_port: int | None = Field(None, ge=0, le=65535, description="Workers serve Prometheus metrics on this port (none: off; 0: any free port).")
+    worker_metrics_host: str = Field("127.0.0.1", description="Address the worker metrics port binds to (0.0.0.0 in containers).")
 
     log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
 

@@ -21,13 +21,26 @@ from shared.settings import get_settings
 log = logging.getLogger(__name__)
 
 app = make_celery(get_settings())
-app.conf.include = ["worker.tasks"]
+app.conf.include = ["worker.tasks", "worker.io_tasks"]
 
 _heartbeat = None
 
 
 def consumes_gpu_queue() -> bool:
     return GPU_QUEUE in set(app.amqp.queues.consume_from or ())
+
+
+@signals.worker_init.connect
+def _observability(**_: object) -> None:
+    """Log redaction for every record of this process; the metrics port when configured."""
+    from shared.log_redaction import install_log_redaction
+    from worker.metrics import process_metrics
+
+    install_log_redaction()
+    settings = get_settings()
+    if settings.worker_metrics_port is not None:
+        port = process_metrics().serve(settings.worker_metrics_port, settings.worker_metrics_host)
+        log.info("worker metrics on http://%s:%d/metrics", settings.worker_metrics_host, port)
 
 
 @signals.worker_process_init.connect
@@ -41,6 +54,9 @@ def _load_pipeline(**_: object) -> None:
 
     settings = get_settings()
     host = PipelineHost.load(settings)
+    from worker.metrics import process_metrics
+
+    process_metrics().model_load_seconds.set(host.load_s)
     store = JobStore.from_settings(settings)
     _heartbeat = Heartbeat(store, host.worker_id, host.info(), settings.worker_heartbeat_ttl_s).start()
     log.info("worker %s ready (profile %s)", host.worker_id, host.choice.profile)

@@ -71,9 +71,14 @@ def progress_writer(store: Any, request_id: str, deadline: float) -> Callable[[i
     """The per-step callback: records progress, stops a canceled job (returns False), and enforces the
     soft time limit itself because Celery's time limits do not apply to the solo pool."""
 
+    from worker.metrics import process_metrics
+
+    step_timer = process_metrics()
+
     def on_step(step: int, total: int) -> bool:
         if time.monotonic() > deadline:
             raise IdentityBodyError(ErrorCode.GENERATION_TIMEOUT, TIMEOUT_MESSAGE)
+        step_timer.step_done()
         # the store writes progress only while the job runs: False means canceled (or purged)
         return bool(store.set_progress(request_id, step, total))
 

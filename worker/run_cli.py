@@ -24,12 +24,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="gpu: one process per GPU with the pipeline resident; io: webhooks and sweeps.")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="io only: parallel tasks (default 4). A gpu worker is always one process.")
+    parser.add_argument("--beat", action="store_true",
+                        help="io only: also run Celery beat in this worker (the periodic retention sweep). One per deployment.")
     parser.add_argument("--hostname", default=None, help="Celery node name (default: gpu@<host> / io@<host>).")
     parser.add_argument("--loglevel", default=None, help="Default: settings.log_level.")
     parser.set_defaults(func=_main)
 
 
-def celery_argv(queue: str, concurrency: int | None, hostname: str | None, loglevel: str) -> list[str]:
+def celery_argv(queue: str, concurrency: int | None, hostname: str | None, loglevel: str,
+                beat: bool = False) -> list[str]:
     """The ``celery worker`` arguments for a queue. Pure, so the gpu guarantees can be tested.
 
     Example::
@@ -43,8 +46,10 @@ def celery_argv(queue: str, concurrency: int | None, hostname: str | None, logle
         pool, procs = "solo", 1
     else:
         pool, procs = "threads", concurrency or 4
+    if beat and queue != IO_QUEUE:
+        raise SystemExit("--beat belongs on an io worker (--queues io): the sweep must never wait behind a GPU job")
     return [
-        "worker", "-Q", queue, "--pool", pool, "--concurrency", str(procs),
+        "worker", *(["--beat"] if beat else []), "-Q", queue, "--pool", pool, "--concurrency", str(procs),
         "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle", "--without-heartbeat",
         "--hostname", hostname or f"{queue}@{socket.gethostname()}", "--loglevel", loglevel,
     ]
@@ -59,7 +64,8 @@ def _main(args: argparse.Namespace) -> int:
     _configure_logging(settings.log_level)
     from worker.celery_worker import app
 
-    app.worker_main(celery_argv(args.queues, args.concurrency, args.hostname, args.loglevel or settings.log_level))
+    app.worker_main(celery_argv(args.queues, args.concurrency, args.hostname, args.loglevel or settings.log_level,
+                                args.beat))
     return 0
 
 

@@ -35,6 +35,25 @@ def generate(request_id: str) -> None:
     try:
         host = PipelineHost.load(settings)  # loaded by the start hook; this only returns it
     except Exception as exc:  # e.g. models_missing: the job fails with that code instead of hanging
-        fail_job(store, request_id, exc)
+        _after_end(request_id, fail_job(store, request_id, exc))
         return
-    run_job(request_id, host.pipeline, store, storage, deadline_s=settings.task_soft_time_limit_s)
+    from worker.metrics import process_metrics
+
+    with process_metrics().generation():
+        finished = run_job(request_id, host.pipeline, store, storage, deadline_s=settings.task_soft_time_limit_s)
+    _after_end(request_id, finished)
+
+
+def _after_end(request_id: str, finished) -> None:
+    """Webhook, retention, key slot: once the job has ended. A redelivered task that found the job
+    already ended runs the (idempotent) steps again without counting it twice, so a worker that died
+    between finishing the record and enqueueing the webhook still gets its webhook sent."""
+    from celery import current_app
+
+    from shared.job_end import JobEnd
+
+    store, storage = _clients()
+    record = finished or store.get(request_id)
+    if record is None or not record.status.finished:
+        return
+    JobEnd.from_settings(get_settings(), current_app, storage, store).after_finish(record, count=finished is not None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 import anyio
@@ -9,9 +10,20 @@ from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import BaseUrlDep, CeleryDep, OwnerDep, SettingsDep, StorageDep, StoreDep
+from api.deps import (
+    AdmissionDep,
+    ApiKeyDep,
+    BaseUrlDep,
+    CeleryDep,
+    JobEndDep,
+    OwnerDep,
+    SettingsDep,
+    StorageDep,
+    StoreDep,
+)
 from api.prefer import wait_seconds
 from api.schemas import (
+    DeletedResponse,
     JobResultResponse,
     JobStatusResponse,
     SubmitResponse,
@@ -21,10 +33,11 @@ from api.schemas import (
 from api.submit import accept_job, parse_submit_fields, read_submit_form
 from api.upload import normalize_upload
 from shared.errors import ErrorCode, IdentityBodyError
-from shared.job_record import JobRecord, JobStatus
+from shared.job_record import JobError, JobRecord, JobStatus
 from shared.job_store import JobStore
 from shared.job_views import job_urls, result_view, status_view
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
 RequestId = Annotated[str, Path(description="The request_id returned on submit.", max_length=128)]
@@ -33,7 +46,8 @@ _SUBMIT_ERRORS = error_responses(
     ErrorCode.INVALID_PARAMETER, ErrorCode.MISSING_FIELD, ErrorCode.FILE_TOO_LARGE,
     ErrorCode.IMAGE_TOO_LARGE, ErrorCode.UNSUPPORTED_MEDIA_TYPE, ErrorCode.IMAGE_DECODE_FAILED,
     ErrorCode.IMAGE_TOO_SMALL, ErrorCode.ANIMATED_IMAGE, ErrorCode.WEBHOOK_URL_REFUSED,
-    ErrorCode.SERVICE_UNAVAILABLE,
+    ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED, ErrorCode.TOO_MANY_QUEUED,
+    ErrorCode.IDEMPOTENCY_MISMATCH,
 )
 
 
@@ -64,20 +78,35 @@ async def generate_identity_body(
     store: StoreDep,
     storage: StorageDep,
     celery: CeleryDep,
-    owner: OwnerDep,
+    key: ApiKeyDep,
+    admission: AdmissionDep,
     base: BaseUrlDep,
     prefer: Annotated[str | None, Header(description="`wait=N`: hold the request up to N seconds.")] = None,
+    idempotency_key: Annotated[str | None, Header(
+        alias="Idempotency-Key",
+        description="Same key + same body within 24 h returns the original job; a different body gets 422.",
+    )] = None,
 ) -> JSONResponse:
     form = await read_submit_form(request, settings.max_upload_bytes)
-    params, webhook_url = parse_submit_fields(form.fields)
+    params, form_webhook_url = parse_submit_fields(form.fields)
+    owner = key.id if key is not None else None
 
-    def accept() -> tuple[JobRecord, int | None]:
-        image = normalize_upload(form.image, settings.max_upload_bytes, settings.max_image_pixels,
-                                 settings.min_image_side)
-        record = accept_job(store, storage, celery, params, image, webhook_url=webhook_url, owner=owner)
-        return record, store.queue_position(record.request_id)
+    def accept() -> tuple[JobRecord, int | None, bool]:
+        webhook_url = admission.webhook_url_for(key, form_url=form_webhook_url)
 
-    record, position = await run_in_threadpool(accept)
+        def create(request_id: str) -> JobRecord:
+            image = normalize_upload(form.image, settings.max_upload_bytes, settings.max_image_pixels,
+                                     settings.min_image_side)
+            return accept_job(store, storage, celery, params, image, webhook_url=webhook_url, owner=owner,
+                              request_id=request_id)
+
+        admitted = admission.admit(key, idempotency_key, form.fields, form.image, webhook_url, create)
+        return admitted.record, store.queue_position(admitted.record.request_id), admitted.replayed
+
+    record, position, replayed = await run_in_threadpool(accept)
+    if replayed:
+        return JSONResponse(_accepted_body(record, position, base), status_code=202,
+                            headers={"Idempotent-Replayed": "true"})
     wait = wait_seconds(prefer, settings.max_wait_s)
     limiter: anyio.CapacityLimiter = request.app.state.wait_limiter
     if wait is None or limiter.available_tokens < 1:
@@ -98,7 +127,8 @@ async def generate_identity_body(
     response_model=JobStatusResponse,
     response_model_exclude_none=True,
     summary="Status of a job",
-    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.INVALID_PARAMETER),
+    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.INVALID_PARAMETER, ErrorCode.UNAUTHORIZED,
+                              ErrorCode.RATE_LIMITED),
 )
 def job_status(request_id: RequestId, store: StoreDep, owner: OwnerDep, base: BaseUrlDep) -> JSONResponse:
     record = _load(store, request_id, owner)
@@ -114,7 +144,8 @@ def job_status(request_id: RequestId, store: StoreDep, owner: OwnerDep, base: Ba
         "Succeeded: `success: true` and presigned image URLs. Failed or canceled: 200 with "
         "`success: false`, no images and `error {code, message}`. Queued or running: 409 job_not_finished."
     ),
-    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.JOB_NOT_FINISHED, ErrorCode.INVALID_PARAMETER),
+    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.JOB_NOT_FINISHED, ErrorCode.INVALID_PARAMETER,
+                              ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED),
 )
 def job_result(request_id: RequestId, store: StoreDep, storage: StorageDep, owner: OwnerDep) -> JSONResponse:
     record = _load(store, request_id, owner)
@@ -124,6 +155,73 @@ def job_result(request_id: RequestId, store: StoreDep, storage: StorageDep, owne
             f"The job is {record.status.value}; poll its status_url until it has finished.",
         )
     return JSONResponse(result_view(record, storage.result_url))
+
+
+@router.post(
+    "/jobs/{request_id}/cancel",
+    response_model=JobStatusResponse,
+    response_model_exclude_none=True,
+    summary="Cancel a queued or running job",
+    description=(
+        "A queued job is revoked and never reaches a GPU; a running job stops at its next denoise step. "
+        "Answers the job's status (canceled) and fires its webhook. A finished job answers 409 "
+        "job_already_finished."
+    ),
+    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.JOB_ALREADY_FINISHED, ErrorCode.INVALID_PARAMETER,
+                              ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED),
+)
+def cancel_job(request_id: RequestId, store: StoreDep, celery: CeleryDep, job_end: JobEndDep, owner: OwnerDep,
+               base: BaseUrlDep) -> JSONResponse:
+    record = _load(store, request_id, owner)
+    canceled = _cancel(store, celery, job_end, record)
+    if canceled is None:
+        current = store.get(request_id) or record
+        raise IdentityBodyError(
+            ErrorCode.JOB_ALREADY_FINISHED,
+            f"The job already finished ({current.status.value}); there is nothing to cancel.",
+        )
+    return JSONResponse(status_view(canceled, base))
+
+
+@router.delete(
+    "/jobs/{request_id}",
+    response_model=DeletedResponse,
+    summary="Delete a job now: its face upload, result images and record",
+    description="A job still queued or running is canceled first. Afterwards the job answers 404.",
+    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.INVALID_PARAMETER, ErrorCode.UNAUTHORIZED,
+                              ErrorCode.RATE_LIMITED),
+)
+def delete_job(request_id: RequestId, store: StoreDep, celery: CeleryDep, job_end: JobEndDep,
+               owner: OwnerDep) -> JSONResponse:
+    record = _load(store, request_id, owner)
+    if not record.status.finished:
+        record = _cancel(store, celery, job_end, record) or store.get(request_id) or record
+    job_end.retention.purge(record)
+    return JSONResponse({"request_id": request_id, "deleted": True})
+
+
+CANCELED_MESSAGE = "The job was canceled by its owner."
+
+
+def _cancel(store: JobStore, celery: Any, job_end: Any, record: JobRecord) -> JobRecord | None:
+    """queued|running -> canceled, then the end-of-job steps; None when it had already finished."""
+    if record.status.finished:
+        return None
+    if record.status is JobStatus.QUEUED:
+        # the GPU task checks the record before running, so a revoke lost on the way is harmless
+        _revoke(celery, record.request_id)
+    canceled = store.transition(record.request_id, JobStatus.CANCELED,
+                                error=JobError(code=ErrorCode.JOB_CANCELED.value, message=CANCELED_MESSAGE))
+    if canceled is not None:
+        job_end.after_finish(canceled)
+    return canceled
+
+
+def _revoke(celery: Any, task_id: str) -> None:
+    try:
+        celery.control.revoke(task_id)
+    except Exception as exc:  # broker hiccup: the record check in the task still stops the job
+        log.warning("revoking task %s failed: %s", task_id, type(exc).__name__)
 
 
 def _load(store: JobStore, request_id: str, owner: str | None) -> JobRecord:

@@ -1,0 +1,107 @@
+"""The io worker as a real Celery process: webhook delivery with retries and the beat-driven sweep."""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from shared.api_keys import ApiKeyStore
+from shared.celery_app import make_celery
+from shared.job_end import JobEnd
+from shared.job_record import JobRecord, JobStatus
+from shared.job_store import JobStore
+from shared.retention import Retention
+from shared.settings import Settings
+from shared.storage import Storage
+from tests.service_stack import ServiceStack
+from tests.webhook_receiver import Receiver
+
+
+def _poll(predicate, deadline_s: float, what: str):
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def io_stack(valkey, s3_server, tmp_path_factory):
+    suffix = uuid.uuid4().hex[:8]
+    settings = Settings(
+        _env_file=None,
+        redis_url=valkey.url.rsplit("/", 1)[0] + "/5",  # own db: other modules flush db 0
+        s3_endpoint_url=s3_server.endpoint_url, s3_access_key=s3_server.access_key,
+        s3_secret_key=s3_server.secret_key, s3_bucket_uploads=f"io-up-{suffix}",
+        s3_bucket_results=f"io-res-{suffix}", webhook_allow_hosts=["127.0.0.1"],
+        webhook_backoff_base_s=0.2, webhook_max_attempts=5, sweep_interval_s=1, job_retention_s=3600,
+    )
+    store = JobStore.from_settings(settings)
+    store.client.flushdb()
+    storage = Storage.from_settings(settings)
+    storage.ensure_buckets()
+    with ServiceStack(settings, tmp_path_factory.mktemp("io-logs")) as stack:
+        stack._start("io0", [sys.executable, "-m", "shared.cli", "worker", "--queues", "io", "--beat",
+                             "--hostname", "io0@test", "--concurrency", "2"])
+        yield stack, settings, store, storage
+
+
+def _finished_job(store, owner, url) -> JobRecord:
+    rid = str(uuid.uuid4())
+    store.create(JobRecord(request_id=rid, created_at=time.time(), owner=owner, webhook_url=url))
+    store.transition(rid, JobStatus.RUNNING, worker="gpu0")
+    return store.transition(rid, JobStatus.SUCCEEDED)
+
+
+def test_fails_twice_then_one_delivery_signed_and_recorded(io_stack):
+    stack, settings, store, storage = io_stack
+    receiver = Receiver(script=[503, 502, 200])
+    try:
+        key = ApiKeyStore(store.client).create("io", 60, 5).key
+        record = _finished_job(store, key.id, receiver.url())
+        celery = make_celery(settings)
+        job_end = JobEnd.from_settings(settings, celery, storage, store)
+        job_end.after_finish(record)
+        job_end.after_finish(record, count=False)  # the GPU task redelivered after it had finished
+        attempts = _poll(lambda: len(store.get(record.request_id).webhook_attempts) == 3
+                         and store.get(record.request_id).webhook_attempts, 60, "three attempts")
+        assert [a.status_code for a in attempts] == [503, 502, 200]
+        assert [r.headers["webhook-id"] for r in receiver.requests] == [f"{record.request_id}_succeeded"] * 3
+        last = receiver.requests[-1]
+        body = Webhook(key.webhook_secret).verify(last.body, last.headers)
+        assert body["request_id"] == record.request_id and body["status"] == "succeeded"
+        assert "webhook_attempts" not in body
+        # nothing else is queued for this event: the redelivered finish enqueued nothing
+        _poll(lambda: store.client.llen("io") == 0, 10, "io queue drained")
+        assert len(receiver.requests) == 3
+    finally:
+        receiver.close()
+
+
+def test_410_stops_after_one_attempt(io_stack):
+    stack, settings, store, storage = io_stack
+    receiver = Receiver(script=[410, 200])
+    try:
+        key = ApiKeyStore(store.client).create("gone", 60, 5).key
+        record = _finished_job(store, key.id, receiver.url())
+        JobEnd.from_settings(settings, make_celery(settings), storage, store).after_finish(record)
+        attempts = _poll(lambda: store.get(record.request_id).webhook_attempts, 30, "an attempt")
+        assert [a.status_code for a in attempts] == [410]
+        _poll(lambda: store.client.llen("io") == 0 and "410" in stack.log("io0"), 10, "task done")
+        assert len(receiver.requests) == 1
+    finally:
+        receiver.close()
+
+
+def test_beat_sweeps_expired_uploads(io_stack):
+    stack, settings, store, storage = io_stack
+    key = storage.put_upload("sweep-me", b"face", "image/png")
+    Retention.from_settings(settings, storage, store).track_upload(key, time.time() - 7200)
+    _poll(lambda: storage.client.list_objects_v2(Bucket=storage.uploads_bucket).get("KeyCount", 0) == 0,
+          60, "the sweep to delete the expired upload")
