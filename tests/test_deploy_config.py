@@ -168,6 +168,35 @@ def test_environment_values_in_compose_parse_as_settings(monkeypatch: pytest.Mon
     assert parsed["base", "api"].redis_url == "redis://redis:6379/0"
 
 
+def _dotenv(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def _mounts(service: dict) -> dict[str, str]:
+    """volume name -> mount point in the container."""
+    return {v.split(":")[0]: v.split(":")[1] for v in service.get("volumes", [])}
+
+
+def test_a_copied_env_example_cannot_move_the_stack_off_its_volumes_and_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    dotenv = _dotenv(ROOT / ".env.example")  # the user ran `cp .env.example .env`
+    for files in ((COMPOSE,), (COMPOSE, TINY)):
+        services = load_compose(*files)["services"]
+        for name in ("api", "models", "worker-gpu", "worker-io"):
+            service = services[name]
+            # Compose: `environment` wins over `env_file`
+            with monkeypatch.context() as m:
+                settings = _settings_from({**dotenv, **_environment(service)}, m)
+            assert urlsplit(settings.redis_url).hostname == "redis", name
+            assert urlsplit(settings.s3_endpoint_url).hostname == "s3", name
+            mounts = _mounts(service)
+            if "models" in mounts:
+                assert settings.model_dir == Path(mounts["models"]), name
+            if "tiny-models" in mounts:
+                assert settings.tiny_model_dir == Path(mounts["tiny-models"]), name
+    assert _mounts(load_compose(COMPOSE, TINY)["services"]["worker-gpu"]) == {"tiny-models": "/var/cache/idbody/tiny-models"}
+
+
 def test_environment_values_in_k8s_parse_as_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     config = _k8s("ConfigMap", "idbody-settings")["data"]
     settings = _settings_from(config, monkeypatch)
@@ -227,6 +256,12 @@ def test_every_idbody_command_in_the_deploy_files_parses() -> None:
 
 # ---------------------------------------------------------------- ports
 
+def _api_paths() -> set[str]:
+    from api.main import create_app
+
+    return set(create_app(Settings(_env_file=None)).openapi()["paths"])
+
+
 def test_compose_ports_match_settings_defaults() -> None:
     services = load_compose(COMPOSE)["services"]
     api_port = _default("api_port")
@@ -250,6 +285,8 @@ def test_compose_ports_match_settings_defaults() -> None:
     assert urlsplit(in_network["IDBODY_S3_ENDPOINT_URL"]).hostname == "s3"
     assert f"-s3.port={s3_port}" in (SEAWEED / "s3-start.sh").read_text()
     assert f"127.0.0.1:{s3_port}/healthz" in " ".join(services["s3"]["healthcheck"]["test"])
+    api_check = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", " ".join(services["api"]["healthcheck"]["test"]))
+    assert api_check and int(api_check.group(1)) == api_port and api_check.group(2) in _api_paths()
 
 
 def test_k8s_ports_match_settings_defaults() -> None:
@@ -259,8 +296,9 @@ def test_k8s_ports_match_settings_defaults() -> None:
     assert [p["containerPort"] for p in container["ports"]] == [api_port]
     assert container["command"][container["command"].index("--port") + 1] == str(api_port)
     assert [p["port"] for p in _k8s("Service", "idbody-api")["spec"]["ports"]] == [api_port]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    paths = _api_paths()
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] in paths & {"/healthz", "/readyz"}
 
     config = _k8s("ConfigMap", "idbody-settings")["data"]
     trigger = _k8s("ScaledObject", "idbody-worker-gpu")["spec"]["triggers"][0]["metadata"]
@@ -323,6 +361,9 @@ def test_k8s_gpu_workers_run_one_pod_per_gpu_on_a_read_only_model_volume() -> No
     assert container["readinessProbe"]["exec"]["command"] == ["idbody", "worker", "ready"]
     mount = next(m for m in container["volumeMounts"] if m["name"] == "models")
     assert mount["readOnly"] is True
+    model_dir = _k8s("ConfigMap", "idbody-settings")["data"]["IDBODY_MODEL_DIR"]
+    job_container = _job_containers(_k8s("Job", "idbody-models"))[0]
+    assert mount["mountPath"] == model_dir == job_container["volumeMounts"][0]["mountPath"]
     volume = next(v for v in pod["volumes"] if v["name"] == "models")
     assert volume["persistentVolumeClaim"]["readOnly"] is True
     assert pod["terminationGracePeriodSeconds"] >= _default("task_time_limit_s")
