@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from shared.errors import ErrorCode, IdentityBodyError
 
@@ -26,6 +26,8 @@ MODE_DEFAULTS: dict[str, dict[str, float | int]] = {
     "fast": {"num_inference_steps": 8, "guidance_scale": 0.0},
     "quality": {"num_inference_steps": 30, "guidance_scale": 5.0},
 }
+
+LCM_MAX_STEPS = 50
 
 # The seed's body_params keys (what ``pipeline(face_image=..., body_params={...})`` accepts).
 BODY_PARAM_KEYS = ("body_type", "height_cm", "weight_kg", "gender", "ethnicity", "skin_tone", "pose", "clothing")
@@ -55,11 +57,21 @@ class GenerationParams(BaseModel):
     height: int = Field(1024, ge=64, le=2048, multiple_of=8, description="Output height in pixels, multiple of 8.")
     use_gemini_analysis: bool = Field(False, description="Send the face to Gemini for skin tone/ethnicity/age (opt-in).")
 
-    @model_validator(mode="after")
-    def _fast_mode_guidance(self) -> "GenerationParams":
-        if self.mode == "fast" and self.guidance_scale is not None and self.guidance_scale > 1:
-            raise ValueError("guidance_scale must be at most 1 in fast (LCM) mode; use mode=quality for guidance above 1")
-        return self
+    # mode is declared before these fields, so their validators can read it
+    @field_validator("guidance_scale")
+    @classmethod
+    def _fast_mode_guidance(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if info.data.get("mode") == "fast" and value is not None and value > 1:
+            raise ValueError("must be at most 1 in fast (LCM) mode; use mode=quality for guidance above 1")
+        return value
+
+    @field_validator("num_inference_steps")
+    @classmethod
+    def _fast_mode_steps(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if info.data.get("mode") == "fast" and value is not None and value > LCM_MAX_STEPS:
+            # LCMScheduler samples from a 50-step original schedule and refuses more steps
+            raise ValueError(f"must be at most {LCM_MAX_STEPS} in fast (LCM) mode; use mode=quality for more steps")
+        return value
 
     def steps(self) -> int:
         return int(self.num_inference_steps or MODE_DEFAULTS[self.mode]["num_inference_steps"])
