@@ -16,7 +16,6 @@ import io
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import uuid
+
 import httpx
 from PIL import Image, ImageDraw, ImageFilter
 
@@ -28,6 +30,27 @@ from shared.local_stack import settings_env
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def stack_settings(valkey, s3_server, db: int, bucket_prefix: str, **overrides) -> Settings:
+    """Settings for one test module's stack: its own Valkey db (other modules flush db 0), fresh
+    buckets, the loopback servers' credentials; ``overrides`` set the rest.
+
+    Example::
+
+        stack_settings(valkey, s3_server, 3, "e2e", model_profile="tiny")
+    """
+    suffix = uuid.uuid4().hex[:8]
+    return Settings(
+        _env_file=None,
+        redis_url=valkey.url.rsplit("/", 1)[0] + f"/{db}",
+        s3_endpoint_url=s3_server.endpoint_url,
+        s3_access_key=s3_server.access_key,
+        s3_secret_key=s3_server.secret_key,
+        s3_bucket_uploads=f"{bucket_prefix}-up-{suffix}",
+        s3_bucket_results=f"{bucket_prefix}-res-{suffix}",
+        **overrides,
+    )
 
 
 @dataclass

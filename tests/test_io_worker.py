@@ -15,9 +15,8 @@ from shared.job_end import JobEnd
 from shared.job_record import JobRecord, JobStatus
 from shared.job_store import JobStore
 from shared.retention import Retention
-from shared.settings import Settings
 from shared.storage import Storage
-from tests.service_stack import ServiceStack
+from tests.service_stack import ServiceStack, stack_settings
 from tests.polling import until
 from tests.webhook_receiver import Receiver
 
@@ -25,13 +24,8 @@ from tests.webhook_receiver import Receiver
 
 @pytest.fixture(scope="module")
 def io_stack(valkey, s3_server, tmp_path_factory):
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings(
-        _env_file=None,
-        redis_url=valkey.url.rsplit("/", 1)[0] + "/5",  # own db: other modules flush db 0
-        s3_endpoint_url=s3_server.endpoint_url, s3_access_key=s3_server.access_key,
-        s3_secret_key=s3_server.secret_key, s3_bucket_uploads=f"io-up-{suffix}",
-        s3_bucket_results=f"io-res-{suffix}", webhook_allow_hosts=["127.0.0.1"],
+    settings = stack_settings(
+        valkey, s3_server, 5, "io", webhook_allow_hosts=["127.0.0.1"],
         webhook_backoff_base_s=0.2, webhook_max_attempts=5, sweep_interval_s=1, job_retention_s=3600,
     )
     store = JobStore.from_settings(settings)

@@ -7,16 +7,14 @@ import io
 import os
 import signal
 import time
-import uuid
 
 import httpx
 import pytest
 from PIL import Image
 
 from shared.job_store import JobStore
-from shared.settings import Settings
 from shared.storage import Storage
-from tests.service_stack import ServiceStack, drawn_face_jpeg, uniform_jpeg
+from tests.service_stack import ServiceStack, drawn_face_jpeg, uniform_jpeg, stack_settings
 
 pytestmark = pytest.mark.integration
 
@@ -33,15 +31,8 @@ SOFT_LIMIT_S, HARD_LIMIT_S, VISIBILITY_S = 45, 46, 48
 
 @pytest.fixture(scope="module")
 def service(valkey, s3_server, tmp_path_factory):
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings(
-        _env_file=None,
-        redis_url=valkey.url.rsplit("/", 1)[0] + "/3",  # own db: other modules flush db 0
-        s3_endpoint_url=s3_server.endpoint_url,
-        s3_access_key=s3_server.access_key,
-        s3_secret_key=s3_server.secret_key,
-        s3_bucket_uploads=f"e2e-up-{suffix}",
-        s3_bucket_results=f"e2e-res-{suffix}",
+    settings = stack_settings(
+        valkey, s3_server, 3, "e2e",
         tiny_model_dir=tmp_path_factory.getbasetemp() / "tiny-models",
         model_profile="tiny",
         auth_disabled=True,

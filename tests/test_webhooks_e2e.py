@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import uuid
 
 import httpx
 import pytest
@@ -14,9 +13,8 @@ from standardwebhooks.webhooks import Webhook
 
 from shared.api_keys import ApiKeyStore
 from shared.job_store import JobStore
-from shared.settings import Settings
 from shared.storage import Storage
-from tests.service_stack import ServiceStack, drawn_face_jpeg
+from tests.service_stack import ServiceStack, drawn_face_jpeg, stack_settings
 from tests.polling import until
 from tests.webhook_receiver import Receiver
 
@@ -31,13 +29,8 @@ SOFT_LIMIT_S, HARD_LIMIT_S, VISIBILITY_S = 20, 21, 24
 
 @pytest.fixture(scope="module")
 def stack(valkey, s3_server, tmp_path_factory):
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings(
-        _env_file=None,
-        redis_url=valkey.url.rsplit("/", 1)[0] + "/6",  # own db: other modules flush db 0
-        s3_endpoint_url=s3_server.endpoint_url, s3_access_key=s3_server.access_key,
-        s3_secret_key=s3_server.secret_key, s3_bucket_uploads=f"wh-up-{suffix}",
-        s3_bucket_results=f"wh-res-{suffix}", tiny_model_dir=tmp_path_factory.getbasetemp() / "tiny-models",
+    settings = stack_settings(
+        valkey, s3_server, 6, "wh", tiny_model_dir=tmp_path_factory.getbasetemp() / "tiny-models",
         model_profile="tiny", device="cpu", auth_disabled=False, webhook_allow_hosts=["127.0.0.1"],
         webhook_backoff_base_s=0.2, task_soft_time_limit_s=SOFT_LIMIT_S, task_time_limit_s=HARD_LIMIT_S,
         broker_visibility_timeout_s=VISIBILITY_S, worker_heartbeat_ttl_s=6,
