@@ -92,6 +92,20 @@ def test_fallback_to_plain_sdxl(tiny_model_dir, tmp_path, broken):
     assert len(out.images) == 2 and np.asarray(out.images[0]).std() > 0
 
 
+def test_cpu_run_loads_a_folder_that_holds_only_fp16_variant_files(tiny_model_dir, tmp_path):
+    # `idbody models download` fetches SDXL's *.fp16.safetensors alone; an fp32 (CPU) run must
+    # load those and upcast instead of reporting the base model missing.
+    folder = _copy_without(tiny_model_dir, tmp_path / "m")
+    renamed = []
+    for weights in layout.part(folder, layout.SDXL_DIR).glob("*/*.safetensors"):
+        weights.rename(weights.with_suffix(".fp16.safetensors"))
+        renamed.append(weights.parent.name)
+    assert {"unet", "text_encoder", "text_encoder_2", "vae"} <= set(renamed)
+    engine = load_engine(folder, CPU)
+    assert engine.method == "instantid" and engine.pipe.unet.dtype == torch.float32
+    assert len(generate_images(engine, inputs(num_images=1, steps=1)).images) == 1
+
+
 def test_models_missing_lists_files_and_command(tiny_model_dir, tmp_path):
     folder = _copy_without(tiny_model_dir, tmp_path / "m", layout.SDXL_DIR)
     with pytest.raises(IdentityBodyError) as err:

@@ -73,9 +73,12 @@ def models_missing_error(model_dir: Path, missing: list[str], cause: str = "") -
 
 
 def _variant(folder: Path, policy: DevicePolicy) -> str | None:
-    """fp16 files when the policy runs in fp16 and the folder has them (the tiny profile has not)."""
-    v = policy.variant
-    return v if v and any((folder / n.format(v=f".{v}")).is_file() for n in WEIGHT_NAMES) else None
+    """The fp16 files when the folder has them and either the policy runs in fp16 or they are the
+    only weights there: ``models download`` fetches SDXL's fp16 files alone, and a CPU (fp32) run
+    must load those and upcast rather than look for fp32 files that were never fetched. None for
+    a folder of plain files (the tiny profile, the fp16-fix VAE, IdentityNet)."""
+    has = {s: any((folder / n.format(v=s)).is_file() for n in WEIGHT_NAMES) for s in (".fp16", "")}
+    return "fp16" if has[".fp16"] and (policy.variant == "fp16" or not has[""]) else None
 
 
 def _load_base(model_dir: Path, policy: DevicePolicy):
