@@ -19,6 +19,7 @@ from tests.pipeline_inputs import inputs
 from worker import model_layout as layout
 from worker.engine.devices import DevicePolicy
 from worker.engine.generation import generate_images
+from worker.engine.lcm_mode import LCM_ADAPTER
 from worker.engine.loading import FALLBACK_NOTE, load_engine
 from worker.engine.tiny import MARKER, build_tiny_model_dir, is_complete
 from worker.prompts import build_prompt
@@ -75,6 +76,33 @@ def test_lcm_lora_is_fused_in_fast_mode_and_off_in_quality(tiny_model_dir, tiny_
     finally:
         tiny_engine.modes.use("fast")
     assert "lcm-lora" in tiny_engine.loaded_parts and tiny_engine.method == "instantid"
+
+
+def test_every_lcm_lora_module_of_the_file_is_applied(tiny_model_dir, tiny_engine):
+    # The file is in the released kohya key format; a key diffusers' converter drops would leave
+    # part of the LCM distillation out without any error.
+    in_file = {key.split(".")[0] for key in load_file(str(layout.part(tiny_model_dir, layout.LCM_LORA_FILE)))}
+    wrapped = {"lora_unet_" + name.replace(".", "_") for name, module in tiny_engine.pipe.unet.named_modules()
+               if hasattr(module, "lora_A") and LCM_ADAPTER in module.lora_A}
+    assert in_file and wrapped == in_file
+
+
+def test_half_precision_engine_runs_both_modes(tiny_model_dir):
+    # CUDA runs fp16: every tensor the engine makes itself (face tokens, IP-Adapter embeds, the
+    # zero negative) must follow the weights' dtype. CPU fp16 catches a mismatch without a GPU.
+    half = DevicePolicy("cpu", "float16", False, False, reason="tests")
+    engine = load_engine(tiny_model_dir, half)
+    assert {engine.pipe.unet.dtype, engine.pipe.controlnet.dtype, engine.pipe.vae.dtype} == {torch.float16}
+    seen = []
+    hook = engine.pipe.controlnet.register_forward_pre_hook(
+        lambda _m, _a, kw: seen.append(kw["encoder_hidden_states"].dtype), with_kwargs=True)
+    try:
+        for mode, guidance in (("fast", 0.0), ("quality", 5.0)):
+            out = generate_images(engine, inputs(num_images=2, steps=1, mode=mode, guidance=guidance))
+            assert all(np.asarray(img).std() > 0 for img in out.images)
+    finally:
+        hook.remove()
+    assert seen and set(seen) == {torch.float16}
 
 
 @pytest.mark.parametrize("broken", ["missing_controlnet", "corrupt_ip_adapter"])
