@@ -111,3 +111,16 @@ def test_fallback_through_the_api(tiny_model_dir, tmp_path):
 def test_one_pipeline_per_process():
     first = get_identity_pipeline(_settings(model_profile="tiny"))
     assert get_identity_pipeline() is first and get_identity_pipeline(_settings()) is first
+
+
+def test_auto_profile_is_the_workers_decision(tiny_model_dir, tmp_path):
+    from worker.identity_pipeline import resolve_model_dir
+    from worker.profile_choice import choose_profile
+
+    partial = tmp_path / "models"
+    shutil.copytree(layout.part(tiny_model_dir, layout.SDXL_DIR), layout.part(partial, layout.SDXL_DIR))
+    auto = _settings(model_profile="auto", model_dir=partial, tiny_model_dir=tiny_model_dir)
+    profile, folder = resolve_model_dir(auto)
+    assert (profile, folder) == (choose_profile(auto).profile, Path(choose_profile(auto).model_dir))
+    assert profile == "tiny" and folder == tiny_model_dir  # the folder does not verify
+    assert resolve_model_dir(auto.model_copy(update={"model_profile": "instantid"})) == ("instantid", partial)

@@ -40,24 +40,19 @@ log = logging.getLogger(__name__)
 APPEARANCE_GRACE_S = 1.0
 
 
-def resolve_model_dir(settings: Settings, cuda_available: bool | None = None) -> tuple[str, Path]:
-    """(profile, folder) to load: ``tiny`` builds the tiny profile; ``auto`` takes the released
-    weights when their SDXL base is present and a GPU exists, else tiny."""
-    from worker.engine.loading import missing_base_files
+def resolve_model_dir(settings: Settings) -> tuple[str, Path]:
+    """(profile, folder) to load, decided by ``worker.profile_choice.choose_profile`` (the one
+    decision the worker and ``idbody up`` take too: ``auto`` is ``instantid`` when the model
+    folder verifies and a GPU exists, else ``tiny``); a tiny folder is built here."""
+    from worker.profile_choice import choose_profile
 
-    profile = settings.model_profile
-    if profile == "auto":
-        if cuda_available is None:
-            import torch
-
-            cuda_available = torch.cuda.is_available()
-        ready = cuda_available and not missing_base_files(Path(settings.model_dir))
-        profile = "instantid" if ready else "tiny"
-    if profile == "tiny":
+    choice = choose_profile(settings)
+    log.info("model profile: %s (%s)", choice.profile, choice.reason)
+    if choice.profile == "tiny":
         from worker.engine.tiny import build_tiny_model_dir
 
-        return "tiny", build_tiny_model_dir(Path(settings.tiny_model_dir))
-    return "instantid", Path(settings.model_dir)
+        return "tiny", build_tiny_model_dir(Path(choice.model_dir))
+    return choice.profile, Path(choice.model_dir)
 
 
 class IdentityPipeline:
