@@ -124,3 +124,30 @@ def test_auto_profile_is_the_workers_decision(tiny_model_dir, tmp_path):
     assert (profile, folder) == (choose_profile(auto).profile, Path(choose_profile(auto).model_dir))
     assert profile == "tiny" and folder == tiny_model_dir  # the folder does not verify
     assert resolve_model_dir(auto.model_copy(update={"model_profile": "instantid"})) == ("instantid", partial)
+
+
+class BrokenAppearance:
+    """A hook whose future fails, or never resolves."""
+
+    def __init__(self, raises: bool) -> None:
+        self.raises = raises
+
+    def submit(self, image: Image.Image) -> Future:
+        future: Future = Future()
+        if self.raises:
+            future.set_exception(ConnectionError("socket closed"))
+        return future
+
+
+@pytest.mark.parametrize("raises,reason", [(True, "internal_error"), (False, "timeout")])
+def test_a_broken_appearance_hook_gives_the_schema_shape_and_the_job_succeeds(pipeline, raises, reason):
+    quick = pipeline.settings.model_copy(update={"gemini_timeout_s": 0.05})
+    pipeline.settings, saved = quick, pipeline.settings
+    pipeline.appearance_analyzer = BrokenAppearance(raises)
+    try:
+        result = pipeline.generate(face_photo(), num_images=1, seed=1, use_gemini_analysis=True, **SMALL)
+    finally:
+        pipeline.appearance_analyzer, pipeline.settings = None, saved
+    appearance = result["analysis"]["appearance"]
+    assert (appearance["status"], appearance["reason"]) == ("failed", reason)
+    assert "the job ran without it" in appearance["message"] and len(result["images"]) == 1

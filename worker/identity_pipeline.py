@@ -165,12 +165,24 @@ class IdentityPipeline:
 
     def _appearance(self, pending) -> dict[str, Any]:
         # The analyzer resolves its future by gemini_timeout_s after submit; the grace only
-        # covers thread hand-off, so the GPU never waits much past the Gemini timeout.
+        # covers thread hand-off, so the GPU never waits much past the Gemini timeout. A hook that
+        # breaks that promise still yields the analysis schema's shape (stable reason + message).
+        from concurrent.futures import TimeoutError as FutureTimeout
+
+        from worker.appearance_schema import FailureReason, failed_analysis
+
+        wait_s = self.settings.gemini_timeout_s + APPEARANCE_GRACE_S
         try:
-            found = dict(pending.result(timeout=self.settings.gemini_timeout_s + APPEARANCE_GRACE_S))
+            found = dict(pending.result(timeout=wait_s))
+        except FutureTimeout:
+            pending.cancel()
+            log.warning("appearance analysis gave no answer within %.1fs; going on without it", wait_s)
+            found = failed_analysis(FailureReason.TIMEOUT, f"Appearance analysis did not finish within "
+                                    f"{wait_s:g} s; the job ran without it.")
         except Exception as exc:  # noqa: BLE001 - analysis is optional; the job goes on without it
-            log.warning("appearance analysis failed: %s", exc)
-            return {"appearance": {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}}
+            log.warning("appearance analysis failed: %r", exc)
+            found = failed_analysis(FailureReason.INTERNAL_ERROR, f"Appearance analysis failed unexpectedly "
+                                    f"({type(exc).__name__}); the job ran without it.")
         status = found.pop("status", "ok")
         flat = found if status == "ok" else {}
         return {**flat, "appearance": {"status": status, **found}}
