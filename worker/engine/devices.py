@@ -6,7 +6,8 @@ ask the DevicePolicy decided from settings at load time.
 Example::
 
     policy = DevicePolicy.decide(settings)      # logs "engine device: cuda fp16 ..."
-    pipe.to(policy.device, policy.dtype); policy.apply(pipe)
+    pipe = Pipeline.from_pretrained(folder, dtype=policy.dtype)
+    policy.place(pipe)                          # .to(device) or model offload, VAE tiling
 """
 
 from __future__ import annotations

@@ -84,6 +84,7 @@ class FaceAnalyzer:
         self.det_size = tuple(det_size)
         self.min_face_px = int(min_face_px)
         self.app: Any = None
+        self.active_providers: list[str] = []   # what load() could actually use
 
     def load(self) -> None:
         """Build insightface's FaceAnalysis with only the detection and recognition modules."""
