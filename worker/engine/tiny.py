@@ -22,7 +22,7 @@ from worker import model_layout as layout
 log = logging.getLogger(__name__)
 
 # Bump when anything below changes what is written: an older folder is then rebuilt.
-BUILD_VERSION = "tiny-5"
+BUILD_VERSION = "tiny-6"
 MARKER = ".tiny-build.json"
 
 # Tiny text encoders: hidden 32 each -> UNet cross_attention_dim 64 (SDXL: 768 + 1280 = 2048).

@@ -3,8 +3,9 @@
 latent-consistency/lcm-lora-sdxl was saved by diffusers' LCM distillation script in the kohya
 style: ``lora_unet_<module path with dots as underscores>.{lora_down.weight, lora_up.weight,
 alpha}`` over the attention projections, transformer proj_in/proj_out, feed-forwards, ResNet
-convs and time-embedding projections. ``load_lora_weights`` converts that format itself, so the
-tiny file exercises the same conversion as the real one.
+convs and shortcuts, the down/up-sampler convs and the time-embedding projections.
+``load_lora_weights`` converts that format itself, so the tiny file exercises the same
+conversion as the real one.
 
 Example::
 
@@ -17,7 +18,10 @@ import torch
 
 _LINEAR_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
                    "time_emb_proj")
-_CONV_TARGETS = ("conv1", "conv2")
+# The distillation script's convolution targets: ResNet convs and shortcuts, and the down/up
+# samplers' convs (their kohya names are the ones a converter is most likely to miss).
+_RESNET_CONV_TARGETS = ("conv1", "conv2", "conv_shortcut")
+_SAMPLER_CONV_TARGETS = ("downsamplers.0.conv", "upsamplers.0.conv")
 
 
 def _targets(unet) -> list[tuple[str, torch.nn.Module]]:
@@ -25,7 +29,8 @@ def _targets(unet) -> list[tuple[str, torch.nn.Module]]:
     for name, module in unet.named_modules():
         if isinstance(module, torch.nn.Linear) and name.endswith(_LINEAR_TARGETS):
             picked.append((name, module))
-        elif isinstance(module, torch.nn.Conv2d) and name.endswith(_CONV_TARGETS) and "resnets" in name:
+        elif isinstance(module, torch.nn.Conv2d) and (
+                (name.endswith(_RESNET_CONV_TARGETS) and "resnets" in name) or name.endswith(_SAMPLER_CONV_TARGETS)):
             picked.append((name, module))
     return picked
 
