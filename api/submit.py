@@ -1,4 +1,4 @@
-"""Accepting a job: form fields → GenerationParams, upload → checked PNG, then store the upload,
+"""Accepting a job: form fields → GenerationParams, upload → checked JPEG, then store the upload,
 write the queued record and enqueue the GPU task, in that order, undoing what was done if a later
 step fails so that nothing is ever half-accepted.
 
@@ -148,7 +148,7 @@ def accept_job(
     """
     request_id = request_id or str(uuid.uuid4())
     try:
-        upload_key = storage.put_upload(request_id, image.png, "image/png")
+        upload_key = storage.put_upload(request_id, image.data, image.content_type)
     except Exception as exc:
         log.error("storing upload for %s failed: %s", request_id, type(exc).__name__)
         raise _unavailable("The image store is unreachable; try again in a moment.") from None

@@ -6,7 +6,7 @@ results bucket.
 
 Keys::
 
-    uploads: {request_id}/face.png
+    uploads: {request_id}/face.jpg      (the checked photo, re-encoded by the gateway: api.upload)
     results: {request_id}/identity_body_{index}.png
 
 Example::
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-UPLOAD_KEY = "{}/face.png"
+UPLOAD_KEY = "{}/face.jpg"
 RESULT_KEY = "{}/identity_body_{}.png"
 
 

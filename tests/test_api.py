@@ -110,7 +110,10 @@ def test_seed_curl_fields_accepted(gateway, redis_client):
     assert record.params["body_type"] == "athletic" and record.params["height_cm"] == 170
     assert record.params["use_gemini_analysis"] is True and record.params["num_images"] == 4
     stored = Image.open(io.BytesIO(gateway.storage.get_upload(record.upload_key)))
-    assert stored.format == "PNG" and stored.size == (160, 120)
+    assert stored.format == "JPEG" and stored.mode == "RGB" and stored.size == (160, 120)
+    assert record.upload_key == f"{rid}/face.jpg"
+    head = gateway.storage.client.head_object(Bucket=gateway.storage.uploads_bucket, Key=record.upload_key)
+    assert head["ContentType"] == "image/jpeg"
 
     [message] = _queued_messages(redis_client)
     assert message["headers"]["task"] == GENERATE_TASK and message["headers"]["id"] == rid
