@@ -27,14 +27,14 @@ def run(args: argparse.Namespace) -> int:
     from shared.settings import get_settings
 
     settings = get_settings()
-    options = dict(
-        factory=True,
-        host=args.host or settings.api_host,
-        port=args.port or settings.api_port,
-        workers=args.workers or settings.api_workers,
-        log_level=settings.log_level.lower(),
-        proxy_headers=True,
-    )
+    options = {
+        "factory": True,
+        "host": args.host or settings.api_host,
+        "port": args.port or settings.api_port,
+        "workers": args.workers or settings.api_workers,
+        "log_level": settings.log_level.lower(),
+        "proxy_headers": True,
+    }
     if options["workers"] == 1:
         uvicorn.run("api.main:create_app", **options)
         return 0

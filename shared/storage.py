@@ -92,7 +92,12 @@ class Storage:
             except ClientError as exc:
                 if _status(exc) != 404 and _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
                     raise
-                self.client.create_bucket(Bucket=bucket)
+                try:
+                    self.client.create_bucket(Bucket=bucket)
+                except ClientError as race:
+                    # several gateway processes (idbody api --workers N) ensure the buckets at once
+                    if _code(race) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
 
     # --- uploads ---------------------------------------------------------------------------------
 
