@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -39,6 +40,10 @@ WORKER_PATTERN = "worker:*"
 # WATCH/MULTI retries under contention; each retry means another writer changed the record, so a
 # small bound is plenty (two writers race at most: cancel and the worker)
 _MAX_WATCH_RETRIES = 64
+
+
+class _Contended(RuntimeError):
+    """A record kept changing under every WATCH/MULTI attempt."""
 
 
 class JobStore:
@@ -115,74 +120,40 @@ class JobStore:
             store.transition(rid, JobStatus.FAILED, error={"code": "no_face_detected", "message": "..."})
         """
         new_status = JobStatus(new_status)
-        key = JOB_KEY.format(request_id)
-        for _ in range(_MAX_WATCH_RETRIES):
-            with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        return None
-                    current = JobRecord.model_validate_json(raw)
-                    if not can_transition(current.status, new_status):
-                        return None
-                    updated = _apply_transition(current, new_status, fields, now=time.time())
-                    pipe.multi()
-                    pipe.set(key, updated.model_dump_json(), ex=self.retention_s)
-                    if new_status is not JobStatus.QUEUED:
-                        pipe.zrem(QUEUE_KEY, request_id)
-                    if new_status.finished:
-                        pipe.publish(FINISHED_CHANNEL.format(request_id), new_status.value)
-                    pipe.execute()
-                    return updated
-                except redis.WatchError:
-                    continue
-        raise RuntimeError(f"job {request_id}: too much contention on its record")
+
+        def move(current: JobRecord) -> JobRecord | None:
+            if not can_transition(current.status, new_status):
+                return None
+            return _apply_transition(current, new_status, fields, now=time.time())
+
+        def side_effects(pipe: Any) -> None:
+            if new_status is not JobStatus.QUEUED:
+                pipe.zrem(QUEUE_KEY, request_id)
+            if new_status.finished:
+                pipe.publish(FINISHED_CHANNEL.format(request_id), new_status.value)
+
+        return self._modify(request_id, move, also=side_effects)
 
     def set_progress(self, request_id: str, step: int, total: int) -> bool:
         """Record denoise progress; True when written (only while the job is running)."""
-        key = JOB_KEY.format(request_id)
-        for _ in range(_MAX_WATCH_RETRIES):
-            with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        return False
-                    record = JobRecord.model_validate_json(raw)
-                    if record.status is not JobStatus.RUNNING:
-                        return False
-                    record.progress = Progress(step=int(step), total=int(total))
-                    pipe.multi()
-                    pipe.set(key, record.model_dump_json(), ex=self.retention_s)
-                    pipe.execute()
-                    return True
-                except redis.WatchError:
-                    continue
-        return False
+
+        def progress(record: JobRecord) -> JobRecord | None:
+            if record.status is not JobStatus.RUNNING:
+                return None
+            record.progress = Progress(step=int(step), total=int(total))
+            return record
+
+        try:
+            return self._modify(request_id, progress) is not None
+        except _Contended:
+            return False  # progress is advisory: the next step writes it again
 
     def update(self, request_id: str, **fields: Any) -> JobRecord | None:
         """Set non-status fields (e.g. webhook attempts) without moving the job; None when unknown."""
         if "status" in fields:
             raise ValueError("use transition() to change a job's status")
-        key = JOB_KEY.format(request_id)
-        for _ in range(_MAX_WATCH_RETRIES):
-            with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        return None
-                    record = JobRecord.model_validate(
-                        {**JobRecord.model_validate_json(raw).model_dump(), **_plain(fields)}
-                    )
-                    pipe.multi()
-                    pipe.set(key, record.model_dump_json(), ex=self.retention_s)
-                    pipe.execute()
-                    return record
-                except redis.WatchError:
-                    continue
-        raise RuntimeError(f"job {request_id}: too much contention on its record")
+        return self._modify(request_id, lambda record: JobRecord.model_validate(
+            {**record.model_dump(), **_plain(fields)}))
 
     def append_webhook_attempt(self, request_id: str, attempt: WebhookAttempt) -> JobRecord | None:
         """Add one webhook delivery attempt to the record atomically; None when the job is unknown.
@@ -191,6 +162,24 @@ class JobStore:
 
             store.append_webhook_attempt(rid, WebhookAttempt(attempt=1, at=time.time(), status_code=503))
         """
+
+        def append(record: JobRecord) -> JobRecord:
+            record.webhook_attempts.append(attempt)
+            return record
+
+        return self._modify(request_id, append)
+
+    def _modify(
+        self,
+        request_id: str,
+        change: Callable[[JobRecord], JobRecord | None],
+        also: Callable[[Any], None] | None = None,
+    ) -> JobRecord | None:
+        """Read-change-write one record under WATCH/MULTI, retrying when another writer got there
+        first. ``change`` gets the current record and returns the new one, or None to write
+        nothing; ``also`` queues further commands into the same MULTI. Returns what was written,
+        or None when the job is unknown or ``change`` declined; raises ``_Contended`` (a
+        RuntimeError) after ``_MAX_WATCH_RETRIES`` lost races."""
         key = JOB_KEY.format(request_id)
         for _ in range(_MAX_WATCH_RETRIES):
             with self.client.pipeline(transaction=True) as pipe:
@@ -199,15 +188,18 @@ class JobStore:
                     raw = pipe.get(key)
                     if raw is None:
                         return None
-                    record = JobRecord.model_validate_json(raw)
-                    record.webhook_attempts.append(attempt)
+                    updated = change(JobRecord.model_validate_json(raw))
+                    if updated is None:
+                        return None
                     pipe.multi()
-                    pipe.set(key, record.model_dump_json(), ex=self.retention_s)
+                    pipe.set(key, updated.model_dump_json(), ex=self.retention_s)
+                    if also is not None:
+                        also(pipe)
                     pipe.execute()
-                    return record
+                    return updated
                 except redis.WatchError:
                     continue
-        raise RuntimeError(f"job {request_id}: too much contention on its record")
+        raise _Contended(f"job {request_id}: too much contention on its record")
 
     # --- queue order and waiting -----------------------------------------------------------------
 
