@@ -3,6 +3,10 @@
 Routes take what they need as annotated parameters, so tests and later features (API keys) swap
 one function instead of editing routes.
 
+Every dependency is ``async def``: FastAPI runs a plain ``def`` dependency in the threadpool, one
+thread hop per dependency per request, which cost more than the lookups themselves. The one that
+does blocking I/O (an API key's Redis lookup) hands just that part to the threadpool.
+
 Example::
 
     @router.get("/x")
@@ -14,6 +18,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from shared.api_keys import ApiKey
 from shared.errors import ErrorCode, IdentityBodyError
@@ -22,23 +27,23 @@ from shared.settings import Settings
 from shared.storage import Storage
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> JobStore:
+async def get_store(request: Request) -> JobStore:
     return request.app.state.store
 
 
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     return request.app.state.storage
 
 
-def get_celery(request: Request) -> Any:
+async def get_celery(request: Request) -> Any:
     return request.app.state.celery
 
 
-def get_api_key(request: Request) -> ApiKey | None:
+async def get_api_key(request: Request) -> ApiKey | None:
     """The caller's API key from ``Authorization: Bearer <key>``, its request rate counted.
 
     401 unauthorized without a valid key; 429 rate_limited (with Retry-After) over its rate. Only
@@ -47,6 +52,13 @@ def get_api_key(request: Request) -> ApiKey | None:
     """
     state = request.app.state
     token = _bearer_token(request.headers.get("authorization"))
+    if token is None and state.settings.auth_disabled:
+        return None
+    return await run_in_threadpool(_authenticate, state, token)
+
+
+def _authenticate(state: Any, token: str | None) -> ApiKey | None:
+    """Blocking part of ``get_api_key``: the key lookup and its rate count (Redis)."""
     key = state.api_keys.authenticate(token) if token else None
     if key is None:
         if state.settings.auth_disabled and token is None:
@@ -66,20 +78,20 @@ def _bearer_token(header: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
 
 
-def get_owner(key: Annotated[ApiKey | None, Depends(get_api_key)]) -> str | None:
+async def get_owner(key: Annotated[ApiKey | None, Depends(get_api_key)]) -> str | None:
     """The API key id of the caller; None when auth is disabled and no key was sent."""
     return key.id if key is not None else None
 
 
-def get_admission(request: Request) -> Any:
+async def get_admission(request: Request) -> Any:
     return request.app.state.admission
 
 
-def get_job_end(request: Request) -> Any:
+async def get_job_end(request: Request) -> Any:
     return request.app.state.job_end
 
 
-def base_url(request: Request) -> str:
+async def base_url(request: Request) -> str:
     """Base for the absolute URLs in responses: public_api_url, else the request's own."""
     configured = request.app.state.settings.public_api_url
     return (configured or str(request.base_url)).rstrip("/")

@@ -38,12 +38,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # celery costs ~0.2 s to import; the gateway's import stays light and pays it at start
     from shared.celery_app import make_celery
 
+    # one client of each kind for the process, each pooling as many connections as threads can
+    # use it at once (blocking work runs in anyio's default threadpool)
+    threads = int(anyio.to_thread.current_default_thread_limiter().total_tokens)
     store = JobStore.from_settings(settings)
-    storage = Storage.from_settings(settings)
+    storage = Storage.from_settings(settings, max_pool_connections=threads)
     app.state.store = store
     app.state.storage = storage
     app.state.buckets_ready = await anyio.to_thread.run_sync(health.ensure_buckets_logged, storage)
-    app.state.celery = make_celery(settings)
+    app.state.celery = make_celery(settings, broker_pool_limit=threads)
     _keys_limits_retention(app, settings, store, storage)
     app.state.wait_limiter = anyio.CapacityLimiter(settings.max_waiting_requests)
     try:

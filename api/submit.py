@@ -1,4 +1,4 @@
-"""Accepting a job: form fields → GenerationParams, upload → checked PNG, then store the upload,
+"""Accepting a job: form fields → GenerationParams, upload → checked JPEG, then store the upload,
 write the queued record and enqueue the GPU task, in that order, undoing what was done if a later
 step fails so that nothing is ever half-accepted.
 
@@ -6,7 +6,8 @@ Example::
 
     form = await read_submit_form(request, settings)
     params, webhook_url = parse_submit_fields(form.fields)
-    record = accept_job(store, storage, celery, params, image, webhook_url=webhook_url, owner=None)
+    accepted = accept_job(store, storage, celery, params, image, webhook_url=webhook_url, owner=None)
+    accepted.record, accepted.queue_position
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ _FORM_OVERHEAD_BYTES = 64 * 1024
 _READ_CHUNK = 256 * 1024
 # a failed enqueue answers 503 quickly instead of hanging on a broker that is down
 _ENQUEUE_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
+@dataclass(frozen=True)
+class AcceptedJob:
+    record: JobRecord
+    queue_position: int  # 1-based, as of the record write (before the task was enqueued)
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,7 @@ def accept_job(
     webhook_url: str | None = None,
     owner: str | None = None,
     request_id: str | None = None,
-) -> JobRecord:
+) -> AcceptedJob:
     """Store the checked upload, write the queued record, enqueue the GPU task.
 
     A failure before the record exists leaves nothing behind (503); a failed enqueue after it
@@ -148,7 +155,7 @@ def accept_job(
     """
     request_id = request_id or str(uuid.uuid4())
     try:
-        upload_key = storage.put_upload(request_id, image.png, "image/png")
+        upload_key = storage.put_upload(request_id, image.data, image.content_type)
     except Exception as exc:
         log.error("storing upload for %s failed: %s", request_id, type(exc).__name__)
         raise _unavailable("The image store is unreachable; try again in a moment.") from None
@@ -161,7 +168,7 @@ def accept_job(
         created_at=time.time(),
     )
     try:
-        store.create(record)
+        position = store.create(record)
     except redis.RedisError as exc:
         log.error("writing job %s failed: %s", request_id, type(exc).__name__)
         _forget_upload(storage, upload_key)
@@ -176,7 +183,7 @@ def accept_job(
                          error=JobError(code=ErrorCode.SERVICE_UNAVAILABLE.value, message=message))
         _forget_upload(storage, upload_key)
         raise _unavailable(message) from None
-    return record
+    return AcceptedJob(record, position)
 
 
 def _forget_upload(storage: Storage, key: str) -> None:

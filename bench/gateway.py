@@ -2,7 +2,7 @@
 process, ``idbody api``), and a real Celery GPU-queue worker (tiny profile) for the enqueue→start
 delay. Prints a table and writes bench/results/gateway.json.
 
-    python -m bench.gateway [--seconds 8] [--max-requests 1500] [--probes 20]
+    python -m bench.gateway [--seconds 8] [--max-requests 1500] [--probes 20] [--api-workers 2]
 
 Targets (2-core machine): >= 300 submits/s, p99 < 50 ms at 8 clients, status >= 2,000/s,
 enqueue→start < 20 ms.
@@ -133,7 +133,9 @@ def bench_enqueue_to_start(stack: ServiceStack, store: JobStore, probes: int) ->
 
 
 def print_table(report: dict) -> None:
-    print(f"\ngateway bench — {report['machine']}, load average before {report['load_average_before']}")
+    print(f"\ngateway bench — {report['machine']}")
+    print(f"machine: {report['cpus']} cores, load average (1/5/15 min) before {report['load_average_before']}, "
+          f"after {report['load_average_after']}; gateway processes: {report['api_workers']}")
     print(f"{'what':<28}{'clients':>8}{'requests':>10}{'errors':>8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     label = f"submit ({report['image_bytes'] // 1024} KB JPEG)"
     for row in report["submit"]:
@@ -163,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-requests", type=int, default=1500, help="count bound per load level")
     parser.add_argument("--probes", type=int, default=20, help="enqueue→start probes")
     parser.add_argument("--image-kb", type=int, default=512, help="size of the submitted JPEG")
+    parser.add_argument("--api-workers", type=int, default=1, help="gateway processes (idbody api --workers)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/gateway.json"))
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             Storage.from_settings(settings).ensure_buckets()
             store = JobStore.from_settings(settings)
             with ServiceStack(settings, tmp / "logs") as stack:
-                stack.start_gateway()
+                stack.start_gateway(workers=args.api_workers)
                 _wait_health(stack)
                 image = jpeg_of_size(args.image_kb * 1024)
                 ids: list[str] = []
@@ -197,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.node()} {os.cpu_count()} CPUs, Python {platform.python_version()}",
         # the machine may be shared: a load average above the CPU count means the numbers are low
         "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(), "api_workers": args.api_workers,
         "image_bytes": len(image), "image_pixels": list(Image.open(io.BytesIO(image)).size), "submit": submit, "status": status, "enqueue_to_start": enqueue,
         "targets": TARGETS,
     }

@@ -37,7 +37,15 @@ def broker_transport_options(visibility_timeout_s: int) -> dict[str, int]:
     }
 
 
-def make_celery(settings: Settings) -> Celery:
+def make_celery(settings: Settings, broker_pool_limit: int = 10) -> Celery:
+    """The app; ``broker_pool_limit`` caps its pool of broker connections, which ``send_task``
+    borrows and returns (no connection per call). The gateway sizes it to its threadpool so
+    concurrent submits never wait for a connection.
+
+    Example::
+
+        make_celery(settings, broker_pool_limit=40).send_task(GENERATE_TASK, args=[rid], queue=GPU_QUEUE)
+    """
     if settings.broker_visibility_timeout_s <= settings.task_time_limit_s:
         raise ValueError(
             "broker_visibility_timeout_s must be longer than task_time_limit_s, or a running task "
@@ -64,6 +72,7 @@ def make_celery(settings: Settings) -> Celery:
         task_time_limit=settings.task_time_limit_s,
         broker_transport_options=broker_transport_options(settings.broker_visibility_timeout_s),
         broker_connection_retry_on_startup=True,
+        broker_pool_limit=broker_pool_limit,
         task_serializer="json",
         accept_content=["json"],
         worker_hijack_root_logger=False,

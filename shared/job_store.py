@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -41,6 +42,10 @@ WORKER_PATTERN = "worker:*"
 _MAX_WATCH_RETRIES = 64
 
 
+class _Contended(RuntimeError):
+    """A record kept changing under every WATCH/MULTI attempt."""
+
+
 class JobStore:
     """Reads and writes job records; see the module docstring for the key layout."""
 
@@ -56,19 +61,44 @@ class JobStore:
 
     # --- records -------------------------------------------------------------------------------
 
-    def create(self, record: JobRecord) -> None:
-        """Store a new queued record and put it at the end of the queue order."""
+    def create(self, record: JobRecord) -> int:
+        """Store a new queued record, put it at the end of the queue order and return its 1-based
+        queue position: one MULTI/EXEC round trip for all of it (the submit path's hot spot).
+
+        Example::
+
+            store.create(JobRecord(request_id="r1", created_at=time.time()))   # 1
+        """
         record = record.model_copy(update={"status": JobStatus.QUEUED})
         pipe = self.client.pipeline(transaction=True)
         pipe.set(JOB_KEY.format(record.request_id), record.model_dump_json(), ex=self.retention_s)
         pipe.zadd(QUEUE_KEY, {record.request_id: record.created_at})
         pipe.expire(QUEUE_KEY, self.retention_s)
-        pipe.execute()
+        pipe.zrank(QUEUE_KEY, record.request_id)
+        rank = pipe.execute()[-1]
+        return int(rank) + 1
 
     def get(self, request_id: str) -> JobRecord | None:
         """The record, or None when unknown or expired."""
         raw = self.client.get(JOB_KEY.format(request_id))
         return None if raw is None else JobRecord.model_validate_json(raw)
+
+    def get_with_position(self, request_id: str) -> tuple[JobRecord | None, int | None]:
+        """The record and its 1-based queue position (None unless queued) in one round trip.
+
+        Example::
+
+            record, position = store.get_with_position("r1")   # (JobRecord(...), 3)
+        """
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(JOB_KEY.format(request_id))
+        pipe.zrank(QUEUE_KEY, request_id)
+        raw, rank = pipe.execute()
+        if raw is None:
+            return None, None
+        record = JobRecord.model_validate_json(raw)
+        queued = record.status is JobStatus.QUEUED and rank is not None
+        return record, int(rank) + 1 if queued else None
 
     def delete(self, request_id: str) -> None:
         """Remove the record and its place in the queue order now."""
@@ -90,74 +120,40 @@ class JobStore:
             store.transition(rid, JobStatus.FAILED, error={"code": "no_face_detected", "message": "..."})
         """
         new_status = JobStatus(new_status)
-        key = JOB_KEY.format(request_id)
-        for _ in range(_MAX_WATCH_RETRIES):
-            with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        return None
-                    current = JobRecord.model_validate_json(raw)
-                    if not can_transition(current.status, new_status):
-                        return None
-                    updated = _apply_transition(current, new_status, fields, now=time.time())
-                    pipe.multi()
-                    pipe.set(key, updated.model_dump_json(), ex=self.retention_s)
-                    if new_status is not JobStatus.QUEUED:
-                        pipe.zrem(QUEUE_KEY, request_id)
-                    if new_status.finished:
-                        pipe.publish(FINISHED_CHANNEL.format(request_id), new_status.value)
-                    pipe.execute()
-                    return updated
-                except redis.WatchError:
-                    continue
-        raise RuntimeError(f"job {request_id}: too much contention on its record")
+
+        def move(current: JobRecord) -> JobRecord | None:
+            if not can_transition(current.status, new_status):
+                return None
+            return _apply_transition(current, new_status, fields, now=time.time())
+
+        def side_effects(pipe: Any) -> None:
+            if new_status is not JobStatus.QUEUED:
+                pipe.zrem(QUEUE_KEY, request_id)
+            if new_status.finished:
+                pipe.publish(FINISHED_CHANNEL.format(request_id), new_status.value)
+
+        return self._modify(request_id, move, also=side_effects)
 
     def set_progress(self, request_id: str, step: int, total: int) -> bool:
         """Record denoise progress; True when written (only while the job is running)."""
-        key = JOB_KEY.format(request_id)
-        for _ in range(_MAX_WATCH_RETRIES):
-            with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        return False
-                    record = JobRecord.model_validate_json(raw)
-                    if record.status is not JobStatus.RUNNING:
-                        return False
-                    record.progress = Progress(step=int(step), total=int(total))
-                    pipe.multi()
-                    pipe.set(key, record.model_dump_json(), ex=self.retention_s)
-                    pipe.execute()
-                    return True
-                except redis.WatchError:
-                    continue
-        return False
+
+        def progress(record: JobRecord) -> JobRecord | None:
+            if record.status is not JobStatus.RUNNING:
+                return None
+            record.progress = Progress(step=int(step), total=int(total))
+            return record
+
+        try:
+            return self._modify(request_id, progress) is not None
+        except _Contended:
+            return False  # progress is advisory: the next step writes it again
 
     def update(self, request_id: str, **fields: Any) -> JobRecord | None:
         """Set non-status fields (e.g. webhook attempts) without moving the job; None when unknown."""
         if "status" in fields:
             raise ValueError("use transition() to change a job's status")
-        key = JOB_KEY.format(request_id)
-        for _ in range(_MAX_WATCH_RETRIES):
-            with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        return None
-                    record = JobRecord.model_validate(
-                        {**JobRecord.model_validate_json(raw).model_dump(), **_plain(fields)}
-                    )
-                    pipe.multi()
-                    pipe.set(key, record.model_dump_json(), ex=self.retention_s)
-                    pipe.execute()
-                    return record
-                except redis.WatchError:
-                    continue
-        raise RuntimeError(f"job {request_id}: too much contention on its record")
+        return self._modify(request_id, lambda record: JobRecord.model_validate(
+            {**record.model_dump(), **_plain(fields)}))
 
     def append_webhook_attempt(self, request_id: str, attempt: WebhookAttempt) -> JobRecord | None:
         """Add one webhook delivery attempt to the record atomically; None when the job is unknown.
@@ -166,6 +162,24 @@ class JobStore:
 
             store.append_webhook_attempt(rid, WebhookAttempt(attempt=1, at=time.time(), status_code=503))
         """
+
+        def append(record: JobRecord) -> JobRecord:
+            record.webhook_attempts.append(attempt)
+            return record
+
+        return self._modify(request_id, append)
+
+    def _modify(
+        self,
+        request_id: str,
+        change: Callable[[JobRecord], JobRecord | None],
+        also: Callable[[Any], None] | None = None,
+    ) -> JobRecord | None:
+        """Read-change-write one record under WATCH/MULTI, retrying when another writer got there
+        first. ``change`` gets the current record and returns the new one, or None to write
+        nothing; ``also`` queues further commands into the same MULTI. Returns what was written,
+        or None when the job is unknown or ``change`` declined; raises ``_Contended`` (a
+        RuntimeError) after ``_MAX_WATCH_RETRIES`` lost races."""
         key = JOB_KEY.format(request_id)
         for _ in range(_MAX_WATCH_RETRIES):
             with self.client.pipeline(transaction=True) as pipe:
@@ -174,15 +188,18 @@ class JobStore:
                     raw = pipe.get(key)
                     if raw is None:
                         return None
-                    record = JobRecord.model_validate_json(raw)
-                    record.webhook_attempts.append(attempt)
+                    updated = change(JobRecord.model_validate_json(raw))
+                    if updated is None:
+                        return None
                     pipe.multi()
-                    pipe.set(key, record.model_dump_json(), ex=self.retention_s)
+                    pipe.set(key, updated.model_dump_json(), ex=self.retention_s)
+                    if also is not None:
+                        also(pipe)
                     pipe.execute()
-                    return record
+                    return updated
                 except redis.WatchError:
                     continue
-        raise RuntimeError(f"job {request_id}: too much contention on its record")
+        raise _Contended(f"job {request_id}: too much contention on its record")
 
     # --- queue order and waiting -----------------------------------------------------------------
 

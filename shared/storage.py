@@ -6,7 +6,7 @@ results bucket.
 
 Keys::
 
-    uploads: {request_id}/face.png
+    uploads: {request_id}/face.jpg      (the checked photo, re-encoded by the gateway: api.upload)
     results: {request_id}/identity_body_{index}.png
 
 Example::
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-UPLOAD_KEY = "{}/face.png"
+UPLOAD_KEY = "{}/face.jpg"
 RESULT_KEY = "{}/identity_body_{}.png"
 
 
@@ -43,8 +43,18 @@ class Storage:
         self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "Storage":
-        """A boto3 client with path-style addressing (works on every S3-compatible server)."""
+    def from_settings(cls, settings: Any, max_pool_connections: int = 10) -> "Storage":
+        """A boto3 client with path-style addressing (works on every S3-compatible server).
+
+        One client serves every thread: boto3 clients are thread-safe, and their urllib3 pool keeps
+        ``max_pool_connections`` keep-alive connections; size it to the number of threads that
+        call at once (the gateway passes its threadpool size), or extra calls open and drop a
+        connection each time.
+
+        Example::
+
+            Storage.from_settings(settings, max_pool_connections=40)
+        """
         # boto3 is imported here, not at module import: it costs ~0.15 s and the gateway starts fast
         import boto3
         from botocore.config import Config
@@ -61,6 +71,7 @@ class Storage:
                 connect_timeout=5,
                 read_timeout=30,
                 retries={"max_attempts": 3, "mode": "standard"},
+                max_pool_connections=max_pool_connections,
             ),
         )
         return cls(
@@ -81,7 +92,12 @@ class Storage:
             except ClientError as exc:
                 if _status(exc) != 404 and _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
                     raise
-                self.client.create_bucket(Bucket=bucket)
+                try:
+                    self.client.create_bucket(Bucket=bucket)
+                except ClientError as race:
+                    # several gateway processes (idbody api --workers N) ensure the buckets at once
+                    if _code(race) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
 
     # --- uploads ---------------------------------------------------------------------------------
 

@@ -76,8 +76,25 @@ class ServiceStack:
         self.procs[name] = proc
         return proc
 
-    def start_gateway(self) -> subprocess.Popen:
-        return self._start("api", [sys.executable, "-m", "shared.cli", "api"])
+    def start_gateway(self, workers: int | None = None) -> subprocess.Popen:
+        """``idbody api``; ``workers`` gateway processes (default: the settings' api_workers)."""
+        argv = [sys.executable, "-m", "shared.cli", "api"]
+        return self._start("api", argv + (["--workers", str(workers)] if workers else []))
+
+    def wait_healthy(self, timeout_s: float = 30) -> None:
+        """Until the gateway answers /healthz (it does not need Redis, S3 or a worker)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            proc = self.procs.get("api")
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"api exited with {proc.returncode}:\n{self.log('api')}")
+            try:
+                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"gateway did not answer /healthz within {timeout_s}s\n{self.log('api')}")
 
     def start_worker(self, name: str, queue: str = "gpu") -> subprocess.Popen:
         argv = [sys.executable, "-m", "shared.cli", "worker", "--queues", queue, "--hostname", f"{name}@test"]

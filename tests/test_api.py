@@ -110,7 +110,10 @@ def test_seed_curl_fields_accepted(gateway, redis_client):
     assert record.params["body_type"] == "athletic" and record.params["height_cm"] == 170
     assert record.params["use_gemini_analysis"] is True and record.params["num_images"] == 4
     stored = Image.open(io.BytesIO(gateway.storage.get_upload(record.upload_key)))
-    assert stored.format == "PNG" and stored.size == (160, 120)
+    assert stored.format == "JPEG" and stored.mode == "RGB" and stored.size == (160, 120)
+    assert record.upload_key == f"{rid}/face.jpg"
+    head = gateway.storage.client.head_object(Bucket=gateway.storage.uploads_bucket, Key=record.upload_key)
+    assert head["ContentType"] == "image/jpeg"
 
     [message] = _queued_messages(redis_client)
     assert message["headers"]["task"] == GENERATE_TASK and message["headers"]["id"] == rid
@@ -387,3 +390,27 @@ def test_gateway_imports_nothing_heavy():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+
+
+def test_clients_are_reused_across_requests(gateway, redis_client):
+    """Submits and status reads borrow pooled connections (Redis, and Celery's broker pool on the
+    same server): once warm, more requests open no new connections."""
+    def connections() -> int:
+        return len(redis_client.client_list())
+
+    rids = [_submit(gateway).json()["request_id"] for _ in range(3)]
+    warm = connections()
+    for _ in range(5):
+        rids.append(_submit(gateway).json()["request_id"])
+        assert gateway.client.get(f"/api/v1/jobs/{rids[-1]}").status_code == 200
+    assert connections() == warm
+    assert len(_queued_messages(redis_client)) == len(rids)
+
+
+def test_status_reads_position_and_record_together(gateway):
+    first, second = (_submit(gateway).json()["request_id"] for _ in range(2))
+    gateway.store.transition(first, JobStatus.RUNNING, worker="w")
+    running = gateway.client.get(f"/api/v1/jobs/{first}").json()
+    queued = gateway.client.get(f"/api/v1/jobs/{second}").json()
+    assert running["status"] == "running" and "queue_position" not in running
+    assert queued["status"] == "queued" and queued["queue_position"] == 1

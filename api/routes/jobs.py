@@ -93,15 +93,21 @@ async def generate_identity_body(
 
     def accept() -> tuple[JobRecord, int | None, bool]:
         webhook_url = admission.webhook_url_for(key, form_url=form_webhook_url)
+        positions: dict[str, int] = {}
 
         def create(request_id: str) -> JobRecord:
             image = normalize_upload(form.image, settings.max_upload_bytes, settings.max_image_pixels,
                                      settings.min_image_side)
-            return accept_job(store, storage, celery, params, image, webhook_url=webhook_url, owner=owner,
-                              request_id=request_id)
+            accepted = accept_job(store, storage, celery, params, image, webhook_url=webhook_url, owner=owner,
+                                  request_id=request_id)
+            positions[request_id] = accepted.queue_position
+            return accepted.record
 
         admitted = admission.admit(key, idempotency_key, form.fields, form.image, webhook_url, create)
-        return admitted.record, store.queue_position(admitted.record.request_id), admitted.replayed
+        rid = admitted.record.request_id
+        # a new job's position came back with its record write; only a replay asks Redis again
+        position = store.queue_position(rid) if admitted.replayed else positions[rid]
+        return admitted.record, position, admitted.replayed
 
     record, position, replayed = await run_in_threadpool(accept)
     if replayed:
@@ -130,9 +136,10 @@ async def generate_identity_body(
     responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.INVALID_PARAMETER, ErrorCode.UNAUTHORIZED,
                               ErrorCode.RATE_LIMITED),
 )
-def job_status(request_id: RequestId, store: StoreDep, owner: OwnerDep, base: BaseUrlDep) -> JSONResponse:
-    record = _load(store, request_id, owner)
-    position = store.queue_position(request_id) if record.status is JobStatus.QUEUED else None
+async def job_status(request_id: RequestId, store: StoreDep, owner: OwnerDep, base: BaseUrlDep) -> JSONResponse:
+    # record and queue rank in one pipelined round trip, one threadpool hop
+    record, position = await run_in_threadpool(store.get_with_position, request_id)
+    _check_visible(record, owner)
     return JSONResponse(status_view(record, base, position))
 
 
@@ -226,7 +233,10 @@ def _revoke(celery: Any, task_id: str) -> None:
 
 def _load(store: JobStore, request_id: str, owner: str | None) -> JobRecord:
     """The job, or 404 for unknown ids and for other owners' jobs alike (no hint that it exists)."""
-    record = store.get(request_id)
+    return _check_visible(store.get(request_id), owner)
+
+
+def _check_visible(record: JobRecord | None, owner: str | None) -> JobRecord:
     if record is None or (owner is not None and record.owner != owner):
         raise IdentityBodyError(
             ErrorCode.JOB_NOT_FOUND, "No job with this request_id; it may have expired.", field="request_id"
