@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     s3_bucket_results: str = Field("idbody-results", description="Bucket for generated images (private; served by presigned URLs).")
     s3_presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600, description="Lifetime of presigned result URLs.")
     public_results_base_url: str | None = Field(None, description="If set, result URLs are this base + key (a CDN) instead of presigned.")
+    s3_presign_endpoint_url: str | None = Field(None, description="Endpoint that presigned result URLs name, when clients reach S3 at another address than the services do (compose: http://127.0.0.1:8333 while the services use http://s3:8333); default: s3_endpoint_url.")
 
     # --- gateway -----------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address the gateway binds to.")

@@ -35,8 +35,11 @@ class Storage:
         results_bucket: str,
         presign_expiry_s: int,
         public_base_url: str | None = None,
+        presign_client: Any = None,
     ) -> None:
         self.client = client
+        # presigning makes no request: a second client only decides which host the URL names
+        self.presign_client = presign_client if presign_client is not None else client
         self.uploads_bucket = uploads_bucket
         self.results_bucket = results_bucket
         self.presign_expiry_s = int(presign_expiry_s)
@@ -59,27 +62,32 @@ class Storage:
         import boto3
         from botocore.config import Config
 
-        client = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint_url or None,
-            region_name=settings.s3_region,
-            aws_access_key_id=settings.s3_access_key,
-            aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
-            config=Config(
-                s3={"addressing_style": "path"},
-                signature_version="s3v4",
-                connect_timeout=5,
-                read_timeout=30,
-                retries={"max_attempts": 3, "mode": "standard"},
-                max_pool_connections=max_pool_connections,
-            ),
-        )
+        def client_for(endpoint_url: str | None) -> Any:
+            return boto3.client(
+                "s3",
+                endpoint_url=endpoint_url or None,
+                region_name=settings.s3_region,
+                aws_access_key_id=settings.s3_access_key,
+                aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
+                config=Config(
+                    s3={"addressing_style": "path"},
+                    signature_version="s3v4",
+                    connect_timeout=5,
+                    read_timeout=30,
+                    retries={"max_attempts": 3, "mode": "standard"},
+                    max_pool_connections=max_pool_connections,
+                ),
+            )
+
+        client = client_for(settings.s3_endpoint_url)
+        presign_client = client_for(settings.s3_presign_endpoint_url) if settings.s3_presign_endpoint_url else None
         return cls(
             client,
             settings.s3_bucket_uploads,
             settings.s3_bucket_results,
             settings.s3_presign_expiry_s,
             settings.public_results_base_url,
+            presign_client,
         )
 
     def ensure_buckets(self) -> None:
@@ -130,7 +138,7 @@ class Storage:
         """
         if self.public_base_url:
             return f"{self.public_base_url}/{key}"
-        return self.client.generate_presigned_url(
+        return self.presign_client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.results_bucket, "Key": key},
             ExpiresIn=self.presign_expiry_s,

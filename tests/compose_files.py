@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,16 @@ def load_compose(*paths: Path) -> dict[str, Any]:
     for path in paths:
         merged = merge(merged, read_compose_file(path)) if merged else strip_tags(read_compose_file(path))
     return merged
+
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """``${NAME}`` and ``${NAME:-default}`` as Compose fills them from the shell and ``.env``.
+
+    Example::
+
+        interpolate("${PORT:-8333}", {})   # '8333'
+    """
+    return _VARIABLE.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)

@@ -20,7 +20,7 @@ import yaml
 from shared import cli
 from shared.queues import GPU_QUEUE
 from shared.settings import ENV_PREFIX, Settings
-from tests.compose_files import load_compose
+from tests.compose_files import interpolate, load_compose
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -140,11 +140,12 @@ def test_every_idbody_env_name_is_a_settings_field() -> None:
     assert unknown == {}, f"not fields of shared.settings.Settings: {unknown}"
 
 
-def _environment(service: dict) -> dict[str, str]:
+def _environment(service: dict, dotenv: dict[str, str] | None = None) -> dict[str, str]:
+    """The service's ``environment`` as Compose passes it, ``${...}`` filled from ``dotenv``."""
     env = service.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
-    return {k: str(v) for k, v in env.items()}
+    return {k: interpolate(str(v), dotenv or {}) for k, v in env.items()}
 
 
 def _settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -168,6 +169,22 @@ def test_environment_values_in_compose_parse_as_settings(monkeypatch: pytest.Mon
     assert parsed["base", "api"].redis_url == "redis://redis:6379/0"
 
 
+def test_result_urls_name_the_s3_port_published_on_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Services write through http://s3:8333; the URLs they hand out must name the address a client
+    on the host reaches, unless .env names another (a LAN or public name)."""
+    services = load_compose(COMPOSE)["services"]
+    published = [str(p) for p in services["s3"]["ports"]]
+    for dotenv, expected in (({}, None), ({"IDBODY_S3_PRESIGN_ENDPOINT_URL": "https://s3.lan.test"}, "https://s3.lan.test")):
+        for name in ("api", "worker-gpu", "worker-io"):
+            with monkeypatch.context() as m:
+                settings = _settings_from(_environment(services[name], dotenv), m)
+            url = urlsplit(settings.s3_presign_endpoint_url)
+            if expected:
+                assert settings.s3_presign_endpoint_url == expected, name
+            else:
+                assert f"{url.hostname}:{url.port}:{_port(settings.s3_endpoint_url)}" in published, name
+
+
 def _dotenv(path: Path) -> dict[str, str]:
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
     return {k.strip(): v.strip() for k, v in pairs}
@@ -186,7 +203,7 @@ def test_a_copied_env_example_cannot_move_the_stack_off_its_volumes_and_services
             service = services[name]
             # Compose: `environment` wins over `env_file`
             with monkeypatch.context() as m:
-                settings = _settings_from({**dotenv, **_environment(service)}, m)
+                settings = _settings_from({**dotenv, **_environment(service, dotenv)}, m)
             assert urlsplit(settings.redis_url).hostname == "redis", name
             assert urlsplit(settings.s3_endpoint_url).hostname == "s3", name
             mounts = _mounts(service)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -65,6 +66,23 @@ def test_presigned_result_url_downloads_bytes(storage):
     # the same object without a signature is refused: results are private too
     status, _ = _http_get(url.split("?", 1)[0])
     assert status in (401, 403)
+
+
+def test_presign_endpoint_names_the_address_clients_use(settings):
+    """Compose's services reach S3 as http://s3:8333 while a browser on the host uses
+    127.0.0.1:8333: the URL must name the client's address and its signature must hold there."""
+    port = urlsplit(settings.s3_endpoint_url).port
+    as_client_sees_it = f"http://localhost:{port}"
+    s = Storage.from_settings(settings.model_copy(update={"s3_presign_endpoint_url": as_client_sees_it}))
+    s.ensure_buckets()
+    key = s.put_result(uuid.uuid4().hex, 0, b"\x89PNG\r\n\x1a\n other host")
+    url = s.result_url(key)
+    assert url.startswith(f"{as_client_sees_it}/{s.results_bucket}/{key}?")
+    assert _http_get(url) == (200, b"\x89PNG\r\n\x1a\n other host")
+    # the object itself was written through the services' endpoint, not the presign one
+    assert s.client.meta.endpoint_url == settings.s3_endpoint_url
+    # without the setting the URL names the services' endpoint
+    assert Storage.from_settings(settings).result_url(key).startswith(f"{settings.s3_endpoint_url}/")
 
 
 def test_delete_results_removes_every_image(storage):
