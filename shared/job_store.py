@@ -250,6 +250,10 @@ class JobStore:
         payload = {**info, "worker_id": worker_id, "seen_at": time.time()}
         self.client.set(WORKER_KEY.format(worker_id), json.dumps(payload), ex=int(ttl_s))
 
+    def forget_worker(self, worker_id: str) -> None:
+        """Drop ``worker_id``'s heartbeat now (a clean shutdown), instead of after its ttl."""
+        self.client.delete(WORKER_KEY.format(worker_id))
+
     def live_workers(self) -> list[dict[str, Any]]:
         """Heartbeats of every worker seen within its ttl (each with ``worker_id`` and ``seen_at``)."""
         keys = list(self.client.scan_iter(match=WORKER_PATTERN, count=500))

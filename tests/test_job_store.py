@@ -194,3 +194,15 @@ def test_worker_heartbeats_expire(store, redis_client):
     assert 0 < redis_client.ttl("worker:gpu0@host") <= 30
     redis_client.delete("worker:gpu1@host")  # what expiry does after the ttl
     assert [w["worker_id"] for w in store.live_workers()] == ["gpu0@host"]
+
+
+def test_a_stopped_heartbeat_withdraws_the_worker_at_once(store):
+    from worker.heartbeat import Heartbeat
+
+    other = Heartbeat(store, "gpu1@host", {"pipeline_loaded": True}, ttl_s=30).start()
+    beat = Heartbeat(store, "gpu0@host", {"pipeline_loaded": True}, ttl_s=30).start()
+    assert {w["worker_id"] for w in store.live_workers()} == {"gpu0@host", "gpu1@host"}
+    beat.stop()
+    assert [w["worker_id"] for w in store.live_workers()] == ["gpu1@host"]
+    other.stop()
+    assert store.live_workers() == []

@@ -38,9 +38,15 @@ class Heartbeat:
         return self
 
     def stop(self) -> None:
+        """Stop beating and withdraw the heartbeat, so /readyz stops counting this worker at once
+        rather than for up to a ttl after it left."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=self.interval_s + 1)
+        try:
+            self.store.forget_worker(self.worker_id)
+        except Exception as exc:  # shutting down with Redis gone: the key expires on its own
+            log.warning("heartbeat withdrawal failed: %s", type(exc).__name__)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
