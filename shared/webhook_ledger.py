@@ -4,7 +4,8 @@ the job was redelivered, or two io workers got the same delivery task.
 
 Keys (``event`` is the job's final status: succeeded, failed or canceled)::
 
-    webhook:enqueued:{request_id}:{event}    SET NX when the delivery task is sent
+    webhook:enqueued:{request_id}:{event}    SET NX (short-lived) before the delivery task is sent,
+                                             kept for ttl_s once it was
     webhook:lock:{request_id}:{event}        held while one attempt is in flight (expires)
     webhook:delivered:{request_id}:{event}   SET NX only after a 2xx; checked before every attempt
 
@@ -31,10 +32,17 @@ DELIVERED_KEY = "webhook:delivered:{}:{}"
 _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 
 
+# How long the enqueue marker lives while the send is in flight. A finisher killed between taking
+# the marker and sending leaves it behind; it must expire well before the broker redelivers that
+# finisher's task (the visibility timeout, an hour by default) so the redelivered task sends it.
+SENDING_S = 60.0
+
+
 class WebhookLedger:
-    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis, ttl_s: int, sending_s: float = SENDING_S) -> None:
         self.client = client
         self.ttl_s = int(ttl_s)
+        self.sending_s = sending_s
         self._unlock = client.register_script(_UNLOCK)
 
     def enqueue_once(self, celery_app: Any, request_id: str, event: str) -> bool:
@@ -44,13 +52,17 @@ class WebhookLedger:
         leaves the event deliverable by the next finisher (e.g. the redelivered GPU task).
         """
         key = ENQUEUED_KEY.format(request_id, event)
-        if not self.client.set(key, "1", nx=True, ex=self.ttl_s):
+        if not self.client.set(key, "1", nx=True, px=max(1, int(self.sending_s * 1000))):
             return False
         try:
             celery_app.send_task(DELIVER_WEBHOOK_TASK, args=[request_id, event], queue=IO_QUEUE)
         except Exception:
             self.client.delete(key)
             raise
+        # sent: from now on the marker keeps later finishers from sending again for the job's life.
+        # (Killed right here, the marker expires and a redelivered finisher sends a second task;
+        # the delivered marker still stops a second delivery after a 2xx.)
+        self.client.expire(key, self.ttl_s)
         return True
 
     def is_delivered(self, request_id: str, event: str) -> bool:

@@ -12,6 +12,7 @@ from shared.job_store import JobStore
 from shared.url_guard import WebhookResolutionError
 from shared.webhook_ledger import WebhookLedger
 from shared.webhook_signing import new_webhook_secret
+from tests.polling import until
 from tests.webhook_receiver import Receiver
 from worker.webhook_delivery import DeliveryDeps, attempt_delivery
 from worker.webhook_schedule import Outcome
@@ -168,3 +169,24 @@ def test_enqueue_once_per_job_and_event(wh_settings, redis_client):
     assert redis_client.llen("io") == 2  # what the broker holds for the io queue
     ledger.forget("r1")
     assert not list(redis_client.scan_iter("webhook:*r1*"))
+
+
+class _KilledWhileSending:
+    """A Celery app whose process dies inside send_task (BaseException: no handler runs)."""
+
+    def send_task(self, *args: object, **kwargs: object) -> None:
+        raise SystemExit(137)
+
+
+def test_a_finisher_killed_while_sending_leaves_the_event_to_the_next_one(wh_settings, redis_client):
+    ledger = WebhookLedger(redis_client, 600, sending_s=0.3)
+    with pytest.raises(SystemExit):
+        ledger.enqueue_once(_KilledWhileSending(), "r2", "succeeded")
+    assert redis_client.exists("webhook:enqueued:r2:succeeded")  # left behind, as a crash would
+    app = make_celery(wh_settings)
+    # the marker blocks only while a send could still be in flight, then the redelivered task sends
+    assert ledger.enqueue_once(app, "r2", "succeeded") is False
+    until(lambda: ledger.enqueue_once(app, "r2", "succeeded"), 5, "the in-flight marker to expire")
+    assert redis_client.llen("io") == 1
+    # once sent, the marker lasts the job's life
+    assert 590 < redis_client.ttl("webhook:enqueued:r2:succeeded") <= 600
