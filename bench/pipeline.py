@@ -3,7 +3,7 @@
 Default: the tiny profile on this machine through the whole Python API (face analysis of a real
 photo -> prompt -> kps -> 4 x 128 px), fast (LCM) and quality (Euler + guidance) modes.
 ``--full-size``: architecture-exact SDXL + IdentityNet + IP-Adapter with random fp16 weights on a
-CUDA GPU, 4 x 1024x768 at LCM 4 steps and at 30 steps with guidance 5.
+CUDA GPU, 4 images 768 wide x 1024 high at LCM 4 steps and at 30 steps with guidance 5.
 
     python -m bench.pipeline                  # writes bench/results/pipeline.json
     python -m bench.pipeline --full-size      # writes bench/results/pipeline_full_size.json
