@@ -83,6 +83,11 @@ async def load(make_request, clients: int, seconds: float, max_requests: int) ->
         started = time.perf_counter()
         await asyncio.gather(*(one_client() for _ in range(clients)))
         elapsed = time.perf_counter() - started
+    return phase_row(clients, latencies, errors, elapsed)
+
+
+def phase_row(clients: int, latencies: list[float], errors: int, elapsed: float) -> dict:
+    """One table row: request count and rate, errors, p50 and p99 latency."""
     return {
         "clients": clients, "requests": len(latencies), "errors": errors, "seconds": round(elapsed, 3),
         "rps": round(len(latencies) / elapsed, 1),
@@ -132,12 +137,7 @@ def bench_status_raw(base: str, ids: list[str], clients: int, seconds: float, ma
 
         started = time.perf_counter()
         await asyncio.gather(*(one_client() for _ in range(clients)))
-        elapsed = time.perf_counter() - started
-        return {
-            "clients": clients, "requests": len(latencies), "errors": errors, "seconds": round(elapsed, 3),
-            "rps": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(percentile(latencies, 50) * 1000, 2), "p99_ms": round(percentile(latencies, 99) * 1000, 2),
-        }
+        return phase_row(clients, latencies, errors, time.perf_counter() - started)
 
     return _accounted(phase(), gateway_pgid)
 
@@ -190,7 +190,7 @@ def print_table(report: dict) -> None:
     print(f"{'status GET (raw client)':<28}{raw['clients']:>8}{raw['requests']:>10}{raw['errors']:>8}{raw['rps']:>10}{raw['p50_ms']:>10}{raw['p99_ms']:>10}")
     e = report["enqueue_to_start"]
     print(f"{'enqueue→task start (idle)':<28}{'1':>8}{e['probes']:>10}{'':>8}{'':>10}{e['p50_ms']:>10}{e['p99_ms']:>10}")
-    print(f"\nCPU per request (ms; other = Valkey, SeaweedFS, the OS) and the rate at which {report['cpus']} cores are full")
+    print(f"\nCPU per request (ms; other = Valkey, SeaweedFS, the OS and anything else running) and the rate at which {report['cpus']} cores are full")
     print(f"{'what':<28}{'clients':>8}{'gateway':>10}{'client':>10}{'other':>10}{'total':>10}{'busy':>8}{'ceiling/s':>11}")
     for what, row in [(label, r) for r in report["submit"]] + [("status GET (httpx client)", s), ("status GET (raw client)", raw)]:
         c = row["cpu"]
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             store = JobStore.from_settings(settings)
             with ServiceStack(settings, tmp / "logs") as stack:
                 stack.start_gateway(workers=args.api_workers)
-                _wait_health(stack)
+                stack.wait_healthy()
                 image = jpeg_of_size(args.image_kb * 1024)
                 ids: list[str] = []
                 pgid = stack.procs["api"].pid  # started in its own session: its pid is the group id
@@ -265,18 +265,6 @@ def main(argv: list[str] | None = None) -> int:
     print_table(report)
     print(f"\nwritten: {args.out}")
     return 0
-
-
-def _wait_health(stack: ServiceStack, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(stack.base_url + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"gateway did not answer /healthz:\n{stack.log('api')}")
 
 
 if __name__ == "__main__":
