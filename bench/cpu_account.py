@@ -1,7 +1,8 @@
-"""Where the CPU went during a load phase, from Linux's /proc: the gateway's process group, this
-bench process (the load-generating client shares the machine), and everything else (Valkey,
-SeaweedFS, the OS, and anything else running on the machine at the time). Divided by the requests served, it says how many requests per second the
-machine could serve at best, whatever the code does with its wall-clock time.
+"""Where the CPU went during a load phase, from Linux's /proc: the gateway's process group, this bench
+process (the load-generating client shares the machine), and everything else (Valkey, SeaweedFS,
+the OS, and anything else running on the machine at the time). Divided by the requests served, it
+says how many requests per second the machine could serve at best, whatever the code does with its
+wall-clock time.
 
 Example::
 
