@@ -11,7 +11,7 @@ ENV PATH=/opt/venv/bin:$PATH
 RUN pip install --no-cache-dir pip==25.3 setuptools==80.9.0 wheel==0.45.1
 WORKDIR /src
 COPY deploy/constraints.txt deploy/constraints.txt
-COPY pyproject.toml ./
+COPY pyproject.toml LICENSE ./
 COPY shared shared
 COPY api api
 COPY worker worker

@@ -27,7 +27,7 @@ RUN pip install --no-cache-dir pip==25.3 setuptools==80.9.0 wheel==0.45.1
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}/${TORCH_CUDA}" "torch==${TORCH_VERSION}"
 WORKDIR /src
 COPY deploy/constraints.txt deploy/constraints.txt
-COPY pyproject.toml ./
+COPY pyproject.toml LICENSE ./
 COPY shared shared
 COPY api api
 COPY worker worker
@@ -66,7 +66,7 @@ RUN pip install --no-cache-dir pip==25.3 setuptools==80.9.0 wheel==0.45.1
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}/cpu" "torch==${TORCH_VERSION}"
 WORKDIR /src
 COPY deploy/constraints.txt deploy/constraints.txt
-COPY pyproject.toml ./
+COPY pyproject.toml LICENSE ./
 COPY shared shared
 COPY api api
 COPY worker worker

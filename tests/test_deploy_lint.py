@@ -131,7 +131,7 @@ def test_the_files_the_images_copy_build_the_package_with_its_command(tmp_path: 
         else:
             shutil.copy2(ROOT / src, target)
     # offline when this environment already has the build backend pyproject.toml asks for
-    isolation = ["--no-build-isolation"] if _has_setuptools(69) else []
+    isolation = ["--no-build-isolation"] if _has_setuptools(77) else []
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "--quiet", "-w", str(tmp_path / "dist"), str(context)],
         capture_output=True, text=True, timeout=300,
@@ -143,6 +143,7 @@ def test_the_files_the_images_copy_build_the_package_with_its_command(tmp_path: 
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert {"api/main.py", "shared/cli.py", "worker/tasks.py"} <= set(names)
     assert "idbody = shared.cli:main" in entry_points
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)  # the images carry the licence
 
 
 def test_no_weights_or_settings_enter_an_image() -> None:
@@ -152,6 +153,6 @@ def test_no_weights_or_settings_enter_an_image() -> None:
         for instruction in sum(_stages(dockerfile).values(), []):
             if instruction.startswith(("COPY", "ADD")) and "--from=" not in instruction:
                 sources = instruction.split()[1:-1]
-                assert all(s.split("/")[0] in {"deploy", "pyproject.toml", "shared", "api", "worker"}
+                assert all(s.split("/")[0] in {"deploy", "pyproject.toml", "LICENSE", "shared", "api", "worker"}
                            for s in sources), instruction
             assert not re.search(r"(SECRET|TOKEN|PASSWORD|API_KEY)\S*=", instruction), instruction
