@@ -3,7 +3,8 @@
 - ``idbody_http_requests_total{route,method,status}`` and
   ``idbody_http_request_duration_seconds{route,method}``: ``route`` is the route's path template
   (``/api/v1/jobs/{request_id}``), never the raw path, so ids do not explode the label set;
-- ``idbody_jobs{status="queued"}`` (read from the queue order at scrape time) and
+- ``idbody_jobs{status="queued"|"running"}`` (read from the queue order and the running set at
+  scrape time) and
   ``idbody_jobs_finished_total{status}`` (counted by ``shared.job_end`` when a job ends);
 - ``idbody_workers_live``: workers with a fresh heartbeat.
 
@@ -45,6 +46,7 @@ class JobsCollector(Collector):
         client = self.store.client
         jobs = GaugeMetricFamily("idbody_jobs", "Jobs by status, where countable now.", labels=["status"])
         jobs.add_metric(["queued"], float(client.zcard(QUEUE_KEY)))
+        jobs.add_metric(["running"], float(self.store.running_count()))
         yield jobs
         finished = CounterMetricFamily("idbody_jobs_finished", "Jobs that ended, by final status.", labels=["status"])
         for status, count in sorted(client.hgetall(FINISHED_COUNTS).items()):

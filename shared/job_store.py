@@ -4,6 +4,7 @@ Keys (all expire ``retention_s`` after their last write, except where noted)::
 
     job:{request_id}            JSON of JobRecord
     jobs:queued                 sorted set of queued request ids, scored by created_at (queue order)
+    jobs:running                sorted set of running request ids, scored by when they started
     job-finished:{request_id}   pub/sub channel; one message when the job finishes
     worker:{worker_id}          JSON heartbeat of a live worker, expires after its ttl
 
@@ -33,6 +34,7 @@ from shared.job_record import JobRecord, JobStatus, Progress, WebhookAttempt, ca
 
 JOB_KEY = "job:{}"
 QUEUE_KEY = "jobs:queued"
+RUNNING_KEY = "jobs:running"
 FINISHED_CHANNEL = "job-finished:{}"
 WORKER_KEY = "worker:{}"
 WORKER_PATTERN = "worker:*"
@@ -105,6 +107,7 @@ class JobStore:
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(JOB_KEY.format(request_id))
         pipe.zrem(QUEUE_KEY, request_id)
+        pipe.zrem(RUNNING_KEY, request_id)
         pipe.execute()
 
     def transition(self, request_id: str, new_status: JobStatus | str, **fields: Any) -> JobRecord | None:
@@ -129,6 +132,14 @@ class JobStore:
         def side_effects(pipe: Any) -> None:
             if new_status is not JobStatus.QUEUED:
                 pipe.zrem(QUEUE_KEY, request_id)
+            if new_status is JobStatus.RUNNING:
+                now = time.time()
+                pipe.zadd(RUNNING_KEY, {request_id: now})
+                # a record that expired while running (its worker died for good) leaves the set here
+                pipe.zremrangebyscore(RUNNING_KEY, "-inf", now - self.retention_s)
+                pipe.expire(RUNNING_KEY, self.retention_s)
+            else:
+                pipe.zrem(RUNNING_KEY, request_id)
             if new_status.finished:
                 pipe.publish(FINISHED_CHANNEL.format(request_id), new_status.value)
 
@@ -202,6 +213,10 @@ class JobStore:
         raise _Contended(f"job {request_id}: too much contention on its record")
 
     # --- queue order and waiting -----------------------------------------------------------------
+
+    def running_count(self) -> int:
+        """Jobs whose record says running now (started within the retention)."""
+        return int(self.client.zcount(RUNNING_KEY, time.time() - self.retention_s, "+inf"))
 
     def queue_position(self, request_id: str) -> int | None:
         """1-based place among queued jobs, or None when the job is not queued."""

@@ -227,8 +227,13 @@ def test_metrics_endpoint(client, redis_client):
     token, _, _ = _key(redis_client)
     rid = _submit(client, token).json()["request_id"]
     client.get(f"/api/v1/jobs/{rid}", headers=_auth(token))
+    assert 'idbody_jobs{status="queued"} 1.0' in client.get("/metrics").text
+    JobStore(redis_client, 600).transition(rid, JobStatus.RUNNING, worker="gpu0")  # what a worker writes
+    running = client.get("/metrics").text
+    assert 'idbody_jobs{status="queued"} 0.0' in running and 'idbody_jobs{status="running"} 1.0' in running
     client.post(f"/api/v1/jobs/{rid}/cancel", headers=_auth(token))
     text = client.get("/metrics").text
+    assert 'idbody_jobs{status="running"} 0.0' in text
     assert 'idbody_http_requests_total{method="GET",route="/api/v1/jobs/{request_id}",status="200"} 1.0' in text
     assert 'route="/api/v1/generate-identity-body",status="202"' in text
     assert "idbody_http_request_duration_seconds_bucket" in text

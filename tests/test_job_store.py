@@ -206,3 +206,21 @@ def test_a_stopped_heartbeat_withdraws_the_worker_at_once(store):
     assert [w["worker_id"] for w in store.live_workers()] == ["gpu1@host"]
     other.stop()
     assert store.live_workers() == []
+
+
+def test_running_count_follows_transitions_and_forgets_expired_records(store, redis_client):
+    a, b, c = _new(store), _new(store), _new(store)
+    assert store.running_count() == 0
+    store.transition(a, JobStatus.RUNNING, worker="gpu0")
+    store.transition(b, JobStatus.RUNNING, worker="gpu1")
+    store.transition(b, JobStatus.RUNNING, worker="gpu2")  # redelivered: still one job
+    assert store.running_count() == 2
+    store.transition(a, JobStatus.SUCCEEDED, result={"images": []})
+    store.transition(b, JobStatus.CANCELED)
+    assert store.running_count() == 0
+    store.transition(c, JobStatus.RUNNING, worker="gpu0")
+    store.delete(c)  # purged while running
+    assert store.running_count() == 0
+    # a job whose worker died for good and whose record expired stops counting after the retention
+    redis_client.zadd("jobs:running", {"gone": time.time() - RETENTION_S - 1})
+    assert store.running_count() == 0
