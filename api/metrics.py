@@ -41,15 +41,12 @@ class JobsCollector(Collector):
     def collect(self) -> Iterator[Any]:
         if self.store is None:
             return
-        from shared.job_store import QUEUE_KEY
-
-        client = self.store.client
         jobs = GaugeMetricFamily("idbody_jobs", "Jobs by status, where countable now.", labels=["status"])
-        jobs.add_metric(["queued"], float(client.zcard(QUEUE_KEY)))
+        jobs.add_metric(["queued"], float(self.store.queued_count()))
         jobs.add_metric(["running"], float(self.store.running_count()))
         yield jobs
         finished = CounterMetricFamily("idbody_jobs_finished", "Jobs that ended, by final status.", labels=["status"])
-        for status, count in sorted(client.hgetall(FINISHED_COUNTS).items()):
+        for status, count in sorted(self.store.client.hgetall(FINISHED_COUNTS).items()):
             finished.add_metric([status.decode()], float(count))
         yield finished
         yield GaugeMetricFamily("idbody_workers_live", "Workers with a fresh heartbeat.",

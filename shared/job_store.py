@@ -214,6 +214,10 @@ class JobStore:
 
     # --- queue order and waiting -----------------------------------------------------------------
 
+    def queued_count(self) -> int:
+        """Jobs waiting in the queue order now."""
+        return int(self.client.zcard(QUEUE_KEY))
+
     def running_count(self) -> int:
         """Jobs whose record says running now (started within the retention)."""
         return int(self.client.zcount(RUNNING_KEY, time.time() - self.retention_s, "+inf"))
