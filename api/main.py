@@ -12,9 +12,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import threading
+
 import anyio
 from fastapi import FastAPI
 
+from api.body_limit import BodyLimit
 from api.errors import install_error_handlers
 from api.metrics import install_metrics
 from api.routes import health, jobs
@@ -49,6 +52,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.celery = make_celery(settings, broker_pool_limit=threads)
     _keys_limits_retention(app, settings, store, storage)
     app.state.wait_limiter = anyio.CapacityLimiter(settings.max_waiting_requests)
+    # photos decoded at once: with max_decode_bytes, the bound on the gateway's decode memory
+    app.state.decode_slots = threading.BoundedSemaphore(settings.max_concurrent_decodes)
     try:
         yield
     finally:
@@ -84,8 +89,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    app.state.settings = settings or get_settings()
+    app.state.settings = settings = settings or get_settings()
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, submit_path=jobs.SUBMIT_PATH, submit_max_bytes=settings.max_upload_bytes,
+                       read_timeout_s=settings.body_read_timeout_s)
     install_metrics(app)
     install_log_redaction()
     app.include_router(jobs.router)

@@ -17,20 +17,21 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from api.upload import FIELD as IMAGE_FIELD
 from api.upload import NormalizedImage, check_size
 from shared.errors import ErrorCode, IdentityBodyError
-from shared.job_record import JobError, JobRecord, JobStatus
+from shared.job_record import JobRecord
 from shared.job_store import JobStore
 from shared.params import GenerationParams, parse_params
 from shared.queues import GENERATE_TASK, GPU_QUEUE
 from shared.storage import Storage
+from shared.url_guard import parse_webhook_url
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,11 @@ WEBHOOK_FIELD = "webhook_url"
 # room for the text fields and multipart framing around the photo
 _FORM_OVERHEAD_BYTES = 64 * 1024
 _READ_CHUNK = 256 * 1024
+# the form has ~20 short text fields (the longest, webhook_url, is at most 2 KiB) and one file:
+# these bound what a hostile form can make the parser hold
+_MAX_FORM_FIELDS = 32
+_MAX_FORM_FILES = 2
+_MAX_FIELD_BYTES = 16 * 1024
 # a failed enqueue answers 503 quickly instead of hanging on a broker that is down
 _ENQUEUE_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
@@ -64,7 +70,11 @@ async def read_submit_form(request: Request, max_upload_bytes: int) -> SubmitFor
             ErrorCode.INVALID_PARAMETER,
             "Send the request as multipart/form-data with the photo in the file field 'face_image'.",
         )
-    form = await request.form(max_files=4, max_fields=64)
+    try:
+        form = await request.form(max_files=_MAX_FORM_FILES, max_fields=_MAX_FORM_FIELDS,
+                                  max_part_size=_MAX_FIELD_BYTES)
+    except HTTPException as exc:  # malformed multipart, too many fields or files, a field too long
+        raise IdentityBodyError(ErrorCode.INVALID_PARAMETER, f"The multipart form was refused: {exc.detail}") from None
     fields: list[tuple[str, str]] = []
     image: bytes | None = None
     for name, value in form.multi_items():
@@ -127,13 +137,9 @@ def parse_submit_fields(fields: list[tuple[str, str]]) -> tuple[GenerationParams
 
 
 def check_webhook_url(url: str) -> str:
-    """Form check of a webhook URL (http or https, with a host). Address checks against SSRF
-    happen here and again at delivery (webhooks work)."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048:
-        raise IdentityBodyError(
-            ErrorCode.WEBHOOK_URL_REFUSED, "webhook_url must be an http or https URL.", field=WEBHOOK_FIELD
-        )
+    """Form check of a webhook URL (http or https, with a host; a malformed one is refused, never a
+    500). Literal addresses are checked at admission, every address again at delivery."""
+    parse_webhook_url(url.strip())
     return url.strip()
 
 
@@ -151,7 +157,8 @@ def accept_job(
     """Store the checked upload, write the queued record, enqueue the GPU task.
 
     A failure before the record exists leaves nothing behind (503); a failed enqueue after it
-    exists marks the job failed with service_unavailable (503), so no job waits forever.
+    exists deletes the record and the upload again (503), so no job waits forever for a task that
+    was never queued.
     """
     request_id = request_id or str(uuid.uuid4())
     try:
@@ -178,12 +185,20 @@ def accept_job(
                          retry=True, retry_policy=_ENQUEUE_RETRY)
     except Exception as exc:  # kombu raises transport-specific errors; all mean "not queued"
         log.error("enqueueing job %s failed: %s", request_id, type(exc).__name__)
-        message = "The job queue is unreachable; the job was not started. Try again in a moment."
-        store.transition(request_id, JobStatus.FAILED,
-                         error=JobError(code=ErrorCode.SERVICE_UNAVAILABLE.value, message=message))
+        _forget_record(store, request_id)
         _forget_upload(storage, upload_key)
-        raise _unavailable(message) from None
+        raise _unavailable("The job queue is unreachable; the job was not started. Try again in a moment.") from None
     return AcceptedJob(record, position)
+
+
+def _forget_record(store: JobStore, request_id: str) -> None:
+    """Undo a record whose task was never queued: the client gets 503 and no job exists. With Redis
+    itself down this fails too; the record then expires unseen, and its key slot stops counting
+    once the record is gone (shared.rate_limit)."""
+    try:
+        store.delete(request_id)
+    except redis.RedisError as exc:
+        log.warning("could not delete the unqueued job %s: %s", request_id, type(exc).__name__)
 
 
 def _forget_upload(storage: Storage, key: str) -> None:
