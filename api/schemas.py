@@ -70,6 +70,9 @@ class JobStatusResponse(BaseModel):
     queue_position: int | None = Field(None, description="Only while queued.")
     progress: ProgressOut | None = Field(None, description="Only while running: denoise step of total.")
     error: JobErrorOut | None = Field(None, description="Only when failed or canceled.")
+    note: str | None = Field(None, description=(
+        "Only while queued or running, when something delayed the job: 'retrying: ...' while a "
+        "dependency is unreachable, 'requeued: ...' after its worker died."))
     result_url: str | None = Field(None, description="Only when succeeded.")
     created_at: str = Field(description="ISO-8601, UTC.")
     started_at: str | None = None
