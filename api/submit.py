@@ -20,9 +20,10 @@ from typing import Any
 
 import redis
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
+from api.strict_form import parse_multipart
 from api.upload import FIELD as IMAGE_FIELD
 from api.upload import NormalizedImage, check_size
 from shared.errors import ErrorCode, IdentityBodyError
@@ -71,10 +72,10 @@ async def read_submit_form(request: Request, max_upload_bytes: int) -> SubmitFor
             "Send the request as multipart/form-data with the photo in the file field 'face_image'.",
         )
     try:
-        form = await request.form(max_files=_MAX_FORM_FILES, max_fields=_MAX_FORM_FIELDS,
-                                  max_part_size=_MAX_FIELD_BYTES)
-    except HTTPException as exc:  # malformed multipart, too many fields or files, a field too long
-        raise IdentityBodyError(ErrorCode.INVALID_PARAMETER, f"The multipart form was refused: {exc.detail}") from None
+        form = await parse_multipart(request, max_files=_MAX_FORM_FILES, max_fields=_MAX_FORM_FIELDS,
+                                     max_part_size=_MAX_FIELD_BYTES)
+    except MultiPartException as exc:  # malformed, too many fields or files, a field too long, not UTF-8
+        raise IdentityBodyError(ErrorCode.INVALID_PARAMETER, f"The multipart form was refused: {exc.message}") from None
     fields: list[tuple[str, str]] = []
     image: bytes | None = None
     for name, value in form.multi_items():

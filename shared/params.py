@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -56,6 +57,15 @@ class GenerationParams(BaseModel):
     width: int = Field(768, ge=64, le=2048, multiple_of=8, description="Output width in pixels, multiple of 8.")
     height: int = Field(1024, ge=64, le=2048, multiple_of=8, description="Output height in pixels, multiple of 8.")
     use_gemini_analysis: bool = Field(False, description="Send the face to Gemini for skin tone/ethnicity/age (opt-in).")
+
+    @field_validator("ethnicity", "skin_tone", "clothing")
+    @classmethod
+    def _printable_text(cls, value: str | None) -> str | None:
+        # free text ends up in the prompt: no NUL or other control characters, no lone surrogates
+        # (what invalid UTF-8 becomes through surrogateescape)
+        if value is not None and any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+            raise ValueError("must be printable text: no control characters (such as NUL) or invalid UTF-8")
+        return value
 
     # mode is declared before these fields, so their validators can read it
     @field_validator("guidance_scale")

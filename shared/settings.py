@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     webhook_allow_hosts: list[str] = Field([], description="Hosts allowed as webhook targets even if private (local development).")
     webhook_timeout_s: float = Field(10.0, gt=0, le=60, description="Timeout of one webhook delivery attempt.")
     webhook_max_attempts: int = Field(8, ge=1, le=20, description="Delivery attempts before a webhook is given up.")
+    webhook_max_unconfirmed_attempts: int = Field(2, ge=1, le=20, description="Attempts the receiver got but did not answer within webhook_timeout_s before delivery stops: it may have processed them (receivers dedupe by the webhook-id header).")
     webhook_backoff_base_s: float = Field(10.0, ge=0, le=600, description="First webhook retry waits about this long; each next one twice as long (with jitter).")
     webhook_backoff_cap_s: float = Field(900.0, ge=0, le=3000, description="Longest wait between webhook attempts, Retry-After included; stays below the broker visibility timeout so a waiting retry is not redelivered.")
     webhook_secret: SecretStr | None = Field(None, description="whsec_... secret that signs webhooks of jobs submitted without an API key (auth disabled).")

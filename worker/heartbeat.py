@@ -22,6 +22,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+MAX_INTERVAL_S = 2.0
+
 # the process's running heartbeat (one per worker process, between start() and stop())
 _active: "Heartbeat | None" = None
 
@@ -49,15 +51,17 @@ class Heartbeat:
         self.worker_id = worker_id
         self.info = info
         self.ttl_s = ttl_s
-        # beat three times per TTL so one slow write never makes a live worker look dead
-        self.interval_s = max(1.0, ttl_s / 3)
+        # beat at least three times per TTL so one slow write never makes a live worker look dead,
+        # and at least every 2 s so /readyz (which counts only recent beats) drops a dead one fast
+        self.interval_s = max(0.5, min(MAX_INTERVAL_S, ttl_s / 3))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="idbody-heartbeat", daemon=True)
         self._lock = threading.Lock()
         self._held: set[str] = set()
 
     def beat(self) -> None:
-        self.store.heartbeat_worker(self.worker_id, self.info, self.ttl_s)
+        info = {**self.info, "ttl_s": self.ttl_s, "interval_s": self.interval_s}
+        self.store.heartbeat_worker(self.worker_id, info, self.ttl_s)
         with self._lock:
             held = sorted(self._held)
         self.store.renew_leases(self.worker_id, held, self.ttl_s)
