@@ -11,6 +11,15 @@ from shared.local_servers import SeaweedS3Server, ValkeyServer
 from shared.settings import Settings
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # the chaos suite's sizes (tests/chaos): CI runs the defaults, a soak run raises them
+    group = parser.getgroup("chaos", "fault-injection and fuzz sizes (tests/chaos)")
+    group.addoption("--chaos-kills", type=int, default=10, help="GPU-worker SIGKILLs mid-job (default 10).")
+    group.addoption("--chaos-burst", type=int, default=12, help="Jobs submitted around each outage (default 12).")
+    group.addoption("--fuzz-examples", type=int, default=60,
+                    help="Schemathesis examples per API operation (default 60, ~300 in all).")
+
+
 @pytest.fixture(scope="session")
 def valkey(tmp_path_factory: pytest.TempPathFactory):
     with ValkeyServer.start(tmp_path_factory.mktemp("valkey")) as server:
