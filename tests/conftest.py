@@ -20,6 +20,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="Schemathesis examples per API operation (default 60, ~300 in all).")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from hypothesis import HealthCheck, settings
+
+    # the OpenAPI fuzz test (tests/chaos/test_openapi_fuzz.py): derandomized, so CI runs the same
+    # examples every time; --fuzz-examples raises the count
+    settings.register_profile("idbody-fuzz", max_examples=config.getoption("--fuzz-examples"), derandomize=True,
+                              deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    settings.load_profile("idbody-fuzz")
+
+
 @pytest.fixture(scope="session")
 def valkey(tmp_path_factory: pytest.TempPathFactory):
     with ValkeyServer.start(tmp_path_factory.mktemp("valkey")) as server:
