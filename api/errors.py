@@ -76,17 +76,19 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
 def _allowed_methods(request: Request) -> str:
     """Every method some route serves at this path. Starlette's 405 names only the first route that
-    matched the path, so GET /jobs/{id} hid DELETE /jobs/{id}."""
+    matched the path, so GET /jobs/{id} hid DELETE /jobs/{id}. Asks each top-level route whether
+    it would fully match the request with each method (the routes' public ``matches``)."""
     from starlette.routing import Match
 
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE and getattr(route, "methods", None):
-            methods.update(route.methods)
-    return ", ".join(sorted(methods))
+    allowed = [method for method in _METHODS
+               if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+                      for route in request.app.router.routes)]
+    return ", ".join(allowed)
 
 
 def _unavailable(request: Request, exc: BaseException) -> JSONResponse:
