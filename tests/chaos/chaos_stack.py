@@ -19,9 +19,9 @@ import zlib
 import httpx
 from PIL import Image
 
-from shared.job_record import JobRecord
-from shared.job_store import JobStore
-from tests.service_stack import ServiceStack
+from shared.jobs.record import JobRecord
+from shared.jobs.store import JobStore
+from idbody.stack.service import ServiceStack
 
 SUBMIT = "/api/v1/generate-identity-body"
 # the smallest real job: one 64x64 image, two denoise steps on the tiny profile
@@ -75,7 +75,7 @@ def reset_peak(pid: int) -> None:
 
 def start_io_with_beat(stack: ServiceStack, name: str = "io") -> subprocess.Popen:
     """An io worker that also runs beat (webhooks, retention sweep, the reaper)."""
-    argv = [sys.executable, "-m", "shared.cli", "worker", "--queues", "io", "--beat", "--hostname", f"{name}@test"]
+    argv = [sys.executable, "-m", "idbody.cli", "worker", "--queues", "io", "--beat", "--hostname", f"{name}@test"]
     return stack._start(name, argv)
 
 

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from shared.job_store import JobStore
+from shared.jobs.store import JobStore
 from shared.storage import Storage
 from tests.chaos.chaos_stack import (
     SUBMIT,
@@ -23,7 +23,7 @@ from tests.chaos.chaos_stack import (
     rss_mb,
     submit,
 )
-from tests.service_stack import ServiceStack, drawn_face_jpeg, stack_settings
+from idbody.stack.service import ServiceStack, drawn_face_jpeg, stack_settings
 
 pytestmark = pytest.mark.integration
 
@@ -141,13 +141,33 @@ def test_chunked_gigabyte_body_is_cut_off_at_the_cap(gateway):
     _still_healthy(gateway)
 
 
+def _read_answer(sock: socket.socket) -> bytes:
+    """One whole HTTP answer (head and Content-Length body) from ``sock``."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data) < _answer_length(data):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _answer_length(data: bytes) -> int:
+    head, _, _ = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(head) + 4 + int(value)
+    return len(data)
+
+
 def _stalled_upload(port: int) -> bytes:
     """Promise a 1 MB body, send 1 KB of it, then wait for the server's answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT_S * 20) as sock:
         part = b'--b\r\nContent-Disposition: form-data; name="face_image"; filename="x.jpg"\r\n\r\n'
         sock.sendall((f"POST {SUBMIT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {1 << 20}\r\n"
                       "Content-Type: multipart/form-data; boundary=b\r\n\r\n").encode() + part + b"x" * 1024)
-        return sock.recv(4096)
+        return _read_answer(sock)
 
 
 def test_stalled_uploads_time_out_with_408(gateway):

@@ -12,9 +12,9 @@ import schemathesis
 from hypothesis import given
 
 from shared.errors import ErrorCode
-from shared.job_store import JobStore
+from shared.jobs.store import JobStore
 from shared.storage import Storage
-from tests.service_stack import ServiceStack, stack_settings
+from idbody.stack.service import ServiceStack, stack_settings
 
 pytestmark = pytest.mark.integration
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from shared.api_keys import ApiKeyStore
-from shared.job_record import JobStatus
-from shared.job_store import JobStore
-from shared.local_servers import ValkeyServer
-from shared.rate_limit import ACTIVE_KEY, RateLimiter
+from shared.access.api_keys import ApiKeyStore
+from shared.jobs.record import JobStatus
+from shared.jobs.store import JobStore
+from idbody.stack.servers import ValkeyServer
+from shared.access.rate_limit import ACTIVE_KEY, RateLimiter
 from shared.storage import Storage
 from tests.chaos.chaos_stack import Stopwatch, records, start_io_with_beat, submit, unfinished
-from tests.polling import until
-from tests.service_stack import ServiceStack, drawn_face_jpeg, stack_settings
+from idbody.stack.polling import until
+from idbody.stack.service import ServiceStack, drawn_face_jpeg, stack_settings
 
 pytestmark = pytest.mark.integration
 

@@ -12,13 +12,13 @@ import time
 
 import pytest
 
-from shared.job_record import JobStatus
-from shared.job_store import JobStore
+from shared.jobs.record import JobStatus
+from shared.jobs.store import JobStore
 from shared.storage import Storage
 from shared.webhook_signing import new_webhook_secret
 from tests.chaos.chaos_stack import Stopwatch, start_io_with_beat, submit
-from tests.polling import until
-from tests.service_stack import ServiceStack, drawn_face_jpeg, stack_settings
+from idbody.stack.polling import until
+from idbody.stack.service import ServiceStack, drawn_face_jpeg, stack_settings
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
