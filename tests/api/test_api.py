@@ -220,7 +220,6 @@ def test_missing_photo(gateway, redis_client):
 
 def test_enqueue_failure_leaves_no_job_and_answers_503(gateway, gateway_settings, redis_client):
     dead = gateway_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
-    # the submit path's broker is one that is down; Valkey itself (the job store) is up
     gateway.app.state.submit = dataclasses.replace(gateway.app.state.submit, celery=make_celery(dead))
     resp = _submit(gateway)
     assert resp.status_code == 503 and resp.json()["error"]["code"] == "service_unavailable"
