@@ -15,7 +15,7 @@ import pytest
 from shared.jobs.record import JobStatus
 from shared.jobs.store import JobStore
 from shared.storage import Storage
-from shared.webhook_signing import new_webhook_secret
+from shared.access.api_keys import new_webhook_secret
 from tests.chaos.chaos_stack import Stopwatch, start_io_with_beat, submit
 from idbody.stack.polling import until
 from idbody.stack.service import ServiceStack, drawn_face_jpeg, stack_settings
