@@ -107,9 +107,12 @@ async def _read_capped(upload: UploadFile, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_submit_fields(fields: list[tuple[str, str]]) -> tuple[GenerationParams, str | None]:
+def parse_submit_fields(
+    fields: list[tuple[str, str]], defaults: dict[str, Any] | None = None
+) -> tuple[GenerationParams, str | None]:
     """Form fields → (GenerationParams, webhook_url). Empty values count as absent; a field sent
     twice or unknown is refused, naming it; ranges are checked once, by ``parse_params``.
+    ``defaults`` (the deployment's, e.g. a small size) fill what the form leaves out.
 
     Example::
 
@@ -122,7 +125,7 @@ def parse_submit_fields(fields: list[tuple[str, str]]) -> tuple[GenerationParams
         if value.strip() != "":
             data[name] = value
     webhook_url = data.pop(WEBHOOK_FIELD, None)
-    params = parse_params(data)
+    params = parse_params({**(defaults or {}), **data})
     return params, check_webhook_url(webhook_url) if webhook_url else None
 
 
