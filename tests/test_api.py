@@ -372,7 +372,8 @@ def test_openapi_has_examples_for_every_route_and_error(gateway):
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
             for status, response in op["responses"].items():
-                content = response.get("content", {}).get("application/json", {})
+                media = response.get("content", {})  # JSON, or the event stream's text/event-stream
+                content = media.get("application/json") or next(iter(media.values()), {})
                 ref = content.get("schema", {}).get("$ref", "")
                 model = schemas.get(ref.rsplit("/", 1)[-1], {})
                 has_example = "example" in content or "examples" in content or "examples" in model
