@@ -133,6 +133,23 @@ def test_a_failed_job_shows_its_code_when_only_polling_works(stack, phone, job_d
     assert page.is_hidden("#results")
 
 
+def test_cancel_stops_a_running_job(stack, phone, job_deadline_ms):
+    page = phone
+    page.goto(stack.base_url + "/")
+    page.wait_for_selector("#submit:not([disabled])")
+    page.set_input_files("#photo", str(FACE))
+    page.select_option("#param-mode", "quality")
+    page.select_option("#param-size", "768x1024")
+    page.click("details > summary")
+    page.fill("#param-num_inference_steps", "100")  # long enough to be caught running
+    page.click("#submit")
+    page.wait_for_function("document.querySelector('#status').dataset.status === 'running'", timeout=job_deadline_ms)
+    page.click("#cancel")
+    page.wait_for_function("document.querySelector('#status').dataset.status === 'canceled'", timeout=job_deadline_ms)
+    assert page.inner_text("#error-code") == "job_canceled"
+    assert page.is_hidden("#cancel") and page.is_hidden("#results")
+
+
 def test_the_api_key_is_asked_for_and_kept_when_auth_is_on(browser, gateway_settings, redis_client):
     from tests.test_web_api import served
 
