@@ -4,7 +4,9 @@ until the job has finished.
 The stream reads the record (one pipelined Redis round trip) every ``poll_s`` seconds and sends an
 ``event: status`` whenever the status JSON differs from the last one sent: the queue position
 while queued, stage, step and ETA while running, then the finished status, after which it ends.
-A comment line every ``keepalive_s`` keeps proxies from closing a quiet stream.
+A comment line every ``keepalive_s`` keeps proxies from closing a quiet stream. A stream ends
+after ``max_s`` even if the job has not (so a server shutting down is not held open by it); the
+client opens it again.
 
 Example::
 
@@ -29,6 +31,7 @@ from shared.job_views import status_view
 
 POLL_S = 0.25
 KEEPALIVE_S = 15.0
+MAX_S = 600.0
 FINISHED = ("succeeded", "failed", "canceled")
 
 
@@ -51,12 +54,14 @@ async def status_events(
     disconnected: Callable[[], Awaitable[bool]],
     poll_s: float = POLL_S,
     keepalive_s: float = KEEPALIVE_S,
+    max_s: float = MAX_S,
 ) -> AsyncIterator[str]:
     """The event stream of one job, starting from its status JSON ``first``."""
     view: dict[str, Any] | None = first
     sent: dict[str, Any] | None = None
     count, last_write = 0, time.monotonic()
-    while True:
+    deadline = last_write + max_s
+    while time.monotonic() < deadline:
         if view is None:  # deleted or expired while watched
             yield sse("error", {"error": {"code": ErrorCode.JOB_NOT_FOUND.value,
                                           "message": "The job was deleted or has expired."}})

@@ -117,3 +117,24 @@ def test_openapi_documents_the_event_stream_and_info(gateway: Gateway):
     paths = gateway.client.get("/openapi.json").json()["paths"]
     assert "text/event-stream" in paths["/api/v1/jobs/{request_id}/events"]["get"]["responses"]["200"]["content"]
     assert "/api/v1/info" in paths and "/" not in paths
+
+
+def test_a_stream_still_open_after_its_time_limit_ends_and_can_be_opened_again(gateway: Gateway):
+    import anyio
+
+    from api.job_events import status_events
+
+    rid = _submit(gateway).json()["request_id"]
+    first = gateway.client.get(f"/api/v1/jobs/{rid}").json()
+
+    async def collect() -> list[str]:
+        async def connected() -> bool:
+            return False
+
+        return [chunk async for chunk in status_events(gateway.store, rid, gateway.base_url, first, connected,
+                                                       poll_s=0.05, keepalive_s=0.1, max_s=0.5)]
+
+    chunks = anyio.run(collect)
+    assert chunks[0].startswith("id: 1\nevent: status\n") and '"status":"queued"' in chunks[0]
+    assert ": keep-alive\n\n" in chunks[1:]  # the job stayed queued: only keep-alives followed
+    assert gateway.store.get(rid).status.value == "queued"

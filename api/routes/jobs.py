@@ -152,8 +152,9 @@ async def job_status(request_id: RequestId, store: StoreDep, owner: OwnerDep, ba
         "`text/event-stream`: an `event: status` whose data is the status JSON (as `GET /jobs/{id}`) each "
         "time it changes — queue position while queued; stage, step and `eta_s` while running — ending "
         "after the finished status. An `event: error` with `{error: {code, message}}` ends it when the job "
-        "is deleted meanwhile. Comment lines keep a quiet stream open. Browsers that cannot send the "
-        "Authorization header with EventSource can read it with fetch()."
+        "is deleted meanwhile. Comment lines keep a quiet stream open; a stream still open after 10 minutes "
+        "ends, and the client opens it again. Browsers that cannot send the Authorization header with "
+        "EventSource can read it with fetch()."
     ),
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {"example": (

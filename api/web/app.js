@@ -88,11 +88,16 @@
     }
   }
 
-  // Follow a job until it finishes: the event stream first, polling if the stream breaks.
+  // Follow a job until it finishes: the event stream (opened again when the server ends it early),
+  // polling once the stream breaks.
   async function follow(job) {
     let last = null;
     try {
-      last = await stream(job, (view) => { last = view; JobView.show(view); });
+      while (!(last && FINISHED.includes(last.status))) {
+        const seen = await stream(job, (view) => { last = view; JobView.show(view); });
+        if (job.abort.signal.aborted) return; // the job is gone (its error is shown) or replaced
+        if (seen === null) throw new Error("the event stream ended without an event");
+      }
     } catch (error) {
       if (job.abort.signal.aborted) return;
       $("status").dataset.transport = "polling";
@@ -128,7 +133,7 @@
         const data = /^data: (.*)$/m.exec(block);
         if (!event || !data) continue;
         const body = JSON.parse(data[1]);
-        if (event[1] === "error") { JobView.showError(body.error); job.abort.abort(); return null; }
+        if (event[1] === "error") { JobView.showError(body.error); job.abort.abort(); return last; }
         last = body;
         onStatus(body);
       }
