@@ -1,8 +1,8 @@
 """``idbody up``: the whole service on this machine in one command.
 
 Starts Valkey and SeaweedFS S3 on loopback (unless the settings point at running ones), then the
-gateway and the workers as child processes, waits for ``/readyz``, prints the URLs, and stops
-everything (whole process groups, no orphans) on Ctrl-C or SIGTERM.
+gateway and the workers as child processes, waits for ``/readyz``, prints the URLs, then one line
+per job event, and stops everything (whole process groups, no orphans) on Ctrl-C or SIGTERM.
 
 Example::
 
@@ -36,11 +36,13 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("up", help="Run Valkey, S3, the gateway and workers locally; Ctrl-C stops all.")
+    parser = subparsers.add_parser("up", help="Run Valkey, S3, the gateway (web page at /) and workers locally; "
+                                              "Ctrl-C or SIGTERM stops all.")
     parser.add_argument("--workers", type=int, default=1, help="GPU-queue worker processes (one per GPU).")
     parser.add_argument("--profile", choices=("auto", "tiny", "instantid"), default=None,
                         help="Model profile (default: settings.model_profile).")
-    parser.add_argument("--port", type=int, default=None, help="Gateway port (default: settings.api_port).")
+    parser.add_argument("--port", type=int, default=None,
+                        help="Gateway port (default: IDBODY_API_PORT, 8000); a taken port is an error.")
     parser.add_argument("--data-dir", type=Path, default=Path(".cache/stack"), help="Where Valkey and S3 keep data and logs.")
     parser.add_argument("--ready-timeout", type=float, default=600, help="Seconds to wait for /readyz.")
     parser.set_defaults(func=_main)
