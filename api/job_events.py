@@ -26,8 +26,8 @@ import anyio
 from starlette.concurrency import run_in_threadpool
 
 from shared.errors import ErrorCode
-from shared.job_store import JobStore
-from shared.job_views import status_view
+from shared.jobs.store import JobStore
+from shared.jobs.views import status_view
 
 POLL_S = 0.25
 KEEPALIVE_S = 15.0

@@ -52,7 +52,6 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=10_000, description="Decompression-bomb cap on width*height.")
     min_image_side: int = Field(64, ge=16, description="Uploads with a shorter side are refused.")
     max_wait_s: int = Field(60, ge=0, le=600, description="Largest N honoured in 'Prefer: wait=N'.")
-    preflight_face_check: bool = Field(False, description="Reject uploads with no face before queueing (needs the ml extra on the gateway).")
     api_workers: int = Field(1, ge=1, le=64, description="Gateway processes started by 'idbody api'.")
     default_width: int | None = Field(None, ge=64, le=2048, multiple_of=8, description="Output width of jobs that do not send one (empty: 768, the parameter's own default); 'idbody up' sets 256 on the tiny profile.")
     default_height: int | None = Field(None, ge=64, le=2048, multiple_of=8, description="Output height of jobs that do not send one (empty: 1024); 'idbody up' sets 256 on the tiny profile.")
