@@ -62,8 +62,8 @@ def _unet(seed: int):
 
     torch.manual_seed(seed)
     # SDXL's shape (no attention at full latent size, attention from the second level on) with few
-    # channels: the cost of a step is then mostly its pixels, and a 4 x 768x1024 step stays well under
-    # a second on two CPU cores (two levels of 32/64 channels with attention at half size took ~30 s)
+    # channels: a 4 x 768x1024 step costs ~1.1 CPU-seconds (the former two levels of 32/64 channels
+    # with attention at half size: ~5); bench/README.md has the numbers
     return UNet2DConditionModel(
         sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, norm_num_groups=8,
         block_out_channels=(8, 16, 32), attention_head_dim=(1, 2, 4), transformer_layers_per_block=(1, 1, 2),
