@@ -68,12 +68,18 @@ class JobConsole:
                 self.shown.pop(rid, None)
                 continue
             state = (record.status.value, record.progress.stage)
+            if rid not in self.shown and record.status is not JobStatus.QUEUED:
+                # taken by a worker before a poll saw it queued: the queued line still comes first
+                self._print(record.created_at, rid, "queued")
             if state != self.shown.get(rid):
-                self.out(f"{time.strftime('%H:%M:%S')}  job {rid[:8]}  {event_line(record, position)}")
+                self._print(time.time(), rid, event_line(record, position))
             if record.status.finished:
                 self.shown.pop(rid, None)
             else:
                 self.shown[rid] = state
+
+    def _print(self, at: float, request_id: str, line: str) -> None:
+        self.out(f"{time.strftime('%H:%M:%S', time.localtime(at))}  job {request_id[:8]}  {line}")
 
     def close(self) -> None:
         self.finished.close()

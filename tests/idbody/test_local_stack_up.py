@@ -118,3 +118,35 @@ def test_sigterm_stops_it_while_the_pipeline_loads(up):
     up.wait_for("Waiting for", READY_S)
     assert up.stop(signal.SIGTERM) == 0
     assert "Stopping" in up.text()
+
+
+@pytest.mark.integration
+def test_the_console_prints_each_job_event_once_in_order(settings, redis_client):
+    import time
+
+    from idbody.stack.job_console import JobConsole
+    from shared.jobs.record import JobRecord, JobStatus
+    from shared.jobs.store import JobStore
+
+    store, lines = JobStore.from_settings(settings), []
+    console = JobConsole(store, out=lines.append)
+    try:
+        store.create(JobRecord(request_id="fast-job", created_at=time.time()))
+        store.transition("fast-job", JobStatus.RUNNING, worker="w")  # taken before any poll
+        store.set_progress("fast-job", 0, 8, stage="analyzing_face")
+        console.poll()
+        console.poll()  # nothing changed: nothing printed
+        store.set_progress("fast-job", 1, 8, stage="denoising")
+        store.set_progress("fast-job", 2, 8, stage="denoising")
+        console.poll()
+        store.transition("fast-job", JobStatus.FAILED, error={"code": "no_face_detected", "message": "No face."})
+        store.create(JobRecord(request_id="gone-job", created_at=time.time()))
+        store.transition("gone-job", JobStatus.CANCELED)  # queued and finished between two polls
+        console.poll()
+    finally:
+        console.close()
+    events = [line.split("  ", 1)[1] for line in lines]
+    assert events[:3] == ["job fast-job  queued", "job fast-job  running: analyzing_face",
+                          "job fast-job  running: denoising (8 steps)"]
+    assert events[3].startswith("job fast-job  failed in ") and events[3].endswith("no_face_detected (No face.)")
+    assert events[4:] == ["job gone-job  queued", events[5]] and events[5].startswith("job gone-job  canceled")
