@@ -123,8 +123,8 @@ const ParamsForm = (() => {
   }
 
   function markInvalid(field) {
-    for (const el of document.querySelectorAll(".field.invalid")) el.classList.remove("invalid");
-    const wrap = field && document.querySelector(`.field[data-field="${field}"]`);
+    for (const el of document.querySelectorAll("[data-field].invalid")) el.classList.remove("invalid");
+    const wrap = field && document.querySelector(`[data-field="${field}"]`);
     if (wrap) wrap.classList.add("invalid");
   }
 

@@ -102,8 +102,9 @@ def test_a_photo_becomes_a_gallery_with_live_progress(stack, phone, job_deadline
     assert page.eval_on_selector_all("#gallery img", "imgs => imgs.map(i => i.naturalWidth)") == [128, 128]
     assert page.eval_on_selector_all("#gallery a.button", "links => links.length") == IMAGES
     assert _fits_the_screen(page)
-    page.set_viewport_size(DESKTOP)  # the same page on a laptop, for the README
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "phone-gallery.png"), full_page=True)
+    page.set_viewport_size(DESKTOP)  # the same page on a laptop, for the README
     page.screenshot(path=str(ARTIFACTS / "desktop-gallery.png"), full_page=True)
 
 
@@ -118,6 +119,7 @@ def test_a_bad_upload_shows_the_error_code_and_message(stack, phone):
     assert page.inner_text("#error-code") == "unsupported_media_type"
     assert "JPEG, PNG or WebP" in page.inner_text("#error-message")
     assert page.is_hidden("#job")
+    assert "invalid" in page.get_attribute("section.photo", "class")  # the field at fault is marked
     assert _fits_the_screen(page)
 
 
