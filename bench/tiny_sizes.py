@@ -13,6 +13,7 @@ the torch threads.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -44,9 +45,8 @@ def bench_sizes(sizes: list[tuple[int, int]], images: int, steps: int, threads: 
         cpu_marks: list[float] = []
         cpu_start = time.process_time()
         timings = pipeline.generate(photo, num_images=images, width=width, height=height, seed=0,
-                                    num_inference_steps=steps,
-                                    progress=lambda step, total: cpu_marks.append(time.process_time()))["timings"]
-        cpu_steps = [b - a for a, b in zip(cpu_marks, cpu_marks[1:])]
+                                    num_inference_steps=steps, progress=_cpu_clock(cpu_marks))["timings"]
+        cpu_steps = [b - a for a, b in itertools.pairwise(cpu_marks)]
         rows[f"{width}x{height}"] = {
             "denoise_step_s": statistics.median(timings["denoise_step_s"]),
             "denoise_step_cpu_s": statistics.median(cpu_steps) if cpu_steps else None,
@@ -61,6 +61,11 @@ def bench_sizes(sizes: list[tuple[int, int]], images: int, steps: int, threads: 
               f"{row['decode_s']:>12.3f}{row['total_s']:>12.2f}{row['total_cpu_s']:>12.2f}")
     return {"profile": "tiny", "images": images, "steps": steps, "load_s": load_s,
             "torch_threads": torch.get_num_threads(), "sizes": rows}
+
+
+def _cpu_clock(marks: list[float]):
+    """A progress callback that notes this process's CPU seconds after every step."""
+    return lambda step, total: marks.append(time.process_time())
 
 
 def _size(text: str) -> tuple[int, int]:

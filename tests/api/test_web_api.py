@@ -15,7 +15,11 @@ from api.routes.info import TINY_NOTICE
 from api.routes.page import WEB_DIR
 from shared.jobs.record import JobStatus
 from shared.params import GenerationParams
-from tests.api.test_api import SUBMIT, Gateway, _serve, _submit, gateway, gateway_settings  # noqa: F401
+from tests.api import test_api
+from tests.api.test_api import Gateway, _serve, _submit
+
+# the gateway fixtures of the API tests, shared rather than copied
+gateway, gateway_settings = test_api.gateway, test_api.gateway_settings
 
 pytestmark = pytest.mark.integration
 

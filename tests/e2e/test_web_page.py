@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
+from idbody.stack.service import ServiceStack, stack_settings
 from shared.jobs.store import JobStore
 from shared.storage import Storage
-from idbody.stack.service import ServiceStack, stack_settings
 from tests.image_samples import uniform_jpeg
 
 pytestmark = pytest.mark.integration

@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from idbody.stack.servers import free_port
-from shared.settings import Settings
-from idbody.stack.preflight import check_configured, check_port_free, with_tiny_default_size
 from idbody.stack.polling import until
+from idbody.stack.preflight import check_configured, check_port_free, with_tiny_default_size
+from idbody.stack.servers import free_port
 from idbody.stack.service import drawn_face_jpeg
+from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 READY_S = 300  # the worker loads the tiny pipeline on a machine other tests keep busy
