@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from api.errors import install_error_handlers
 from api.metrics import install_metrics
 from api.routes import health, jobs
+from shared.deployment import check_deployment
 from shared.job_store import JobStore
 from shared.log_redaction import install_log_redaction
 from shared.settings import Settings, get_settings
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings or get_settings()
+    check_deployment(app.state.settings)  # a container without its public URL does not start
     install_error_handlers(app)
     install_metrics(app)
     install_log_redaction()

@@ -22,11 +22,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """One process: uvicorn serves the factory's app. N processes: uvicorn's supervisor starts N,
     each building its own app (and clients) from the factory, all accepting on one socket."""
+    import sys
+
     import uvicorn
 
+    from shared.deployment import DeploymentSettingsError, check_deployment
     from shared.settings import get_settings
 
     settings = get_settings()
+    try:
+        check_deployment(settings)
+    except DeploymentSettingsError as exc:
+        print(f"idbody api: not starting: {exc}", file=sys.stderr)
+        return 2
     options = {
         "factory": True,
         "host": args.host or settings.api_host,

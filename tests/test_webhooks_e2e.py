@@ -86,6 +86,15 @@ def test_finished_job_webhook_retried_then_delivered_once_and_upload_deleted(sta
     delivered = receiver.requests[-1]
     event = Webhook(secret).verify(delivered.body, delivered.headers)
     assert event["request_id"] == rid and event["status"] == "succeeded" and event["result_url"].endswith("/result")
+    # the links a receiver acts on: the job's URLs on the public base, and images that download
+    assert event["status_url"] == f"{stack.base_url}/api/v1/jobs/{rid}"
+    assert httpx.get(event["status_url"], headers=headers, timeout=10).json()["status"] == "succeeded"
+    assert httpx.get(event["result_url"], headers=headers, timeout=10).json()["count"] == 1
+    assert [image["id"] for image in event["images"]] == [
+        image["id"] for image in httpx.get(event["result_url"], headers=headers, timeout=10).json()["images"]]
+    for image in event["images"]:
+        fetched = httpx.get(image["url"], timeout=10)
+        assert fetched.status_code == 200 and fetched.content.startswith(b"\x89PNG"), image["url"]
     storage = Storage.from_settings(stack.settings)
     assert storage.client.list_objects_v2(Bucket=storage.uploads_bucket, Prefix=f"{rid}/").get("KeyCount") == 0
 

@@ -39,6 +39,7 @@ def _clients() -> dict[str, Any]:
         "settings": settings,
         "store": store,
         "keys": ApiKeyStore(store.client),
+        "storage": storage,
         "retention": Retention.from_settings(settings, storage, store),
         "metrics": process_metrics(),
     }
@@ -46,12 +47,15 @@ def _clients() -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def delivery_deps() -> Any:
+    from shared.deployment import public_api_base
     from shared.webhook_ledger import WebhookLedger
-    from worker.webhook_delivery import DeliveryDeps, webhook_payload
+    from worker.webhook_delivery import DeliveryDeps
+    from worker.webhook_links import webhook_payload_with_links
 
     c = _clients()
     settings = c["settings"]
-    base_url = settings.public_api_url or f"http://{settings.api_host}:{settings.api_port}"
+    base_url = public_api_base(settings)
+    storage = c["storage"]
 
     def secret_for(record: Any) -> str | None:
         if record.owner:
@@ -61,7 +65,8 @@ def delivery_deps() -> Any:
 
     return DeliveryDeps(
         settings=settings, store=c["store"], ledger=WebhookLedger(c["store"].client, settings.job_retention_s),
-        payload_for=lambda record: webhook_payload(record, base_url), secret_for=secret_for,
+        payload_for=lambda record: webhook_payload_with_links(record, base_url, storage, settings),
+        secret_for=secret_for,
         on_outcome=c["metrics"].webhook_outcome,
     )
 
