@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     from shared.deployment import DeploymentSettingsError, check_deployment
     from shared.settings import get_settings
+    from shared.structured_logs import logging_config
 
     settings = get_settings()
     try:
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         "port": args.port or settings.api_port,
         "workers": args.workers or settings.api_workers,
         "log_level": settings.log_level.lower(),
+        "log_config": logging_config(settings),  # JSON or text lines, uvicorn's own included
         "proxy_headers": True,
     }
     if options["workers"] == 1:
@@ -48,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from uvicorn.supervisors import Multiprocess
 
+    from api.gateway_metrics_dir import prepare_multiprocess_dir
+
+    # before the processes start: prometheus-client reads it at import (every request counted once)
+    prepare_multiprocess_dir(options["workers"])
     config = uvicorn.Config("api.main:create_app", **options)
     try:
         Multiprocess(config, sockets=[with_tcp_proto(config.bind_socket())]).run()
