@@ -23,6 +23,7 @@ from shared.job_store import JobStore
 from shared.log_redaction import install_log_redaction
 from shared.settings import Settings, get_settings
 from shared.storage import Storage
+from shared.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ DESCRIPTION = (
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    setup_tracing(settings, "idbody-api")  # off (and nothing imported) unless IDBODY_OTEL_ENDPOINT is set
     # celery costs ~0.2 s to import; the gateway's import stays light and pays it at start
     from shared.celery_app import make_celery
 

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     worker_metrics_host: str = Field("127.0.0.1", description="Address the worker metrics port binds to (0.0.0.0 in containers).")
 
     log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
+    log_format: Literal["auto", "json", "text"] = Field("auto", description="json: one JSON object per line (request_id, event, status, worker, timings); text: for a terminal; auto: json when deployment is container.")
+    otel_endpoint: str | None = Field(None, description="OTLP/HTTP endpoint (http://collector:4318) to send traces of submit -> task -> webhook to; none: tracing off. Needs the `otel` extra.")
 
 
 @lru_cache

@@ -77,10 +77,17 @@ def deliver_webhook(self: Any, request_id: str, event: str) -> str | None:
     from worker.webhook_schedule import Outcome
     from worker.webhook_delivery import attempt_delivery
 
-    report = attempt_delivery(delivery_deps(), request_id, event)
-    outcome = report.outcome.value if report.outcome else None
-    log.info("webhook %s/%s attempt %d: %s%s", request_id, event, report.attempt, outcome or "skipped",
-             f" ({report.reason})" if report.reason else "")
+    from shared.structured_logs import bind_request_id
+    from shared.tracing import span, task_headers
+
+    with bind_request_id(request_id), span("idbody.webhook", carrier=task_headers(self), request_id=request_id,
+                                           event=event):
+        report = attempt_delivery(delivery_deps(), request_id, event)
+        outcome = report.outcome.value if report.outcome else None
+        log.info("webhook %s/%s attempt %d: %s%s", request_id, event, report.attempt, outcome or "skipped",
+                 f" ({report.reason})" if report.reason else "",
+                 extra={"event": "webhook.attempt", "status": event, "attempt": report.attempt,
+                        "outcome": outcome or "skipped"})
     if report.outcome is Outcome.RETRY:
         raise self.retry(countdown=report.retry_in_s)
     return outcome

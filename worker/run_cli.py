@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def celery_argv(queue: str, concurrency: int | None, hostname: str | None, loglevel: str,
-                beat: bool = False) -> list[str]:
+                beat: bool = False, quiet: bool = False) -> list[str]:
     """The ``celery worker`` arguments for a queue. Pure, so the gpu guarantees can be tested.
 
     Example::
@@ -52,6 +52,8 @@ def celery_argv(queue: str, concurrency: int | None, hostname: str | None, logle
     if beat and queue != IO_QUEUE:
         raise SystemExit("--beat belongs on an io worker (--queues io): the sweep must never wait behind a GPU job")
     return [
+        # JSON logs: no multi-line start banner among the JSON lines (a global option: before `worker`)
+        *(["--quiet"] if quiet else []),
         "worker", *(["--beat"] if beat else []), "-Q", queue, "--pool", pool, "--concurrency", str(procs),
         "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle", "--without-heartbeat",
         "--hostname", hostname or default_node(queue), "--loglevel", loglevel,
@@ -75,14 +77,16 @@ def _main(args: argparse.Namespace) -> int:
     if args.queues == IO_QUEUE and (refusal := _deployment_refusal(settings)):
         print(f"idbody worker: not starting: {refusal}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    from shared.structured_logs import configure_logging, log_format
+
+    configure_logging(settings)
     from worker.celery_worker import app
     from worker.liveness import LivenessBeacon, alive_path
 
     LivenessBeacon(alive_path(node)).start()
 
     app.worker_main(celery_argv(args.queues, args.concurrency, args.hostname, args.loglevel or settings.log_level,
-                                args.beat))
+                                args.beat, quiet=log_format(settings) == "json"))
     return 0
 
 
@@ -125,8 +129,3 @@ def _deployment_refusal(settings) -> str | None:
 def _info(worker) -> dict:
     return worker if isinstance(worker, dict) else getattr(worker, "info", None) or dict(worker)
 
-
-def _configure_logging(level: str) -> None:
-    import logging
-
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
