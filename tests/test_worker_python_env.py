@@ -18,10 +18,12 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from deploy.pyproject_requirements import requirements
 from tests.test_deploy_lint import API, ROOT, WORKER, _stages
 
 SCRIPT = "deploy/install-python-env.sh"
@@ -128,12 +130,17 @@ def _needs_libgl(site_packages: Path) -> list[str]:
 
 def _env_inputs_key() -> str:
     """A hash of everything the environment is built from: the stage's instructions, the install
-    script and its helper, pyproject.toml, the constraints, the --no-deps list, this Python."""
+    script and its helper, the requirements it reads from pyproject.toml, the constraints, the
+    --no-deps list, this Python."""
     digest = hashlib.sha256()
     digest.update("\n".join(_stages(WORKER)["gpu-build"]).encode())
-    for name in ("deploy/install-python-env.sh", "deploy/pyproject_requirements.py", "pyproject.toml",
+    for name in ("deploy/install-python-env.sh", "deploy/pyproject_requirements.py",
                  "deploy/constraints.txt", "deploy/requirements-no-deps.txt"):
         digest.update((ROOT / name).read_bytes())
+    # of pyproject.toml, what the stage installs: the base and the extras it names
+    extras = next(step.split()[1] for step in _install_steps(WORKER, "gpu-build") if step.startswith("deps "))
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    digest.update("\n".join(requirements(pyproject, extras.split(","))).encode())
     digest.update(sys.version.encode())
     return digest.hexdigest()[:16]
 
