@@ -111,6 +111,19 @@ def _build_context_sources(dockerfile: Path, stage: str) -> list[str]:
             for src in i.split()[1:-1]]
 
 
+def copy_build_context(sources: list[str], context: Path) -> None:
+    """Lay out what COPY puts in the image: every COPY here keeps the repository's relative path
+    (`COPY shared shared`, `COPY deploy/x deploy/`)."""
+    for src in sources:
+        assert (ROOT / src).exists(), f"{src} is copied into the images but is not in the repository"
+        target = context / src
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / src).is_dir():
+            shutil.copytree(ROOT / src, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(ROOT / src, target)
+
+
 def _has_setuptools(major: int) -> bool:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -125,14 +138,7 @@ def test_the_files_the_images_copy_build_the_package_with_its_command(tmp_path: 
     sources = _build_context_sources(API, "build")
     assert sources == _build_context_sources(WORKER, "gpu-build") == _build_context_sources(WORKER, "cpu-build")
     context = tmp_path / "context"
-    for src in sources:
-        assert (ROOT / src).exists(), f"{src} is copied into the images but is not in the repository"
-        target = context / src
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if (ROOT / src).is_dir():
-            shutil.copytree(ROOT / src, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(ROOT / src, target)
+    copy_build_context(sources, context)
     # offline when this environment already has the build backend pyproject.toml asks for
     isolation = ["--no-build-isolation"] if _has_setuptools(77) else []
     result = subprocess.run(

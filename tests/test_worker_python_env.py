@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from deploy.pyproject_requirements import requirements
-from tests.test_deploy_lint import API, ROOT, WORKER, _stages
+from tests.test_deploy_lint import API, ROOT, WORKER, _build_context_sources, _stages, copy_build_context
 
 SCRIPT = "deploy/install-python-env.sh"
 # measured on the 2-core development VM with a warm pip cache: about 2 to 4 minutes for all steps;
@@ -76,19 +76,6 @@ def test_constraints_never_hold_the_cpu_only_opencv_or_torch() -> None:
     assert re.search(r"^opencv-python-headless==", constraints, re.MULTILINE)
     assert re.search(r"^onnxruntime-gpu==", constraints, re.MULTILINE)
     assert not re.search(r"^(torch|nvidia-\S+|cuda-\S+)==", constraints, re.MULTILINE)
-
-
-def _copy_build_context(stage: str, context: Path) -> None:
-    for instruction in _stages(WORKER)[stage]:
-        if instruction.startswith("COPY") and "--from=" not in instruction:
-            # every COPY here keeps the repository's relative path (`COPY shared shared`, `... deploy/`)
-            for src in instruction.split()[1:-1]:
-                target = context / src
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if (ROOT / src).is_dir():
-                    shutil.copytree(ROOT / src, target, ignore=shutil.ignore_patterns("__pycache__"))
-                else:
-                    shutil.copy2(ROOT / src, target)
 
 
 PROBE = r"""
@@ -145,17 +132,18 @@ def _env_inputs_key() -> str:
     return digest.hexdigest()[:16]
 
 
-def _build_env(venv: Path, workdir: Path) -> None:
-    """The gpu-build stage's install steps, run as the Dockerfile runs them, into a fresh ``venv``."""
+def _build_env(venv: Path, workdir: Path, steps: list[str] | None = None) -> None:
+    """The gpu-build stage's install steps (or the named ones), run as the Dockerfile runs them."""
     context = workdir / "src"
-    _copy_build_context("gpu-build", context)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    copy_build_context(_build_context_sources(WORKER, "gpu-build"), context)
+    if not venv.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     env = _venv_env(venv)
     # no .pyc at install time: a good share of the install's time here, and nothing pip resolves
     # depends on it (the image compiles them; they are a cache, not a dependency)
     env["PIP_NO_COMPILE"] = "1"
     timings = {}
-    for step in _install_steps(WORKER, "gpu-build"):
+    for step in steps or _install_steps(WORKER, "gpu-build"):
         started = time.monotonic()
         result = subprocess.run(["sh", SCRIPT, *step.split()], cwd=context, env=env, capture_output=True,
                                 text=True, timeout=STEP_TIMEOUT_S)
@@ -173,11 +161,13 @@ def _venv_env(venv: Path) -> dict[str, str]:
 
 def _worker_env(tmp_path: Path) -> Path:
     """The built environment. It takes minutes (measured: 4 min on an idle 2-core VM, 9 under load),
-    so one built from exactly the same inputs (``_env_inputs_key``) is reused from the cache folder;
+    so one built from exactly the same dependency inputs (``_env_inputs_key``) is reused from the
+    cache folder, with the `project` step run again for this checkout's sources;
     ``IDBODY_TEST_FRESH_ENV=1`` builds anew. Only the newest one is kept."""
     cache = Path(os.environ.get("IDBODY_TEST_ENV_CACHE", Path.home() / ".cache" / "identity-body" / "test-envs"))
     venv = cache / f"worker-gpu-{_env_inputs_key()}"
     if (venv / "built").exists() and os.environ.get("IDBODY_TEST_FRESH_ENV") != "1":
+        _build_env(venv, tmp_path, steps=["project"])  # this checkout's sources, the one layer they are
         return venv
     building = tmp_path / "venv"
     _build_env(building, tmp_path)

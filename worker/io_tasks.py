@@ -74,11 +74,10 @@ def delivery_deps() -> Any:
 @shared_task(name=DELIVER_WEBHOOK_TASK, queue=IO_QUEUE, bind=True, ignore_result=True, max_retries=None)
 def deliver_webhook(self: Any, request_id: str, event: str) -> str | None:
     """One delivery attempt; schedules the next one itself when the failure is retryable."""
-    from worker.webhook_schedule import Outcome
-    from worker.webhook_delivery import attempt_delivery
-
     from shared.structured_logs import bind_request_id
     from shared.tracing import span, task_headers
+    from worker.webhook_delivery import attempt_delivery
+    from worker.webhook_schedule import Outcome
 
     with bind_request_id(request_id), span("idbody.webhook", carrier=task_headers(self), request_id=request_id,
                                            event=event):

@@ -45,7 +45,7 @@ class LivenessBeacon:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="idbody-liveness", daemon=True)
 
-    def start(self) -> "LivenessBeacon":
+    def start(self) -> LivenessBeacon:
         self.touch()  # alive as soon as start() returns
         self._thread.start()
         return self
