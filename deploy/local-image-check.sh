@@ -18,7 +18,7 @@ base="${BASE:-localhost/idbody-python:3.11-bookworm}"
 port="${PORT:-18777}"
 export BUILDAH_ISOLATION=chroot
 
-if ! buildah images -q "$base" | grep -q .; then
+if ! buildah images -q "$base" 2>/dev/null | grep -q .; then
   rm -rf "$work/rootfs" && mkdir -p "$work/rootfs"
   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$work/rootfs"
   ctr=$(buildah from scratch)
