@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs identity-body's Python environment into the active virtualenv, one step per image
 # layer, so the Dockerfiles and the test that builds the same environment
-# (tests/test_worker_python_env.py) run the same commands:
+# (tests/deploy/test_worker_python_env.py) run the same commands:
 #
 #   deploy/install-python-env.sh tools          # pinned pip, setuptools, wheel
 #   deploy/install-python-env.sh torch          # torch==$TORCH_VERSION [from $TORCH_INDEX_URL]

@@ -26,6 +26,7 @@ RUN --mount=type=cache,target=/root/.cache/pip sh deploy/install-python-env.sh d
 COPY shared shared
 COPY api api
 COPY worker worker
+COPY idbody idbody
 RUN sh deploy/install-python-env.sh project
 
 FROM ${PYTHON_IMAGE} AS gpu
@@ -64,6 +65,7 @@ RUN --mount=type=cache,target=/root/.cache/pip sh deploy/install-python-env.sh d
 COPY shared shared
 COPY api api
 COPY worker worker
+COPY idbody idbody
 RUN sh deploy/install-python-env.sh project
 
 FROM ${PYTHON_IMAGE} AS cpu

@@ -131,7 +131,7 @@ class Storage:
 
     def result_url(self, key: str, expires_in_s: int | None = None) -> str:
         """A URL a browser can GET: public base + key, or a presigned GET valid ``expires_in_s``
-        (default presign_expiry_s; webhooks ask for longer: worker.webhook_links).
+        (default presign_expiry_s; webhooks ask for longer: worker.webhooks.links).
 
         Example::
 

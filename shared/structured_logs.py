@@ -12,7 +12,7 @@ Example::
     uvicorn.run(..., log_config=logging_config(settings))         # the gateway
     with bind_request_id(rid):
         log.info("job finished", extra={"event": "job.finished", "status": "succeeded", "duration_s": 6.1})
-    # {"ts": "2026-11-26T14:02:03.120Z", "level": "INFO", "logger": "worker.job_runner",
+    # {"ts": "2026-11-26T14:02:03.120Z", "level": "INFO", "logger": "worker.jobs.runner",
     #  "message": "job finished", "request_id": "3f2a...", "worker": "host:41", "event": "job.finished", ...}
 """
 

@@ -81,7 +81,7 @@ def _main(args: argparse.Namespace) -> int:
 
     configure_logging(settings)
     from worker.celery_worker import app
-    from worker.liveness import LivenessBeacon, alive_path
+    from worker.jobs.liveness import LivenessBeacon, alive_path
 
     LivenessBeacon(alive_path(node)).start()
 
@@ -91,7 +91,7 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _ready(settings) -> int:
-    from shared.job_store import JobStore
+    from shared.jobs.store import JobStore
 
     host = socket.gethostname()
     try:
@@ -108,7 +108,7 @@ def _ready(settings) -> int:
 
 
 def _alive(node: str) -> int:
-    from worker.liveness import alive_path, check_alive
+    from worker.jobs.liveness import alive_path, check_alive
 
     alive, sentence = check_alive(alive_path(node))
     print(sentence, file=sys.stdout if alive else sys.stderr)
