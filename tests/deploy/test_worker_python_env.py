@@ -116,11 +116,14 @@ def _needs_libgl(site_packages: Path) -> list[str]:
 
 
 def _env_inputs_key() -> str:
-    """A hash of everything the environment is built from: the stage's instructions, the install
+    """A hash of everything the dependencies are built from: the stage's instructions up to the
+    sources (the `project` step runs again on every use), the install
     script and its helper, the requirements it reads from pyproject.toml, the constraints, the
     --no-deps list, this Python."""
     digest = hashlib.sha256()
-    digest.update("\n".join(_stages(WORKER)["gpu-build"]).encode())
+    stage = _stages(WORKER)["gpu-build"]
+    first_source = next(i for i, line in enumerate(stage) if re.match(r"COPY (shared|api|worker|idbody)\b", line))
+    digest.update("\n".join(stage[:first_source]).encode())  # the layers before the sources
     for name in ("deploy/install-python-env.sh", "deploy/pyproject_requirements.py",
                  "deploy/constraints.txt", "deploy/requirements-no-deps.txt"):
         digest.update((ROOT / name).read_bytes())
