@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import base64
 import io
 import json
@@ -219,7 +220,7 @@ def test_missing_photo(gateway, redis_client):
 
 def test_enqueue_failure_fails_the_job_and_answers_503(gateway, gateway_settings, redis_client):
     dead = gateway_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
-    gateway.app.state.celery = make_celery(dead)
+    gateway.app.state.submit = dataclasses.replace(gateway.app.state.submit, celery=make_celery(dead))
     resp = _submit(gateway)
     assert resp.status_code == 503 and resp.json()["error"]["code"] == "service_unavailable"
     [key] = list(redis_client.scan_iter("job:*"))
