@@ -15,6 +15,7 @@ from shared.errors import ErrorCode, IdentityBodyError
 from shared.settings import Settings
 from worker import model_layout as layout
 from worker.engine.loading import FALLBACK_NOTE
+from worker.face.dlib_analyzer import DlibFaceAnalyzer
 from worker.identity_pipeline import IdentityPipeline, get_identity_pipeline
 
 insightface = pytest.importorskip("insightface")
@@ -102,7 +103,9 @@ def test_fallback_through_the_api(tiny_model_dir, tmp_path):
     folder = tmp_path / "models"
     shutil.copytree(tiny_model_dir, folder)
     shutil.rmtree(layout.part(folder, layout.CONTROLNET_DIR))
-    pipe = IdentityPipeline(_settings(model_profile="instantid", model_dir=folder)).load_models()
+    pipe = IdentityPipeline(_settings(model_profile="instantid", model_dir=folder))
+    pipe.face_analyzer = DlibFaceAnalyzer()  # the released antelopev2 pack is not reachable offline
+    pipe.load_models()
     result = pipe(face_image=face_photo(), body_params={"gender": "male"}, num_images=2, seed=1, **SMALL)
     assert result["method"] == "sdxl_fallback" and result["note"] == FALLBACK_NOTE
     assert len(result["images"]) == 2 and np.asarray(result["images"][0]).std() > 0

@@ -55,6 +55,17 @@ def resolve_model_dir(settings: Settings) -> tuple[str, Path]:
     return choice.profile, Path(choice.model_dir)
 
 
+def face_analyzer_for(profile: str, model_dir: Path, settings: Settings):
+    """antelopev2 (insightface) for the released weights; dlib's real detector and recognizer
+    for the tiny profile, whose random weights could not recognise anyone (same interface)."""
+    if profile == "tiny":
+        from worker.face.dlib_analyzer import DlibFaceAnalyzer as Analyzer
+    else:
+        from worker.face.analysis import FaceAnalyzer as Analyzer
+    return Analyzer(model_dir, providers=settings.onnx_providers, det_size=(640, 640),
+                    min_face_px=settings.min_face_px)
+
+
 class IdentityPipeline:
     """Face photo + body parameters -> full-body images keeping the face's identity."""
 
@@ -76,12 +87,11 @@ class IdentityPipeline:
                 return self
             from worker.engine.devices import DevicePolicy
             from worker.engine.loading import load_engine
-            from worker.face.analysis import FaceAnalyzer
 
             self.profile, self.model_dir = resolve_model_dir(self.settings)
             policy = DevicePolicy.decide(self.settings)
-            analyzer = FaceAnalyzer(self.model_dir, providers=self.settings.onnx_providers,
-                                    det_size=(640, 640), min_face_px=self.settings.min_face_px)
+            # an analyzer set before loading is kept (as the appearance analyzer is)
+            analyzer = self.face_analyzer or face_analyzer_for(self.profile, self.model_dir, self.settings)
             analyzer.load()
             self.engine = load_engine(self.model_dir, policy)
             self.face_analyzer = analyzer
