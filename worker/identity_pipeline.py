@@ -10,11 +10,15 @@ Example::
                       body_params={"body_type": "athletic", "height_cm": 170, "weight_kg": 65,
                                    "gender": "female"}, num_images=4)
     result["images"], result["method"], result["note"], result["timings"]
+    result["image_details"][0]     # {"identity_score": 0.71, "face_found": True,
+                                   #  "below_threshold": False, "seed": 1234}, best image first
+    pipeline.generate(photo, num_images=2, candidates=6, min_identity_score=0.4)   # re-ranking
     pipeline.pipe.enable_vae_tiling()       # the diffusers pipeline itself
 
 The result's ``analysis`` dict::
 
-    {"face": {"bbox": [x1, y1, x2, y2], "det_score": 0.9, "face_count": 1, "image_size": [w, h]},
+    {"face": {"bbox": [x1, y1, x2, y2], "det_score": 0.9, "box_size": [w, h], "face_count": 1,
+              "image_size": [w, h]},
      "appearance": {"status": "ok" | "skipped" | "failed", "reason": "..." (unless ok), ...fields},
      "skin_tone": ..., "ethnicity": ..., ...}     # appearance fields, flat, when status is ok
 
@@ -38,6 +42,8 @@ from shared.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 APPEARANCE_GRACE_S = 1.0
+TINY_NOTE = ("Tiny model profile: the generator's weights are random (for tests and demos), so the images "
+             "are noise, not likenesses; face analysis and identity scores use real models (dlib).")
 
 
 def resolve_model_dir(settings: Settings) -> tuple[str, Path]:
@@ -122,6 +128,7 @@ class IdentityPipeline:
                  guidance_scale: float | None = None, controlnet_conditioning_scale: float | None = None,
                  ip_adapter_scale: float | None = None, seed: int | None = None, mode: str | None = None,
                  width: int | None = None, height: int | None = None, use_gemini_analysis: bool = False,
+                 candidates: int | None = None, min_identity_score: float | None = None,
                  progress: Callable[[int, int], bool | None] | None = None) -> dict[str, Any]:
         """Validate the parameters (shared.params ranges), analyse the face, generate.
 
@@ -143,28 +150,54 @@ class IdentityPipeline:
         self.load_models()
         started = time.perf_counter()
         timings: dict[str, Any] = {}
+        # 1. face analysis (and, at the same time, the optional appearance analysis)
         pending = self._submit_appearance(face_image, params.use_gemini_analysis)
         t = time.perf_counter()
         face = self.face_analyzer.analyze(face_image)
         timings["face_analysis_s"] = time.perf_counter() - t
         analysis = {"face": _face_summary(face), **self._appearance(pending)}
         timings["appearance_wait_s"] = time.perf_counter() - t - timings["face_analysis_s"]
+        # 2. prompt and IdentityNet condition
         prompt = build_prompt(params.body_params(), analysis)
         kps = retarget_kps(face.kps, params.width, params.height, params.pose)
-        seed = params.seed if params.seed is not None else random.randint(0, 2**32 - 1 - params.num_images)
+        count = params.candidate_count()
+        seed = params.seed if params.seed is not None else random.randint(0, 2**32 - 1 - count)
         inputs = GenerationInputs(
             prompt=prompt.positive, negative_prompt=prompt.negative, seed=seed,
             face_embedding=face.embedding, kps_image=draw_kps(params.width, params.height, kps),
-            num_images=params.num_images, width=params.width, height=params.height, mode=params.mode,
+            num_images=count, width=params.width, height=params.height, mode=params.mode,
             steps=params.steps(), guidance=params.guidance(),
             controlnet_conditioning_scale=params.controlnet_conditioning_scale,
             ip_adapter_scale=params.ip_adapter_scale)
+        # 3. base generation: all candidates in one batch
         with self._run_lock:
             out = generate_images(self.engine, inputs, progress=progress)
+        # 4. identity score per candidate, then keep the best num_images
+        images, details = self._rank_by_identity(out.images, face.embedding, params, seed, timings)
         timings.update(out.timings, total_s=time.perf_counter() - started)
-        return {"images": out.images, "analysis": analysis, "method": self.engine.method,
-                "note": self.engine.note, "seed": seed, "prompt": prompt.positive,
-                "negative_prompt": prompt.negative, "timings": timings}
+        return {"images": images, "image_details": details, "analysis": analysis,
+                "method": self.engine.method, "profile": self.profile, "note": self.note, "seed": seed,
+                "prompt": prompt.positive, "negative_prompt": prompt.negative, "timings": timings}
+
+    def _rank_by_identity(self, images: list[Image.Image], reference, params: GenerationParams,
+                          seed: int, timings: dict[str, Any]) -> tuple[list[Image.Image], list[dict[str, Any]]]:
+        """Score every candidate against the upload's embedding with the loaded recognizer and
+        return the ``num_images`` best, best first, with each one's entry for the result."""
+        from worker.face.identity_score import rank_candidates, score_images
+
+        t = time.perf_counter()
+        scores = score_images(self.face_analyzer, reference, images)
+        timings["identity_score_s"] = time.perf_counter() - t
+        ranked = rank_candidates(scores, keep=params.num_images, min_score=params.min_identity_score)
+        details = [{"identity_score": r.identity_score, "face_found": r.face_found,
+                    "below_threshold": r.below_threshold, "seed": seed + r.index} for r in ranked]
+        return [images[r.index] for r in ranked], details
+
+    @property
+    def note(self) -> str | None:
+        """What a caller must know about how the images were made (fallback, tiny weights)."""
+        notes = [self.engine.note, TINY_NOTE if self.profile == "tiny" else None]
+        return " ".join(n for n in notes if n) or None
 
     # --- appearance analysis hook ------------------------------------------------------------
     def _submit_appearance(self, face_image: Image.Image, wanted: bool):
@@ -199,7 +232,9 @@ class IdentityPipeline:
 
 
 def _face_summary(face) -> dict[str, Any]:
-    return {"bbox": [float(v) for v in face.bbox], "det_score": float(face.det_score),
+    x1, y1, x2, y2 = (float(v) for v in face.bbox)
+    return {"bbox": [x1, y1, x2, y2], "det_score": round(float(face.det_score), 4),
+            "box_size": [round(x2 - x1, 1), round(y2 - y1, 1)],
             "face_count": int(face.face_count), "image_size": list(face.image_size)}
 
 
