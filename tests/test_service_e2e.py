@@ -104,6 +104,12 @@ def test_seed_curl_to_result_images(service):
     result = httpx.get(accepted["result_url"], timeout=10)
     assert result.status_code == 200
     assert_seed_result(result.json(), accepted["request_id"], 4, (128, 128))
+    # a real photo, found by the tiny profile's real analyzer; every image says whether it shows a face
+    body = result.json()
+    assert body["profile"] == "tiny" and "random" in body["note"]
+    assert body["input_face"] == final["input_face"] and body["input_face"]["det_score"] > 0.5
+    for image in body["images"]:
+        assert image["face_found"] is (image["identity_score"] is not None)
 
 
 def test_prefer_wait_answers_with_the_result(service):
