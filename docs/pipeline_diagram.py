@@ -51,7 +51,7 @@ def draw_stage(draw: ImageDraw.ImageDraw, index: int) -> None:
 
 def arrow(draw: ImageDraw.ImageDraw, start: tuple[int, int], end: tuple[int, int]) -> None:
     draw.line([start, end], fill=ACCENT, width=3)
-    (x0, y0), (x1, y1) = start, end
+    (_, y0), (x1, y1) = start, end
     if y0 == y1:  # rightwards
         draw.polygon([(x1, y1), (x1 - 12, y1 - 7), (x1 - 12, y1 + 7)], fill=ACCENT)
     else:  # downwards

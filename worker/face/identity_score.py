@@ -66,5 +66,7 @@ def rank_candidates(scores: list[ImageScore], keep: int, min_score: float | None
         # [ImageScore(index=1, identity_score=0.7, ...)]
     """
     order = sorted(scores, key=lambda s: (s.identity_score is None, -(s.identity_score or 0.0), s.index))
-    return [replace(s, below_threshold=min_score is not None and (s.identity_score is None or s.identity_score < min_score))
-            for s in order[:keep]]
+    def below(score: ImageScore) -> bool:
+        return min_score is not None and (score.identity_score is None or score.identity_score < min_score)
+
+    return [replace(s, below_threshold=below(s)) for s in order[:keep]]
