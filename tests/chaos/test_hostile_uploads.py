@@ -23,7 +23,8 @@ from tests.chaos.chaos_stack import (
     rss_mb,
     submit,
 )
-from idbody.stack.service import ServiceStack, drawn_face_jpeg, stack_settings
+from idbody.stack.service import ServiceStack, stack_settings
+from tests.face_photos import tom_jpeg
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +41,7 @@ def gateway(valkey, s3_server, tmp_path_factory):
     with ServiceStack(settings, tmp_path_factory.mktemp("hostile-logs")) as stack:
         stack.start_gateway()
         stack.wait_healthy()
-        assert submit(stack.base_url, drawn_face_jpeg()).status_code == 202  # warm: every import done
+        assert submit(stack.base_url, tom_jpeg()).status_code == 202  # warm: every import done
         yield stack
 
 
@@ -59,7 +60,7 @@ def _growth(stack: ServiceStack, send) -> tuple[float, object]:
 
 def _still_healthy(stack: ServiceStack) -> None:
     assert httpx.get(stack.base_url + "/healthz", timeout=10).status_code == 200
-    assert submit(stack.base_url, drawn_face_jpeg()).status_code == 202
+    assert submit(stack.base_url, tom_jpeg()).status_code == 202
 
 
 def test_image_bombs_are_refused_from_their_header(gateway):
@@ -88,7 +89,7 @@ def test_jpeg_claiming_a_huge_frame_is_decoded_small(gateway):
 
 
 def test_oversized_and_too_many_text_fields(gateway):
-    image = drawn_face_jpeg()
+    image = tom_jpeg()
     big = {f"field{i}": "x" * (1 << 20) for i in range(60)}  # sixty 1 MB text fields
     grew, r = _growth(gateway, lambda: submit(gateway.base_url, image, **big))
     print(f"\nsixty 1 MB text fields: {r.status_code}, gateway peak +{grew:.0f} MB")

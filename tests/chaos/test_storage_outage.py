@@ -13,7 +13,8 @@ from idbody.stack.servers import SeaweedS3Server
 from shared.storage import Storage
 from tests.chaos.chaos_stack import Stopwatch, records, start_io_with_beat, submit, unfinished, uploads_left
 from idbody.stack.polling import until
-from idbody.stack.service import ServiceStack, drawn_face_jpeg, stack_settings
+from idbody.stack.service import ServiceStack, stack_settings
+from tests.face_photos import tom_jpeg
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +43,7 @@ def stack(valkey, own_s3, tiny_model_dir, tmp_path_factory):
 
 def _submit_jobs(stack: ServiceStack, count: int, accepted: list[str], **fields: str) -> None:
     for _ in range(count):
-        r = submit(stack.base_url, drawn_face_jpeg(), **fields)
+        r = submit(stack.base_url, tom_jpeg(), **fields)
         assert r.status_code == 202, r.text
         accepted.append(r.json()["request_id"])
 
@@ -60,7 +61,7 @@ def test_storage_outage_fails_no_job_and_leaks_no_upload(stack, own_s3, request)
     outage = Stopwatch()
     refused = 0
     while outage() < OUTAGE_S:  # the outage lasts as long as the issue says; submits go on meanwhile
-        r = submit(stack.base_url, drawn_face_jpeg())
+        r = submit(stack.base_url, tom_jpeg())
         assert r.status_code == 503 and r.json()["error"]["code"] == "service_unavailable", r.text
         assert int(r.headers["Retry-After"]) > 0
         refused += 1

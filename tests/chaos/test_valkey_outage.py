@@ -17,7 +17,8 @@ from shared.access.rate_limit import ACTIVE_KEY, RateLimiter
 from shared.storage import Storage
 from tests.chaos.chaos_stack import Stopwatch, records, start_io_with_beat, submit, unfinished
 from idbody.stack.polling import until
-from idbody.stack.service import ServiceStack, drawn_face_jpeg, stack_settings
+from idbody.stack.service import ServiceStack, stack_settings
+from tests.face_photos import tom_jpeg
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +63,7 @@ def test_valkey_outage_answers_503_and_loses_nothing(stack, own_valkey, request)
     accepted: list[str] = []
     whole = Stopwatch()
     for _ in range(burst // 2):
-        r = submit(stack.base_url, drawn_face_jpeg(), headers=auth)
+        r = submit(stack.base_url, tom_jpeg(), headers=auth)
         assert r.status_code == 202, r.text
         accepted.append(r.json()["request_id"])
 
@@ -70,21 +71,21 @@ def test_valkey_outage_answers_503_and_loses_nothing(stack, own_valkey, request)
     outage = Stopwatch()
     answers = 0
     while outage() < OUTAGE_S:  # the outage lasts OUTAGE_S; submits and polls go on meanwhile
-        _check_unavailable(submit(stack.base_url, drawn_face_jpeg(), headers=auth))
+        _check_unavailable(submit(stack.base_url, tom_jpeg(), headers=auth))
         _check_unavailable(httpx.get(f"{stack.base_url}/api/v1/jobs/{accepted[0]}", headers=auth, timeout=60))
         answers += 2
     own_valkey[0] = ValkeyServer.start(valkey.workdir, port=valkey.port, appendonly=True)
     probe: dict[str, httpx.Response] = {}
 
     def accepted_again() -> bool:
-        probe["r"] = submit(stack.base_url, drawn_face_jpeg(), headers=auth)
+        probe["r"] = submit(stack.base_url, tom_jpeg(), headers=auth)
         return probe["r"].status_code != 503
 
     until(accepted_again, 120, "submits accepted again")
     for _ in range(burst - burst // 2):
         assert probe["r"].status_code == 202, probe["r"].text
         accepted.append(probe["r"].json()["request_id"])
-        probe["r"] = submit(stack.base_url, drawn_face_jpeg(), headers=auth)
+        probe["r"] = submit(stack.base_url, tom_jpeg(), headers=auth)
     assert probe["r"].status_code == 202, probe["r"].text
     accepted.append(probe["r"].json()["request_id"])
     stored = {key.decode().split(":", 1)[1] for key in store.client.scan_iter("job:*")}

@@ -18,7 +18,8 @@ from shared.storage import Storage
 from shared.access.api_keys import new_webhook_secret
 from tests.chaos.chaos_stack import Stopwatch, start_io_with_beat, submit
 from idbody.stack.polling import until
-from idbody.stack.service import ServiceStack, drawn_face_jpeg, stack_settings
+from idbody.stack.service import ServiceStack, stack_settings
+from tests.face_photos import tom_jpeg
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
@@ -74,14 +75,14 @@ def test_sigkilled_gpu_worker_jobs_finish_exactly_once(stack, request):
     whole = Stopwatch()
     # deadlines and the job's length from measured speed: a two-step warm-up job
     clock = Stopwatch()
-    warm = submit(stack.base_url, drawn_face_jpeg(), webhook_url=receiver.url())
+    warm = submit(stack.base_url, tom_jpeg(), webhook_url=receiver.url())
     until(lambda: store.get(warm.json()["request_id"]).status.finished, 600, "the warm-up job")
     job_s = clock()
     kill_job = {"num_inference_steps": str(steps_lasting(KILL_JOB_MIN_S, job_s))}
     requeue_delays: list[float] = []
     try:
         for round_ in range(kills):
-            r = submit(stack.base_url, drawn_face_jpeg(), **kill_job, webhook_url=receiver.url())
+            r = submit(stack.base_url, tom_jpeg(), **kill_job, webhook_url=receiver.url())
             assert r.status_code == 202, r.text
             rid = r.json()["request_id"]
             running = until(lambda: _running(store, rid), 10 * job_s + 60, f"job {rid} running")
