@@ -16,8 +16,8 @@ import psutil
 import pytest
 import yaml
 
-from idbody.stack.servers import free_port
 from idbody.stack.polling import until
+from idbody.stack.servers import free_port
 
 pytestmark = pytest.mark.integration
 
