@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     cpu_offload: bool = Field(False, description="enable_model_cpu_offload() for GPUs with little VRAM.")
     vae_tiling: bool = Field(False, description="enable_vae_tiling() to cut decode memory.")
     hf_token: SecretStr | None = Field(None, description="Token for model downloads, if your mirror needs one.")
+    engine_fast: Literal["auto", "on", "off"] = Field("auto", description="Fast engine (channels-last, fused QKV, LCM-LoRA baked into the weights; on CUDA also torch.compile with CUDA graphs, warmed up before the worker is ready). auto: on with CUDA, off on the CPU.")
+    compile_cache_dir: Path | None = Field(None, description="Where torch.compile keeps its caches so a restart does not compile again; default: <model folder>/.compile-cache.")
+    max_batch_images: int = Field(8, ge=1, le=64, description="Most images one denoise pass runs when jobs of the same shape are batched together.")
+    batch_window_ms: int = Field(50, ge=0, le=5000, description="Longest a queued job waits for company of the same shape before it runs alone.")
 
     # --- appearance analysis (Gemini, opt-in) -------------------------------------------
     gemini_api_key: SecretStr | None = Field(None, description="No key: appearance analysis is skipped.")

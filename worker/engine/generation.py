@@ -101,8 +101,11 @@ def _identity_kwargs(engine, inputs: GenerationInputs) -> dict[str, Any]:
 
 def generate_images(engine, inputs: GenerationInputs, progress: Progress | None = None) -> GenerationOutput:
     """Run one batched generation; raise IdentityBodyError(job_canceled) when ``progress``
-    returns False."""
+    returns False. A fast engine (worker.engine.fast_mode) runs it as a batch of one job."""
     import torch
+
+    if getattr(engine, "fast", None) is not None:
+        return _generate_as_batch(engine, inputs, progress)
 
     pipe, sync = engine.pipe, _sync_for(engine.policy.device)
     engine.modes.use(inputs.mode)
@@ -128,3 +131,12 @@ def generate_images(engine, inputs: GenerationInputs, progress: Progress | None 
         "decode_s": t_end - marks[-1],
         "generate_s": t_end - t0,
     })
+
+
+def _generate_as_batch(engine, inputs: GenerationInputs, progress: Progress | None) -> GenerationOutput:
+    from worker.engine.batch_generation import BatchJob, generate_batch
+
+    (result,) = generate_batch(engine, [BatchJob(inputs, progress)])
+    if result.error is not None:
+        raise result.error
+    return GenerationOutput(images=result.images, timings=result.timings)

@@ -49,9 +49,9 @@ class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
 
     @staticmethod
     def ip_adapter_embeds(face_embedding: torch.Tensor, guidance: bool) -> list[torch.Tensor]:
-        """The 4-D [batch, images, seq, 512] embeds diffusers expects for a Resampler projection;
-        with guidance, zeros first (the pipeline splits them with .chunk(2))."""
-        emb = face_embedding.reshape(1, 1, 1, -1)
+        """The 4-D [rows, images, seq, 512] embeds diffusers expects for a Resampler projection
+        (one row per face); with guidance, zeros first (the pipeline splits them with .chunk(2))."""
+        emb = face_embedding.reshape(-1, 1, 1, face_embedding.shape[-1])
         return [torch.cat([torch.zeros_like(emb), emb]) if guidance else emb]
 
     @contextmanager
@@ -77,13 +77,17 @@ class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
     def __call__(self, *args, face_embedding: torch.Tensor, num_images_per_prompt: int = 1,
                  guidance_scale: float = 5.0, **kwargs):
         """The stock call, plus ``face_embedding`` ([512] raw antelopev2 embedding). Pass the
-        prompt as a single string: one prompt, ``num_images_per_prompt`` images."""
+        prompt as a single string: one prompt, ``num_images_per_prompt`` images. Or, for a batch
+        of different people (micro-batching), one [rows, 512] embedding per image row with
+        ``prompt_embeds`` of as many rows and ``num_images_per_prompt=1``."""
         guidance = self._guidance_on(guidance_scale)
-        face_embedding = face_embedding.reshape(1, -1).float()
-        positive = self.face_tokens(face_embedding).repeat(num_images_per_prompt, 1, 1)
+        face_embedding = face_embedding.reshape(-1, face_embedding.shape[-1]).float()
+        if face_embedding.shape[0] > 1 and num_images_per_prompt != 1:
+            raise ValueError("one face embedding per image row needs num_images_per_prompt=1")
+        positive = self.face_tokens(face_embedding).repeat_interleave(num_images_per_prompt, dim=0)
         tokens = positive
         if guidance:
-            negative = self.face_tokens(torch.zeros_like(face_embedding)).repeat(num_images_per_prompt, 1, 1)
+            negative = self.face_tokens(torch.zeros_like(face_embedding)).repeat_interleave(num_images_per_prompt, dim=0)
             tokens = torch.cat([negative, positive])
         embeds = [e.to(self.unet.dtype) for e in self.ip_adapter_embeds(face_embedding, guidance)]
         with self.identitynet_sees(tokens):

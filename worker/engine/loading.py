@@ -41,6 +41,7 @@ class Engine:
     modes: Any                               # worker.engine.lcm_mode.ModeSwitch
     fallback_reason: str | None = None
     loaded_parts: list[str] = field(default_factory=list)
+    fast: Any = None                         # worker.engine.fast_mode.FastEngine when fast
 
     @property
     def note(self) -> str | None:

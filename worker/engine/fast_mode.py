@@ -1,0 +1,160 @@
+"""The fast engine: the same pipeline and stages, arranged for the GPU's sake. On by default with
+CUDA (``IDBODY_ENGINE_FAST=auto``), off on the CPU, where the plain path is what runs and what
+every benchmark compares against.
+
+What ``make_fast`` does to a loaded engine, in order:
+
+1. channels-last memory for UNet, IdentityNet and VAE (group norm and convolutions run on NHWC
+   kernels instead of transposing);
+2. the LCM-LoRA baked into the UNet weights with no PEFT wrapper left (worker.engine.baked_lora),
+   the mode switch restoring the exact base weights for quality mode;
+3. fused QKV projections (diffusers' ``Attention.fuse_projections`` + ``FusedAttnProcessor2_0``)
+   on every attention whose processor is the plain one. diffusers' model-wide
+   ``fuse_qkv_projections`` would also replace the IP-Adapter processors (and so drop the face),
+   so it is applied per module; q/k/v keep their names as views into the fused weight, so the
+   baked LoRA still updates them in place;
+4. per-row IP-Adapter and IdentityNet scales (worker.engine.row_scales), which micro-batching
+   needs and which keep scale values out of compiled graphs;
+5. on CUDA, torch.compile with CUDA graphs (worker.engine.compiled_modules), caches on disk.
+
+Example::
+
+    options = FastOptions.decide(settings, policy, model_dir)    # None on the CPU by default
+    if options:
+        make_fast(engine, options)
+        warm_up(engine, width=768, height=1024, rows=(2, 4, 8))
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FastOptions:
+    channels_last: bool = True
+    fuse_qkv: bool = True
+    compile_mode: str | None = None          # "reduce-overhead" (CUDA graphs) | "max-autotune" | None
+    compile_backend: str = "inductor"        # "aot_eager" traces without generating kernels (CPU checks)
+    cache_dir: Path | None = None
+
+    @classmethod
+    def decide(cls, settings, policy, model_dir: Path) -> "FastOptions | None":
+        """auto: fast with CUDA; compile only with CUDA and the whole pipeline resident (model
+        offload moves weights between calls, which CUDA graphs cannot follow)."""
+        wanted = settings.engine_fast
+        if wanted == "off" or (wanted == "auto" and policy.device != "cuda"):
+            return None
+        compiles = policy.device == "cuda" and not policy.cpu_offload
+        cache = settings.compile_cache_dir or Path(model_dir) / ".compile-cache"
+        return cls(compile_mode="reduce-overhead" if compiles else None, cache_dir=cache)
+
+
+@dataclass
+class FastEngine:
+    options: FastOptions
+    row_scales: object | None        # worker.engine.row_scales.RowScales (InstantID engines)
+    min_rows: int                    # a denoise pass is padded up to this many rows
+    compiled: list[str]
+    prepare_s: float
+
+
+def make_fast(engine, options: FastOptions) -> FastEngine:
+    """Rearrange a loaded engine for speed, in place; returns (and sets) ``engine.fast``."""
+    import torch
+
+    from worker.engine.baked_lora import BakedLora
+    from worker.engine.compiled_modules import MIN_ROWS, compile_pipeline, use_compile_cache
+    from worker.engine.lcm_mode import LCM_ADAPTER
+    from worker.engine.row_scales import RowScales
+
+    started = time.perf_counter()
+    pipe = engine.pipe
+    engine.modes.use("quality")  # LoRA off: the weights are the base weights while baking
+    networks = [m for m in (pipe.unet, getattr(pipe, "controlnet", None), pipe.vae) if m is not None]
+    if options.channels_last:
+        for module in networks:
+            module.to(memory_format=torch.channels_last)
+    if engine.modes.lcm_loaded:
+        engine.modes.baked = BakedLora.bake(pipe.unet, LCM_ADAPTER)
+    if options.fuse_qkv:
+        fused = sum(fuse_plain_attention_qkv(m) for m in networks)
+        log.info("fused QKV projections in %d attention modules", fused)
+    scales = RowScales.install(pipe) if engine.method == "instantid" else None
+    compiled: list[str] = []
+    if options.compile_mode is not None or options.compile_backend != "inductor":
+        if options.cache_dir is not None:
+            use_compile_cache(options.cache_dir)
+        compiled = compile_pipeline(pipe, options.compile_mode, options.compile_backend)
+    engine.modes.use("fast")
+    engine.fast = FastEngine(options=options, row_scales=scales, min_rows=MIN_ROWS if compiled else 1,
+                             compiled=compiled, prepare_s=time.perf_counter() - started)
+    return engine.fast
+
+
+def fuse_plain_attention_qkv(model) -> int:
+    """Fuse q/k/v (self-attention) or k/v (cross-attention) of every attention module whose
+    processor is diffusers' plain one; leaves IP-Adapter processors alone. Returns the count."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
+
+    count = 0
+    for name, module in model.named_modules():
+        if not isinstance(module, Attention) or type(module.processor) is not AttnProcessor2_0:
+            continue
+        if "encoder_hid_proj" in name:
+            continue  # the IP-Adapter's Resampler: built as self-attention, called with other keys
+        module.fuse_projections()
+        # fuse_projections decides by is_cross_attention (the configured kind, not the call):
+        # it builds to_qkv or to_kv, never both
+        if hasattr(module, "to_qkv"):
+            _share_storage(module.to_qkv, [module.to_q, module.to_k, module.to_v])
+        else:
+            _share_storage(module.to_kv, [module.to_k, module.to_v])
+        module.set_processor(FusedAttnProcessor2_0())
+        count += 1
+    return count
+
+
+def _share_storage(fused, parts) -> None:
+    """Make each part's weight (and bias) a view into the fused layer's: one copy in memory, and
+    in-place updates of a part (the baked LoRA's switch) reach the fused layer."""
+    offset = 0
+    for part in parts:
+        rows = part.weight.shape[0]
+        part.weight.data = fused.weight.data[offset:offset + rows]
+        if part.bias is not None:
+            part.bias.data = fused.bias.data[offset:offset + rows]
+        offset += rows
+
+
+def warm_up(engine, width: int, height: int, rows: tuple[int, ...] = (2, 4, 8),
+            quality_rows: tuple[int, ...] = (1, 4)) -> dict[str, float]:
+    """Run each (mode, batch) shape once so compiling and CUDA-graph recording happen before the
+    worker says it is ready. Returns seconds per shape ("fast x2", ...)."""
+    import numpy as np
+
+    from worker.engine.batch_generation import BatchJob, generate_batch
+    from worker.engine.generation import GenerationInputs
+    from worker.keypoints import draw_kps
+
+    face = np.random.default_rng(0).standard_normal(512).astype(np.float32)
+    kps = np.array([[0.4, 0.2], [0.6, 0.2], [0.5, 0.27], [0.42, 0.33], [0.58, 0.33]], dtype=np.float32)
+    kps_image = draw_kps(width, height, kps * np.array([width, height], dtype=np.float32))
+    shapes = [("fast", n, 2, 0.0) for n in rows] + [("quality", n, 2, 5.0) for n in quality_rows]
+    seconds = {}
+    for mode, n, steps, guidance in shapes:
+        job = GenerationInputs(prompt="a person standing", negative_prompt="", seed=0, face_embedding=face,
+                               kps_image=kps_image, num_images=n, width=width, height=height, mode=mode,
+                               steps=steps, guidance=guidance)
+        t = time.perf_counter()
+        (result,) = generate_batch(engine, [BatchJob(job)])
+        if result.error is not None:
+            raise result.error
+        seconds[f"{mode} x{n}"] = time.perf_counter() - t
+    log.info("fast engine warmed up: %s", {k: round(v, 2) for k, v in seconds.items()})
+    return seconds
