@@ -91,7 +91,7 @@ def test_scales_still_apply_per_call(tiny_engine, fast_engine):
                                               controlnet_conditioning_scale=0.0)).images[0]
     assert _mean_diff(off, default) > 1.5
     other_face = generate_images(fast_engine, inputs(num_images=1, face_embedding=face_embedding(3))).images[0]
-    assert _mean_diff(default, other_face) > 2
+    assert _mean_diff(default, other_face) > 0.9
 
 
 def test_fast_options_follow_the_setting_and_the_device():
