@@ -12,16 +12,13 @@ from shared.settings import Settings
 from tests.pipeline_inputs import face_embedding, inputs, pixels
 from worker.engine.baked_lora import tuner_layers
 from worker.engine.devices import DevicePolicy
-from worker.engine.fast_mode import FastOptions, make_fast
+from worker.engine.fast_mode import FastOptions
 from worker.engine.generation import generate_images
-from worker.engine.loading import load_engine
 
 
 @pytest.fixture(scope="module")
-def fast_engine(tiny_model_dir):
-    engine = load_engine(tiny_model_dir, DevicePolicy.decide(Settings(_env_file=None, device="cpu")))
-    make_fast(engine, FastOptions())
-    return engine
+def fast_engine(fast_tiny_engine):
+    return fast_tiny_engine
 
 
 def _mean_diff(a, b) -> float:

@@ -75,6 +75,7 @@ class IdentityPipeline:
             if self.engine is not None:
                 return self
             from worker.engine.devices import DevicePolicy
+            from worker.engine.fast_mode import FastOptions
             from worker.engine.loading import load_engine
             from worker.face.analysis import FaceAnalyzer
 
@@ -83,7 +84,7 @@ class IdentityPipeline:
             analyzer = FaceAnalyzer(self.model_dir, providers=self.settings.onnx_providers,
                                     det_size=(640, 640), min_face_px=self.settings.min_face_px)
             analyzer.load()
-            self.engine = load_engine(self.model_dir, policy)
+            self.engine = load_engine(self.model_dir, policy, fast=FastOptions.decide(self.settings, policy, self.model_dir))
             self.face_analyzer = analyzer
             if self.appearance_analyzer is None and self.settings.gemini_api_key is not None:
                 from worker.appearance import AppearanceAnalyzer

@@ -65,7 +65,7 @@ class PipelineHost:
             pipeline = _build_pipeline(settings, choice)
             pipeline.load_models()
             loaded = time.perf_counter()
-            _warm_up(pipeline)
+            _warm_up(pipeline, settings)
             warm = time.perf_counter()
             _current = cls(
                 pipeline=pipeline,
@@ -99,10 +99,12 @@ def _device_of(pipeline: Any, default: str) -> str:
     return str(getattr(policy, "device", default))
 
 
-def _warm_up(pipeline: Any) -> None:
+def _warm_up(pipeline: Any, settings: Settings) -> None:
     """Run each stage once so the first real job does not pay for lazy initialisation (ONNX
     sessions, CUDA kernels and allocator, scheduler tables): the face analyzer on a blank image,
-    then one 1-step 64x64 generation with a random identity."""
+    then one 1-step 64x64 generation with a random identity. A compiled (fast) engine instead
+    compiles and records its CUDA graphs here, at the default output size, for the batch sizes it
+    will see most (others record on first use: a replay's cost, not a compile's)."""
     import numpy as np
     from PIL import Image
 
@@ -117,6 +119,15 @@ def _warm_up(pipeline: Any) -> None:
     rng = np.random.default_rng(0)
     embedding = rng.standard_normal(512).astype(np.float32)
     kps = np.array([[22, 24], [42, 24], [32, 34], [24, 44], [40, 44]], dtype=np.float32)
+    fast = getattr(pipeline.engine, "fast", None)
+    if fast is not None and fast.compiled:
+        from shared.params import GenerationParams
+        from worker.engine.fast_mode import warm_up
+
+        size = GenerationParams.model_fields
+        rows = tuple(sorted({2, min(4, settings.max_batch_images), settings.max_batch_images}))
+        warm_up(pipeline.engine, size["width"].default, size["height"].default, rows=rows)
+        return
     inputs = GenerationInputs(prompt="a person standing", negative_prompt="", seed=0, face_embedding=embedding,
                               kps_image=draw_kps(64, 64, kps), num_images=1, width=64, height=64, steps=1)
     generate_images(pipeline.engine, inputs)

@@ -60,6 +60,16 @@ def _new_graph_step(compiled):
     return run
 
 
+def _float_timestep(_module, args, kwargs):
+    """LCM hands the networks int64 timesteps, Euler float32 ones: one dtype keeps one compiled
+    graph for both modes (the time embedding computes in float32 either way)."""
+    if len(args) > 1 and torch.is_tensor(args[1]):
+        args = (args[0], args[1].float(), *args[2:])
+    elif torch.is_tensor(kwargs.get("timestep")):
+        kwargs["timestep"] = kwargs["timestep"].float()
+    return args, kwargs
+
+
 def compile_pipeline(pipe, mode: str | None = "reduce-overhead", backend: str = "inductor") -> list[str]:
     """Compile UNet, ControlNet (when the pipeline has one) and VAE decoder in place; returns
     their names. Compilation itself happens lazily, at the first call of each (the warm-up)."""
@@ -68,6 +78,9 @@ def compile_pipeline(pipe, mode: str | None = "reduce-overhead", backend: str = 
         options["mode"] = mode
     compiled = []
     controlnet = getattr(pipe, "controlnet", None)
+    for network in (pipe.unet, controlnet):
+        if network is not None:
+            network.register_forward_pre_hook(_float_timestep, with_kwargs=True)
     unet = torch.compile(pipe.unet.forward, **options)
     # Without IdentityNet (the SDXL fallback) the UNet is the first graph of a step.
     pipe.unet.forward = unet if controlnet is not None else _new_graph_step(unet)
@@ -86,3 +99,10 @@ def graph_breaks() -> int:
     from torch._dynamo.utils import counters
 
     return int(sum(counters["graph_break"].values()))
+
+
+def uncompile_pipeline(pipe) -> None:
+    """Back to the eager forwards (the compiled ones were instance attributes over the class's)."""
+    for module in (pipe.unet, getattr(pipe, "controlnet", None), pipe.vae.decoder):
+        if module is not None:
+            module.__dict__.pop("forward", None)

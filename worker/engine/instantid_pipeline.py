@@ -54,6 +54,19 @@ class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
         emb = face_embedding.reshape(-1, 1, 1, face_embedding.shape[-1])
         return [torch.cat([torch.zeros_like(emb), emb]) if guidance else emb]
 
+    def prepare_ip_adapter_image_embeds(self, ip_adapter_image, ip_adapter_image_embeds, device,
+                                        num_images_per_prompt, do_classifier_free_guidance):
+        """diffusers repeats one image embed for every image of the call; embeds that already hold
+        one face per image row (micro-batching) pass through as they are."""
+        if ip_adapter_image_embeds is not None:
+            rows = ip_adapter_image_embeds[0].shape[0] // (2 if do_classifier_free_guidance else 1)
+            if rows > 1:
+                if rows != num_images_per_prompt:
+                    raise ValueError(f"{rows} face rows for {num_images_per_prompt} images")
+                return [e.to(device) for e in ip_adapter_image_embeds]
+        return super().prepare_ip_adapter_image_embeds(ip_adapter_image, ip_adapter_image_embeds, device,
+                                                       num_images_per_prompt, do_classifier_free_guidance)
+
     @contextmanager
     def identitynet_sees(self, tokens: torch.Tensor):
         """Within the block, the ControlNet's encoder_hidden_states are ``tokens``."""
