@@ -2,9 +2,10 @@
 ``python -m bench.pipeline --full-size``.
 
 Order, so that a run cut short still returns the most useful numbers (the JSON is rewritten
-after every case): matmul peak -> eager cases -> fast engine (prepare, compile + CUDA-graph
-warm-up per shape) -> fast cases -> micro-batching (8 single-image jobs batched vs one by one)
--> warm restart in a second process with the compile cache present.
+after every case): matmul peak -> eager cases -> fast engine uncompiled (prepare, cases,
+micro-batching: 8 single-image jobs batched vs one by one) -> torch.compile + CUDA-graph warm-up
+per shape -> compiled cases and micro-batching -> warm restart in a second process with the
+compile cache present.
 
 ``--smoke`` runs the same code on the CPU with tiny random models, 64 px, two steps, three
 micro-batched jobs and
@@ -200,9 +201,11 @@ def microbatch(engine, setup: Setup, jobs: int = 8) -> dict[str, Any]:
             "failed_jobs": failed, "peak_vram_mib": _peak_mib(setup)}
 
 
-def fast_options(setup: Setup):
+def fast_options(setup: Setup, compiled: bool = True):
     from worker.engine.fast_mode import FastOptions
 
+    if not compiled:
+        return FastOptions(cache_dir=setup.cache_dir)
     if setup.smoke:
         return FastOptions(compile_backend="aot_eager", cache_dir=setup.cache_dir)
     return FastOptions(compile_mode="reduce-overhead", cache_dir=setup.cache_dir)
@@ -215,26 +218,34 @@ def warm_up_fast(engine, setup: Setup) -> dict[str, float]:
     return warm_up(engine, setup.width, setup.height, rows=(2, 4, 8), quality_rows=(4,))
 
 
-def make_fast_and_warm(engine, setup: Setup, report: Report) -> None:
-    """Prepare and warm up the fast engine; if compiling fails, go on with the fast engine
-    uncompiled and say so in the report."""
-    from worker.engine.compiled_modules import graph_breaks, uncompile_pipeline
+def make_fast_uncompiled(engine, setup: Setup, report: Report) -> None:
     from worker.engine.fast_mode import make_fast
 
     t = time.perf_counter()
-    fast = make_fast(engine, fast_options(setup))
+    make_fast(engine, fast_options(setup, compiled=False))
     report.add("fast_engine", "prepare_s", time.perf_counter() - t)
-    report.add("fast_engine", "compiled", fast.compiled)
+
+
+def compile_and_warm(engine, setup: Setup, report: Report) -> bool:
+    """Compile the fast engine and warm it up; False (and the error in the report) when it
+    fails, with the engine back to uncompiled."""
+    from worker.engine.compiled_modules import graph_breaks, uncompile_pipeline
+    from worker.engine.fast_mode import compile_engine
+
+    report.add("fast_engine", "compiled", compile_engine(engine, fast_options(setup)))
     t = time.perf_counter()
     try:
         report.add("fast_engine", "warmup_s_per_shape", warm_up_fast(engine, setup))
-    except Exception as exc:  # noqa: BLE001 - the bench reports a failed compile and measures the rest
+        ok = True
+    except Exception as exc:  # noqa: BLE001 - the bench reports a failed compile and goes on
         report.add("fast_engine", "compile_error", f"{type(exc).__name__}: {exc}"[:2000])
         uncompile_pipeline(engine.pipe)
-        fast.compiled, fast.min_rows = [], 1
-        print(f"compile failed, measuring the fast engine uncompiled: {exc!r}", flush=True)
+        engine.fast.compiled, engine.fast.min_rows = [], 1
+        print(f"compile failed: {exc!r}", flush=True)
+        ok = False
     report.add("fast_engine", "compile_and_warmup_s", time.perf_counter() - t)
     report.add("fast_engine", "graph_breaks", graph_breaks())
+    return ok
 
 
 def restart_probe(setup: Setup) -> dict[str, Any]:
@@ -287,19 +298,36 @@ def run(setup: Setup, out: Path) -> Report:
     engine = build_engine(setup)
     report.add("floor", "build_random_models_s", time.perf_counter() - t)
     for case in CASES:
-        report.add("eager", case.name, time_case(engine, setup, case, peak, warm=True))
-        _print_case("eager", case.name, report.data["eager"][case.name])
-    make_fast_and_warm(engine, setup, report)
+        _guarded(report, "eager", case.name, lambda c=case: time_case(engine, setup, c, peak, warm=True))
+    # The fast engine without compiling first: cheap, and what a run cut short by a long
+    # compile still reports.
+    make_fast_uncompiled(engine, setup, report)
     for case in CASES:
-        report.add("fast", case.name, time_case(engine, setup, case, peak, warm=False))
-        _print_case("fast", case.name, report.data["fast"][case.name])
+        _guarded(report, "fast", case.name, lambda c=case: time_case(engine, setup, c, peak, warm=True))
     jobs = 3 if setup.smoke else 8
-    report.add("microbatch", f"fast 4 steps, {jobs} jobs x1", microbatch(engine, setup, jobs))
+    _guarded(report, "microbatch", f"fast 4 steps, {jobs} jobs x1", lambda: microbatch(engine, setup, jobs))
+    if compile_and_warm(engine, setup, report):
+        for case in CASES:
+            _guarded(report, "compiled", case.name, lambda c=case: time_case(engine, setup, c, peak, warm=True))
+        _guarded(report, "microbatch", f"compiled, {jobs} jobs x1", lambda: microbatch(engine, setup, jobs))
     del engine
     _free_device_memory()
     run_restart_probe(setup, report, out)
     print_table(report.data)
     return report
+
+
+def _guarded(report: Report, section: str, name: str, measure) -> None:
+    """Measure one case; a failure is recorded in the report and the run goes on."""
+    try:
+        result = measure()
+    except Exception as exc:  # noqa: BLE001 - one failed case must not lose the others
+        report.add(section, name, {"error": f"{type(exc).__name__}: {exc}"[:2000]})
+        print(f"{section} {name} FAILED: {exc!r}", flush=True)
+        return
+    report.add(section, name, result)
+    if "s_per_call" in result:
+        _print_case(section, name, result)
 
 
 def _free_device_memory() -> None:

@@ -14,23 +14,32 @@ def _f(value: Any, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _speedup(base: dict, new: dict) -> float | None:
+    return base["s_per_call"] / new["s_per_call"] if base and new else None
+
+
 def _case_rows(data: dict) -> list[str]:
-    eager, fast = data.get("eager", {}), data.get("fast", {})
-    rows = ["| case | eager s/call | eager s/image | fast s/call | fast s/image | speed-up | fast × floor "
-            "| eager × floor | peak VRAM eager / fast (GiB) |", "|---|---|---|---|---|---|---|---|---|"]
-    for name in dict.fromkeys([*eager, *fast]):
-        e, f = eager.get(name, {}), fast.get(name, {})
-        speed = e["s_per_call"] / f["s_per_call"] if e and f else None
-        vram = "/".join(_f(x.get("peak_vram_mib") and x["peak_vram_mib"] / 1024, 1) for x in (e, f))
-        rows.append(f"| {name} | {_f(e.get('s_per_call'))} | {_f(e.get('s_per_image'))} | {_f(f.get('s_per_call'))} "
-                    f"| {_f(f.get('s_per_image'))} | {_f(speed, 2)} | {_f(f.get('x_floor'), 2)} "
-                    f"| {_f(e.get('x_floor'), 2)} | {vram} |")
+    sections = [{n: ({} if "error" in r else r) for n, r in data.get(k, {}).items()} for k in ("eager", "fast", "compiled")]
+    eager, fast, compiled = sections
+    rows = ["| case | eager s/call (s/image) | fast, not compiled: s/call (s/image) | speed-up | compiled: s/call "
+            "(s/image) | speed-up | × floor eager / fast / compiled | peak VRAM eager / fast / compiled (GiB) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys([*eager, *fast, *compiled]):
+        e, f, c = eager.get(name, {}), fast.get(name, {}), compiled.get(name, {})
+        cell = [f"{_f(x.get('s_per_call'))} ({_f(x.get('s_per_image'))})" if x else "—" for x in (e, f, c)]
+        floors = " / ".join(_f(x.get("x_floor"), 2) for x in (e, f, c))
+        vram = " / ".join(_f(x.get("peak_vram_mib") and x["peak_vram_mib"] / 1024, 1) for x in (e, f, c))
+        rows.append(f"| {name} | {cell[0]} | {cell[1]} | {_f(_speedup(e, f), 2)} | {cell[2]} | {_f(_speedup(e, c), 2)} "
+                    f"| {floors} | {vram} |")
     return rows
 
 
 def _other_rows(data: dict) -> list[str]:
     lines = []
     for name, m in data.get("microbatch", {}).items():
+        if "error" in m:
+            lines.append(f"- micro-batching, {name}: failed: {m['error'][:300]}")
+            continue
         lines.append(f"- micro-batching, {name}: one by one {_f(m['one_by_one_s'])} s, batched {_f(m['batched_s'])} s "
                      f"({_f(m['speedup'], 2)}× sooner); failed jobs: {len(m['failed_jobs'])}")
     fe = data.get("fast_engine", {})
@@ -50,6 +59,10 @@ def _other_rows(data: dict) -> list[str]:
     floor = data.get("floor", {})
     if floor:
         lines.append(f"- measured fp16 matmul peak {_f(floor.get('matmul_peak_tflops'), 0)} TFLOP/s (the floor's rate)")
+    for section in ("eager", "fast", "compiled"):
+        for name, r in data.get(section, {}).items():
+            if "error" in r:
+                lines.append(f"- {section} {name} failed: {r['error'][:300]}")
     return lines
 
 

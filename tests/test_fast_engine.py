@@ -96,9 +96,12 @@ def test_fast_options_follow_the_setting_and_the_device():
     cuda = DevicePolicy("cuda", "float16", False, False, reason="test")
     offload = DevicePolicy("cuda", "float16", True, False, reason="test")
     auto = Settings(_env_file=None)
+    compiling = Settings(_env_file=None, engine_compile=True)
     assert FastOptions.decide(auto, cpu, "m") is None
-    assert FastOptions.decide(auto, cuda, "m").compile_mode == "reduce-overhead"
-    assert FastOptions.decide(auto, offload, "m").compile_mode is None
+    assert FastOptions.decide(auto, cuda, "m").compile_mode is None
+    assert FastOptions.decide(compiling, cuda, "m").compile_mode == "reduce-overhead"
+    assert FastOptions.decide(compiling, offload, "m").compile_mode is None
+    assert FastOptions.decide(Settings(_env_file=None, engine_fast="on", engine_compile=True), cpu, "m").compile_mode is None
     assert FastOptions.decide(Settings(_env_file=None, engine_fast="off"), cuda, "m") is None
     on_cpu = FastOptions.decide(Settings(_env_file=None, engine_fast="on"), cpu, "m")
     assert on_cpu is not None and on_cpu.compile_mode is None

@@ -1,6 +1,8 @@
 """The fast engine: the same pipeline and stages, arranged for the GPU's sake. On by default with
 CUDA (``IDBODY_ENGINE_FAST=auto``), off on the CPU, where the plain path is what runs and what
-every benchmark compares against.
+every benchmark compares against. Compiling (step 5) is a separate switch,
+``IDBODY_ENGINE_COMPILE``, off by default until its compile time is brought down (see
+bench/README.md).
 
 What ``make_fast`` does to a loaded engine, in order:
 
@@ -15,7 +17,8 @@ What ``make_fast`` does to a loaded engine, in order:
    baked LoRA still updates them in place;
 4. per-row IP-Adapter and IdentityNet scales (worker.engine.row_scales), which micro-batching
    needs and which keep scale values out of compiled graphs;
-5. on CUDA, torch.compile with CUDA graphs (worker.engine.compiled_modules), caches on disk.
+5. on CUDA when ``engine_compile`` is set, torch.compile with CUDA graphs
+   (worker.engine.compiled_modules), caches on disk.
 
 Example::
 
@@ -45,12 +48,13 @@ class FastOptions:
 
     @classmethod
     def decide(cls, settings, policy, model_dir: Path) -> "FastOptions | None":
-        """auto: fast with CUDA; compile only with CUDA and the whole pipeline resident (model
-        offload moves weights between calls, which CUDA graphs cannot follow)."""
+        """auto: fast with CUDA; compile when asked (``engine_compile``), only with CUDA and the
+        whole pipeline resident (model offload moves weights between calls, which CUDA graphs
+        cannot follow)."""
         wanted = settings.engine_fast
         if wanted == "off" or (wanted == "auto" and policy.device != "cuda"):
             return None
-        compiles = policy.device == "cuda" and not policy.cpu_offload
+        compiles = settings.engine_compile and policy.device == "cuda" and not policy.cpu_offload
         cache = settings.compile_cache_dir or Path(model_dir) / ".compile-cache"
         return cls(compile_mode="reduce-overhead" if compiles else None, cache_dir=cache)
 
@@ -69,7 +73,6 @@ def make_fast(engine, options: FastOptions) -> FastEngine:
     import torch
 
     from worker.engine.baked_lora import BakedLora
-    from worker.engine.compiled_modules import MIN_ROWS, compile_pipeline, use_compile_cache
     from worker.engine.lcm_mode import LCM_ADAPTER
     from worker.engine.row_scales import RowScales
 
@@ -86,15 +89,24 @@ def make_fast(engine, options: FastOptions) -> FastEngine:
         fused = sum(fuse_plain_attention_qkv(m) for m in networks)
         log.info("fused QKV projections in %d attention modules", fused)
     scales = RowScales.install(pipe) if engine.method == "instantid" else None
-    compiled: list[str] = []
-    if options.compile_mode is not None or options.compile_backend != "inductor":
-        if options.cache_dir is not None:
-            use_compile_cache(options.cache_dir)
-        compiled = compile_pipeline(pipe, options.compile_mode, options.compile_backend)
     engine.modes.use("fast")
-    engine.fast = FastEngine(options=options, row_scales=scales, min_rows=MIN_ROWS if compiled else 1,
-                             compiled=compiled, prepare_s=time.perf_counter() - started)
+    engine.fast = FastEngine(options=options, row_scales=scales, min_rows=1, compiled=[],
+                             prepare_s=time.perf_counter() - started)
+    if options.compile_mode is not None or options.compile_backend != "inductor":
+        compile_engine(engine, options)
     return engine.fast
+
+
+def compile_engine(engine, options: FastOptions) -> list[str]:
+    """Step 5 alone (the bench measures the fast engine without it first): torch.compile the
+    networks; compiling itself happens at the first call of each shape (``warm_up``)."""
+    from worker.engine.compiled_modules import MIN_ROWS, compile_pipeline, use_compile_cache
+
+    if options.cache_dir is not None:
+        use_compile_cache(options.cache_dir)
+    engine.fast.compiled = compile_pipeline(engine.pipe, options.compile_mode, options.compile_backend)
+    engine.fast.min_rows = MIN_ROWS
+    return engine.fast.compiled
 
 
 def fuse_plain_attention_qkv(model) -> int:
