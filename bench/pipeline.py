@@ -102,7 +102,7 @@ def bench_full_size(args) -> int:
     size = (64, 64) if args.smoke else (768, 1024)
     setup = Setup(smoke=args.smoke, device=device, width=size[0], height=size[1],
                   repeats=1 if args.smoke else args.repeats, cache_dir=Path(args.cache_dir),
-                  deadline=time.monotonic() + args.budget_s)
+                  deadline=time.monotonic() + args.budget_s, quick=args.quick)
     out = Path(args.out) if args.out else RESULTS / ("pipeline_smoke.json" if args.smoke else "pipeline_full_size.json")
     if args.restart_probe:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                         "the warm-restart probe gets what is left")
     parser.add_argument("--cache-dir", default="/tmp/idbody-bench-compile-cache", help="--full-size: compile cache")
     parser.add_argument("--out", default=None, help="--full-size: JSON path")
+    parser.add_argument("--quick", action="store_true", help="--full-size: eager vs fast engine without compiling, "
+                        "no x8 case, no restart probe (fits a short GPU lease)")
     parser.add_argument("--restart-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.full_size or args.restart_probe:

@@ -6,19 +6,19 @@ bench/README.md).
 
 What ``make_fast`` does to a loaded engine, in order:
 
-1. channels-last memory for UNet, IdentityNet and VAE (group norm and convolutions run on NHWC
-   kernels instead of transposing);
-2. the LCM-LoRA baked into the UNet weights with no PEFT wrapper left (worker.engine.baked_lora),
+1. the LCM-LoRA baked into the UNet weights with no PEFT wrapper left (worker.engine.baked_lora),
    the mode switch restoring the exact base weights for quality mode;
-3. fused QKV projections (diffusers' ``Attention.fuse_projections`` + ``FusedAttnProcessor2_0``)
+2. fused QKV projections (diffusers' ``Attention.fuse_projections`` + ``FusedAttnProcessor2_0``)
    on every attention whose processor is the plain one. diffusers' model-wide
    ``fuse_qkv_projections`` would also replace the IP-Adapter processors (and so drop the face),
    so it is applied per module; q/k/v keep their names as views into the fused weight, so the
    baked LoRA still updates them in place;
-4. per-row IP-Adapter and IdentityNet scales (worker.engine.row_scales), which micro-batching
+3. per-row IP-Adapter and IdentityNet scales (worker.engine.row_scales), which micro-batching
    needs and which keep scale values out of compiled graphs;
-5. on CUDA when ``engine_compile`` is set, torch.compile with CUDA graphs
-   (worker.engine.compiled_modules), caches on disk.
+4. on CUDA when ``engine_compile`` is set: channels-last memory for UNet, IdentityNet and VAE,
+   then torch.compile with CUDA graphs (worker.engine.compiled_modules), caches on disk.
+   Channels-last only together with the compiler, which generates NHWC kernels for group norm:
+   in eager PyTorch it made the H100's VAE decode 1.7x slower (bench/README.md)
 
 Example::
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FastOptions:
-    channels_last: bool = True
+    channels_last: bool = True               # applied with compiling only (step 4)
     fuse_qkv: bool = True
     compile_mode: str | None = None          # "reduce-overhead" (CUDA graphs) | "max-autotune" | None
     compile_backend: str = "inductor"        # "aot_eager" traces without generating kernels (CPU checks)
@@ -70,8 +70,6 @@ class FastEngine:
 
 def make_fast(engine, options: FastOptions) -> FastEngine:
     """Rearrange a loaded engine for speed, in place; returns (and sets) ``engine.fast``."""
-    import torch
-
     from worker.engine.baked_lora import BakedLora
     from worker.engine.lcm_mode import LCM_ADAPTER
     from worker.engine.row_scales import RowScales
@@ -80,9 +78,6 @@ def make_fast(engine, options: FastOptions) -> FastEngine:
     pipe = engine.pipe
     engine.modes.use("quality")  # LoRA off: the weights are the base weights while baking
     networks = [m for m in (pipe.unet, getattr(pipe, "controlnet", None), pipe.vae) if m is not None]
-    if options.channels_last:
-        for module in networks:
-            module.to(memory_format=torch.channels_last)
     if engine.modes.lcm_loaded:
         engine.modes.baked = BakedLora.bake(pipe.unet, LCM_ADAPTER)
     if options.fuse_qkv:
@@ -98,9 +93,18 @@ def make_fast(engine, options: FastOptions) -> FastEngine:
 
 
 def compile_engine(engine, options: FastOptions) -> list[str]:
-    """Step 5 alone (the bench measures the fast engine without it first): torch.compile the
-    networks; compiling itself happens at the first call of each shape (``warm_up``)."""
+    """Step 4 alone (the bench measures the fast engine without it first): channels-last and
+    torch.compile of the networks; compiling itself happens at the first call of each shape
+    (``warm_up``)."""
+    import torch
+
     from worker.engine.compiled_modules import MIN_ROWS, compile_pipeline, use_compile_cache
+
+    pipe = engine.pipe
+    if options.channels_last:
+        for module in (pipe.unet, getattr(pipe, "controlnet", None), pipe.vae):
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
 
     if options.cache_dir is not None:
         use_compile_cache(options.cache_dir)
