@@ -93,7 +93,7 @@ def build_engine(setup: Setup, seed: int = 0):
     policy = DevicePolicy.decide(Settings(_env_file=None, device=setup.device))
     if not setup.smoke:
         return build_full_size_engine(policy, seed)
-    from worker.engine import tiny
+    from worker.tiny import model_dir as tiny
 
     unet = tiny._unet(seed)
     text = dict(hidden_size=tiny.TEXT_HIDDEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -132,7 +132,7 @@ def sample_inputs(setup: Setup, case: Case, seed: int = 0, person: int = 0):
     import numpy as np
 
     from worker.engine.generation import GenerationInputs
-    from worker.keypoints import draw_kps
+    from worker.face.keypoints import draw_kps
 
     w, h = setup.width, setup.height
     kps = np.array([[0.4, 0.2], [0.6, 0.2], [0.5, 0.27], [0.42, 0.33], [0.58, 0.33]], dtype=np.float32)

@@ -161,9 +161,11 @@ def _identity_rows(engine, rows, guidance_on: bool) -> dict[str, Any]:
 def _run_pass(engine, jobs: list[_LiveJob]) -> None:
     import torch
 
+    from worker.engine.instantid_pipeline import guidance_applies
+
     pipe, shape = engine.pipe, jobs[0].inputs
     engine.modes.use(shape.mode)
-    guidance_on = shape.guidance > 1
+    guidance_on = guidance_applies(pipe, shape.guidance)
     min_rows = getattr(engine.fast, "min_rows", 1)
     rows = _rows(jobs, min_rows if not guidance_on else (min_rows + 1) // 2)
     generators = [torch.Generator(engine.policy.generator_device()).manual_seed(job.inputs.seed + i)

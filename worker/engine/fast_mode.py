@@ -156,7 +156,7 @@ def warm_up(engine, width: int, height: int, rows: tuple[int, ...] = (2, 4, 8),
 
     from worker.engine.batch_generation import BatchJob, generate_batch
     from worker.engine.generation import GenerationInputs
-    from worker.keypoints import draw_kps
+    from worker.face.keypoints import draw_kps
 
     face = np.random.default_rng(0).standard_normal(512).astype(np.float32)
     kps = np.array([[0.4, 0.2], [0.6, 0.2], [0.5, 0.27], [0.42, 0.33], [0.58, 0.33]], dtype=np.float32)

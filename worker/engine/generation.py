@@ -107,9 +107,11 @@ def generate_images(engine, inputs: GenerationInputs, progress: Progress | None 
     if getattr(engine, "fast", None) is not None:
         return _generate_as_batch(engine, inputs, progress)
 
+    from worker.engine.instantid_pipeline import guidance_applies
+
     pipe, sync = engine.pipe, _sync_for(engine.policy.device)
     engine.modes.use(inputs.mode)
-    guidance_on = inputs.guidance > 1
+    guidance_on = guidance_applies(pipe, inputs.guidance)
     generators = [torch.Generator(engine.policy.generator_device()).manual_seed(inputs.seed + i)
                   for i in range(inputs.num_images)]
     t0 = time.perf_counter()
