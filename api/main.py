@@ -18,10 +18,12 @@ from fastapi import FastAPI
 from api.errors import install_error_handlers
 from api.metrics import install_metrics
 from api.routes import health, jobs
+from shared.deployment import check_deployment
 from shared.jobs.store import JobStore
 from shared.log_redaction import install_log_redaction
 from shared.settings import Settings, get_settings
 from shared.storage import Storage
+from shared.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ DESCRIPTION = (
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    setup_tracing(settings, "idbody-api")  # off (and nothing imported) unless IDBODY_OTEL_ENDPOINT is set
     # celery costs ~0.2 s to import; the gateway's import stays light and pays it at start
     from shared.celery_app import make_celery
 
@@ -88,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings or get_settings()
+    check_deployment(app.state.settings)  # a container without its public URL does not start
     install_error_handlers(app)
     install_metrics(app)
     install_log_redaction()
