@@ -85,10 +85,9 @@ class Setup:
 
 def build_engine(setup: Setup, seed: int = 0):
     """The plain engine: architecture-exact random fp16 models on CUDA, tiny ones for --smoke."""
+    from bench.full_size import assemble_engine, build_full_size_engine
     from shared.settings import Settings
     from worker.engine.devices import DevicePolicy
-
-    from bench.full_size import assemble_engine, build_full_size_engine
 
     policy = DevicePolicy.decide(Settings(_env_file=None, device=setup.device))
     if not setup.smoke:
@@ -96,8 +95,8 @@ def build_engine(setup: Setup, seed: int = 0):
     from worker.tiny import model_dir as tiny
 
     unet = tiny._unet(seed)
-    text = dict(hidden_size=tiny.TEXT_HIDDEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                hidden_act="gelu")
+    text = {"hidden_size": tiny.TEXT_HIDDEN, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "hidden_act": "gelu"}
     vae = {k: v for k, v in tiny._vae(seed).config.items() if not k.startswith("_")}
     return assemble_engine(policy, seed, unet_config={k: v for k, v in unet.config.items() if not k.startswith("_")},
                            vae_config=vae, text_configs=(text, {**text, "projection_dim": tiny.TEXT2_PROJECTION}))
@@ -275,7 +274,7 @@ def run_restart_probe(setup: Setup, report: Report, out: Path) -> None:
                "--out", str(probe_out)] + (["--smoke"] if setup.smoke else [])
     t = time.perf_counter()
     try:
-        done = subprocess.run(command, timeout=budget, capture_output=True, text=True, env=dict(os.environ))
+        done = subprocess.run(command, timeout=budget, capture_output=True, text=True, env=dict(os.environ), check=False)
         result = json.loads(probe_out.read_text()) if probe_out.is_file() else {}
         result.update(process_s=time.perf_counter() - t, rc=done.returncode)
         if done.returncode:
@@ -315,7 +314,7 @@ def run(setup: Setup, out: Path) -> Report:
         for case in CASES:
             _guarded(report, "compiled", case.name, lambda c=case: time_case(engine, setup, c, peak, warm=True))
         _guarded(report, "microbatch", f"compiled, {jobs} jobs x1", lambda: microbatch(engine, setup, jobs))
-    del engine
+    engine = None  # drop the engine before the probe takes the GPU
     _free_device_memory()
     run_restart_probe(setup, report, out)
     print_table(report.data)

@@ -21,8 +21,8 @@ def _speedup(base: dict, new: dict) -> float | None:
 def _case_rows(data: dict) -> list[str]:
     sections = [{n: ({} if "error" in r else r) for n, r in data.get(k, {}).items()} for k in ("eager", "fast", "compiled")]
     eager, fast, compiled = sections
-    rows = ["| case | eager s/call (s/image) | fast, not compiled: s/call (s/image) | speed-up | compiled: s/call "
-            "(s/image) | speed-up | × floor eager / fast / compiled | peak VRAM eager / fast / compiled (GiB) |",
+    rows = [("| case | eager s/call (s/image) | fast, not compiled: s/call (s/image) | speed-up | compiled: s/call "
+             "(s/image) | speed-up | × floor eager / fast / compiled | peak VRAM eager / fast / compiled (GiB) |"),
             "|---|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys([*eager, *fast, *compiled]):
         e, f, c = eager.get(name, {}), fast.get(name, {}), compiled.get(name, {})
@@ -55,7 +55,7 @@ def _other_rows(data: dict) -> list[str]:
             lines.append(f"- warm restart (second process, compile cache present): prepare + warm-up to ready "
                          f"{_f(restart['restart_to_ready_s'], 1)} s (warm-up {_f(restart['warmup_s'], 1)} s)")
         else:
-            lines.append(f"- warm restart: {dict((k, v) for k, v in restart.items() if k != 'stderr_tail')}")
+            lines.append(f"- warm restart: { {k: v for k, v in restart.items() if k != 'stderr_tail'} }")
     floor = data.get("floor", {})
     if floor:
         lines.append(f"- measured fp16 matmul peak {_f(floor.get('matmul_peak_tflops'), 0)} TFLOP/s (the floor's rate)")

@@ -52,7 +52,7 @@ class BakedLora:
 
     @classmethod
     @torch.no_grad()
-    def bake(cls, model: torch.nn.Module, adapter: str) -> "BakedLora":
+    def bake(cls, model: torch.nn.Module, adapter: str) -> BakedLora:
         """Replace every PEFT LoRA wrapper in ``model`` by its base layer. The wrappers must not be
         merged (the base weights are what is kept)."""
         from peft.tuners.tuners_utils import BaseTunerLayer

@@ -73,7 +73,7 @@ def _float_timestep(_module, args, kwargs):
 def compile_pipeline(pipe, mode: str | None = "reduce-overhead", backend: str = "inductor") -> list[str]:
     """Compile UNet, ControlNet (when the pipeline has one) and VAE decoder in place; returns
     their names. Compilation itself happens lazily, at the first call of each (the warm-up)."""
-    options = dict(dynamic=True, fullgraph=False, backend=backend)
+    options = {"dynamic": True, "fullgraph": False, "backend": backend}
     if backend == "inductor":
         options["mode"] = mode
     compiled = []

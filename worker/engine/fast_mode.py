@@ -47,7 +47,7 @@ class FastOptions:
     cache_dir: Path | None = None
 
     @classmethod
-    def decide(cls, settings, policy, model_dir: Path) -> "FastOptions | None":
+    def decide(cls, settings, policy, model_dir: Path) -> FastOptions | None:
         """auto: fast with CUDA; compile when asked (``engine_compile``), only with CUDA and the
         whole pipeline resident (model offload moves weights between calls, which CUDA graphs
         cannot follow)."""
@@ -116,7 +116,11 @@ def compile_engine(engine, options: FastOptions) -> list[str]:
 def fuse_plain_attention_qkv(model) -> int:
     """Fuse q/k/v (self-attention) or k/v (cross-attention) of every attention module whose
     processor is diffusers' plain one; leaves IP-Adapter processors alone. Returns the count."""
-    from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
+    from diffusers.models.attention_processor import (
+        Attention,
+        AttnProcessor2_0,
+        FusedAttnProcessor2_0,
+    )
 
     count = 0
     for name, module in model.named_modules():

@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -77,7 +78,7 @@ class BatchClock:
         steps = self.marks
         return {
             "prompt_encode_s": self.encoded_at - self.started,
-            "denoise_step_s": [self._seconds(a, b) for a, b in zip(steps, steps[1:])],
+            "denoise_step_s": [self._seconds(a, b) for a, b in itertools.pairwise(steps)],
             "decode_s": self._seconds(steps[-1], end),
             "generate_s": time.perf_counter() - self.started,
         }

@@ -33,7 +33,7 @@ class RowScales:
         self.device, self.dtype = device, dtype
 
     @classmethod
-    def install(cls, pipe) -> "RowScales":
+    def install(cls, pipe) -> RowScales:
         """Hook the UNet's IP-Adapter value projections and the ControlNet; set the processors'
         own scales to 1 (the hooks carry the scale from now on)."""
         param = next(pipe.unet.parameters())

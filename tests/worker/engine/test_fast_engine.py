@@ -54,7 +54,7 @@ def test_fast_mode_gives_the_plain_engines_images(tiny_engine, fast_engine):
 
 
 def test_quality_mode_and_back_match_the_plain_engine(tiny_engine, fast_engine):
-    quality = dict(num_images=1, mode="quality", steps=2, guidance=5.0)
+    quality = {"num_images": 1, "mode": "quality", "steps": 2, "guidance": 5.0}
     plain_quality = generate_images(tiny_engine, inputs(**quality)).images[0]
     fast_quality = generate_images(fast_engine, inputs(**quality)).images[0]
     assert not fast_engine.modes.fused
@@ -79,7 +79,7 @@ def test_fused_qkv_is_used_and_shares_the_lora_updates(fast_engine):
 
 
 def test_scales_still_apply_per_call(tiny_engine, fast_engine):
-    kw = dict(num_images=1, ip_adapter_scale=0.3, controlnet_conditioning_scale=0.5)
+    kw = {"num_images": 1, "ip_adapter_scale": 0.3, "controlnet_conditioning_scale": 0.5}
     plain = generate_images(tiny_engine, inputs(**kw)).images[0]
     fast = generate_images(fast_engine, inputs(**kw)).images[0]
     assert _close(plain, fast)
