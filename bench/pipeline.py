@@ -50,7 +50,8 @@ def _peak_memory() -> dict:
 
 
 def _print_table(title: str, cases: dict[str, dict], per_image: int) -> None:
-    stages = ["face_analysis_s", "prompt_encode_s", "denoise_step_s", "decode_s", "generate_s", "total_s"]
+    stages = ["face_analysis_s", "prompt_encode_s", "denoise_step_s", "decode_s", "generate_s", "identity_score_s",
+              "total_s"]
     names = list(cases)
     print(f"\n{title}")
     print(f"{'stage':<22}" + "".join(f"{n:>28}" for n in names))

@@ -68,12 +68,18 @@ class ResultImage(BaseModel):
     key: str  # object key in the results bucket; URLs are made when read
     width: int
     height: int
+    # likeness: cosine of the upload's face embedding and this image's largest face (None: no face)
+    identity_score: float | None = None
+    face_found: bool | None = None
+    below_threshold: bool = False
+    seed: int | None = None
 
 
 class JobResult(BaseModel):
     images: list[ResultImage] = Field(default_factory=list)
     analysis: dict[str, Any] = Field(default_factory=dict)
     method: str = "instantid"
+    profile: str | None = None  # "instantid" (released weights) or "tiny" (random weights)
     note: str | None = None
 
 

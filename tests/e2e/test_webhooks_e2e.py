@@ -15,9 +15,10 @@ from standardwebhooks.webhooks import Webhook
 from shared.access.api_keys import ApiKeyStore
 from shared.jobs.store import JobStore
 from shared.storage import Storage
-from idbody.stack.service import ServiceStack, drawn_face_jpeg, stack_settings
-from tests.e2e.limits import StackLimits, measure_limits
 from idbody.stack.polling import until
+from idbody.stack.service import ServiceStack, stack_settings
+from tests.e2e.limits import StackLimits, measure_limits
+from tests.face_photos import tom_jpeg
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
@@ -74,7 +75,7 @@ def receiver():
 
 def _submit(stack, headers, **fields) -> dict:
     r = httpx.post(stack.base_url + SUBMIT, data={**FIELDS, **fields}, headers=headers, timeout=60,
-                   files={"face_image": ("me.jpg", drawn_face_jpeg(), "image/jpeg")})
+                   files={"face_image": ("me.jpg", tom_jpeg(), "image/jpeg")})
     assert r.status_code == 202, r.text
     return r.json()
 

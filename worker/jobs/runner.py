@@ -126,13 +126,26 @@ def generate_job_result(record: JobRecord, pipeline: Any, storage: Any, on_step:
     face = Image.open(io.BytesIO(storage.get_upload(record.upload_key))).convert("RGB")
     out = pipeline.generate(face, params, progress=on_step)
     on_step.stage(JobStage.UPLOADING)
+    details = out.get("image_details") or [{} for _ in out["images"]]
+    observe_identity_scores(details)
     images = []
-    for index, image in enumerate(out["images"]):
+    for index, (image, detail) in enumerate(zip(out["images"], details)):
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         key = storage.put_result(record.request_id, index, buf.getvalue())
-        images.append(ResultImage(id=f"{record.request_id}-{index}", key=key, width=image.width, height=image.height))
-    return JobResult(images=images, analysis=out.get("analysis") or {}, method=out.get("method", "instantid"), note=out.get("note"))
+        images.append(ResultImage(id=f"{record.request_id}-{index}", key=key, width=image.width,
+                                  height=image.height, **detail))
+    return JobResult(images=images, analysis=out.get("analysis") or {}, method=out.get("method", "instantid"),
+                     profile=out.get("profile"), note=out.get("note"))
+
+
+def observe_identity_scores(details: list[dict[str, Any]]) -> None:
+    """Feed the returned images' identity scores to the worker's histogram."""
+    from worker.metrics import process_metrics
+
+    for detail in details:
+        if "face_found" in detail:
+            process_metrics().identity_scored(detail.get("identity_score"))
 
 
 def error_for(exc: BaseException) -> JobError:
