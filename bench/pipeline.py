@@ -3,10 +3,11 @@
 Default: the tiny profile on this machine through the whole Python API (face analysis of a real
 photo -> prompt -> kps -> 4 x 128 px), fast (LCM) and quality (Euler + guidance) modes.
 ``--full-size``: architecture-exact SDXL + IdentityNet + IP-Adapter with random fp16 weights on a
-CUDA GPU, 4 images 768 wide x 1024 high at LCM 4 steps and at 30 steps with guidance 5.
+CUDA GPU at 768 wide x 1024 high: the plain eager engine vs the fast engine (bench.fast_engine).
 
-    python -m bench.pipeline                  # writes bench/results/pipeline.json
-    python -m bench.pipeline --full-size      # writes bench/results/pipeline_full_size.json
+    python -m bench.pipeline                          # writes bench/results/pipeline.json
+    python -m bench.pipeline --full-size              # writes bench/results/pipeline_full_size.json
+    python -m bench.pipeline --full-size --smoke      # the same bench on the CPU, tiny models
 """
 
 from __future__ import annotations
@@ -86,52 +87,55 @@ def bench_tiny(repeats: int, threads: int | None) -> dict:
             "images": 4, "size": [128, 128], "cases": results, **_peak_memory()}
 
 
-def bench_full_size(repeats: int) -> dict:
-    import numpy as np
+def bench_full_size(args) -> int:
+    """Eager baseline vs fast engine (bench.fast_engine), JSON rewritten after every case."""
+    import time
+
     import torch
 
-    from bench.full_size import build_full_size_engine
-    from shared.settings import Settings
-    from worker.engine.devices import DevicePolicy
-    from worker.engine.generation import GenerationInputs, generate_images
-    from worker.face.keypoints import draw_kps, retarget_kps
+    from bench.fast_engine import Setup, restart_probe, run
 
-    if not torch.cuda.is_available():
-        print("--full-size needs a CUDA GPU; none is visible here. Nothing was measured.", file=sys.stderr)
-        raise SystemExit(2)
-    engine = build_full_size_engine(DevicePolicy.decide(Settings(_env_file=None, device="cuda")))
-    width, height = 768, 1024
-    portrait = np.array([[180, 200], [280, 200], [230, 260], [190, 320], [270, 320]], dtype=np.float32)
-    kps_image = draw_kps(width, height, retarget_kps(portrait, width, height, "standing"))
-    embedding = np.random.default_rng(0).normal(size=512).astype(np.float32)
-    cases = {"lcm 4 steps": dict(mode="fast", steps=4, guidance=0.0),
-             "euler 30 steps g5": dict(mode="quality", steps=30, guidance=5.0)}
-    results = {}
-    for name, kw in cases.items():
-        inputs = GenerationInputs(prompt="full body photo of a person standing", negative_prompt="blurry",
-                                  seed=0, face_embedding=embedding, kps_image=kps_image, num_images=4,
-                                  width=width, height=height, **kw)
-        generate_images(engine, GenerationInputs(**{**inputs.__dict__, "steps": 1}))  # warm-up
-        torch.cuda.reset_peak_memory_stats()
-        runs = [generate_images(engine, inputs).timings for _ in range(repeats)]
-        results[name] = {**_summary(runs), "peak_vram_mib": torch.cuda.max_memory_allocated() / 2**20}
-    _print_table(f"full-size random fp16 on {torch.cuda.get_device_name()}, 4 x {width}x{height}", results, 4)
-    for name, r in results.items():
-        print(f"peak VRAM {name}: {r['peak_vram_mib']:.0f} MiB")
-    return {"profile": "full-size-random-fp16", "gpu": torch.cuda.get_device_name(), "repeats": repeats,
-            "images": 4, "size": [width, height], "cases": results, **_peak_memory()}
+    device = "cpu" if args.smoke else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        print("--full-size needs a CUDA GPU; none is visible here (--smoke runs the bench on the CPU). "
+              "Nothing was measured.", file=sys.stderr)
+        return 2
+    size = (64, 64) if args.smoke else (768, 1024)
+    setup = Setup(smoke=args.smoke, device=device, width=size[0], height=size[1],
+                  repeats=1 if args.smoke else args.repeats, cache_dir=Path(args.cache_dir),
+                  deadline=time.monotonic() + args.budget_s, quick=args.quick)
+    out = Path(args.out) if args.out else RESULTS / ("pipeline_smoke.json" if args.smoke else "pipeline_full_size.json")
+    if args.restart_probe:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(restart_probe(setup), indent=2))
+        return 0
+    run(setup, out)
+    print(f"\nwrote {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full-size", action="store_true", help="architecture-exact random fp16 models on CUDA")
+    parser.add_argument("--full-size", action="store_true", help="architecture-exact random fp16 models on CUDA: "
+                        "eager baseline vs fast engine, micro-batching, compile and warm restart")
+    parser.add_argument("--smoke", action="store_true", help="with --full-size: the same bench on the CPU with tiny "
+                        "models (checks the bench runs; its timings mean nothing)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (tiny profile)")
+    parser.add_argument("--budget-s", type=float, default=460, help="--full-size: seconds the whole run may take; "
+                        "the warm-restart probe gets what is left")
+    parser.add_argument("--cache-dir", default="/tmp/idbody-bench-compile-cache", help="--full-size: compile cache")
+    parser.add_argument("--out", default=None, help="--full-size: JSON path")
+    parser.add_argument("--quick", action="store_true", help="--full-size: eager vs fast engine without compiling, "
+                        "no x8 case, no restart probe (fits a short GPU lease)")
+    parser.add_argument("--restart-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    report = bench_full_size(args.repeats) if args.full_size else bench_tiny(args.repeats, args.threads)
+    if args.full_size or args.restart_probe:
+        return bench_full_size(args)
+    report = bench_tiny(args.repeats, args.threads)
     report.update(machine=platform.machine(), python=platform.python_version(), command=" ".join(sys.argv))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / ("pipeline_full_size.json" if args.full_size else "pipeline.json")
+    out = RESULTS / "pipeline.json"
     out.write_text(json.dumps(report, indent=2))
     print(f"\nwrote {out}")
     return 0

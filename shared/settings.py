@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     cpu_offload: bool = Field(False, description="enable_model_cpu_offload() for GPUs with little VRAM.")
     vae_tiling: bool = Field(False, description="enable_vae_tiling() to cut decode memory.")
     hf_token: SecretStr | None = Field(None, description="Token for model downloads, if your mirror needs one.")
+    engine_fast: Literal["auto", "on", "off"] = Field("auto", description="Fast engine (channels-last, fused QKV, LCM-LoRA baked into the weights with no PEFT wrappers, per-image scales, no device sync per step). auto: on with CUDA, off on the CPU.")
+    engine_compile: bool = Field(False, description="Fast engine on CUDA: torch.compile UNet, IdentityNet and VAE decoder with CUDA graphs, compiled and recorded at worker start before it reports ready. Off by default: on an H100 the first compile of IdentityNet alone took about 6 minutes (bench/README.md).")
+    compile_cache_dir: Path | None = Field(None, description="Where torch.compile keeps its caches so a restart does not compile again; default: <model folder>/.compile-cache.")
+    max_batch_images: int = Field(8, ge=1, le=64, description="Most images one denoise pass runs when jobs of the same shape are batched together (the compiled engine warms up its CUDA graphs up to this batch).")
 
     # --- appearance analysis (Gemini, opt-in) -------------------------------------------
     gemini_api_key: SecretStr | None = Field(None, description="No key: appearance analysis is skipped.")

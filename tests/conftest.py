@@ -96,3 +96,13 @@ def tiny_engine(tiny_model_dir: Path):
     from worker.engine.loading import load_engine
 
     return load_engine(tiny_model_dir, DevicePolicy.decide(Settings(_env_file=None, device="cpu")))
+
+
+@pytest.fixture(scope="session")
+def fast_tiny_engine(tiny_model_dir: Path):
+    """The tiny profile as the fast engine builds it, without compiling (the CPU's share of it)."""
+    from worker.engine.devices import DevicePolicy
+    from worker.engine.fast_mode import FastOptions
+    from worker.engine.loading import load_engine
+
+    return load_engine(tiny_model_dir, DevicePolicy.decide(Settings(_env_file=None, device="cpu")), fast=FastOptions())

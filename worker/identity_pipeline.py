@@ -88,6 +88,7 @@ class IdentityPipeline:
             if self.engine is not None:
                 return self
             from worker.engine.devices import DevicePolicy
+            from worker.engine.fast_mode import FastOptions
             from worker.engine.loading import load_engine
             from worker.models.profile import choose_profile
 
@@ -98,7 +99,8 @@ class IdentityPipeline:
             # an analyzer set before loading is kept (as the appearance analyzer is)
             analyzer = self.face_analyzer or face_analyzer_for(self.profile, model_dir, self.settings)
             analyzer.load()
-            self.engine = load_engine(model_dir, DevicePolicy.decide(self.settings))
+            policy = DevicePolicy.decide(self.settings)
+            self.engine = load_engine(model_dir, policy, fast=FastOptions.decide(self.settings, policy, model_dir))
             self.face_analyzer = analyzer
             if self.appearance_analyzer is None and self.settings.gemini_api_key is not None:
                 from worker.appearance.analyzer import AppearanceAnalyzer
@@ -131,6 +133,9 @@ class IdentityPipeline:
             self.face_analyzer.analyze(Image.new("RGB", (256, 256), (128, 128, 128)))
         except IdentityBodyError:
             pass  # "no face" is the expected answer for a blank image
+        if getattr(self.engine.fast, "compiled", None):
+            self._warm_up_compiled()
+            return self
         embedding = np.random.default_rng(0).standard_normal(512).astype(np.float32)
         kps = np.array([[22, 24], [42, 24], [32, 34], [24, 44], [40, 44]], dtype=np.float32)
         inputs = GenerationInputs(prompt="a person standing", negative_prompt="", seed=0, face_embedding=embedding,
@@ -140,6 +145,21 @@ class IdentityPipeline:
         self.warmup_s = time.perf_counter() - started
         log.info("pipeline warmed up in %.1fs", self.warmup_s)
         return self
+
+    def _warm_up_compiled(self) -> None:
+        """A compiled engine compiles and records its CUDA graphs here, before the worker reports
+        ready, at the default output size for the batch sizes it will see most (others record on
+        first use: a replay's cost, not a compile's)."""
+        from shared.params import GenerationParams
+        from worker.engine.fast_mode import warm_up
+
+        started = time.perf_counter()
+        size, most = GenerationParams.model_fields, self.settings.max_batch_images
+        with self._run_lock:
+            warm_up(self.engine, size["width"].default, size["height"].default,
+                    rows=tuple(sorted({2, min(4, most), most})))
+        self.warmup_s = time.perf_counter() - started
+        log.info("compiled engine warmed up in %.1fs", self.warmup_s)
 
     def info(self) -> dict[str, Any]:
         """What a worker's heartbeat publishes: enough for /readyz and an operator, nothing secret."""

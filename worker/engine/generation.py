@@ -101,12 +101,15 @@ def _identity_kwargs(engine, inputs: GenerationInputs) -> dict[str, Any]:
 
 def generate_images(engine, inputs: GenerationInputs, progress: Progress | None = None) -> GenerationOutput:
     """Run one batched generation; raise IdentityBodyError(job_canceled) when ``progress``
-    returns False."""
+    returns False. A fast engine (worker.engine.fast_mode) runs it as a batch of one job."""
     import torch
 
-    pipe, sync = engine.pipe, _sync_for(engine.policy.device)
+    if getattr(engine, "fast", None) is not None:
+        return _generate_as_batch(engine, inputs, progress)
+
     from worker.engine.instantid_pipeline import guidance_applies
 
+    pipe, sync = engine.pipe, _sync_for(engine.policy.device)
     engine.modes.use(inputs.mode)
     guidance_on = guidance_applies(pipe, inputs.guidance)
     generators = [torch.Generator(engine.policy.generator_device()).manual_seed(inputs.seed + i)
@@ -130,3 +133,12 @@ def generate_images(engine, inputs: GenerationInputs, progress: Progress | None 
         "decode_s": t_end - marks[-1],
         "generate_s": t_end - t0,
     })
+
+
+def _generate_as_batch(engine, inputs: GenerationInputs, progress: Progress | None) -> GenerationOutput:
+    from worker.engine.batch_generation import BatchJob, generate_batch
+
+    (result,) = generate_batch(engine, [BatchJob(inputs, progress)])
+    if result.error is not None:
+        raise result.error
+    return GenerationOutput(images=result.images, timings=result.timings)

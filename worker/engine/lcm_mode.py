@@ -24,7 +24,7 @@ LCM_ADAPTER = "lcm"
 
 
 class ModeSwitch:
-    def __init__(self, pipe, scheduler_config, lcm_loaded: bool) -> None:
+    def __init__(self, pipe, scheduler_config, lcm_loaded: bool, fuse_now: bool = True) -> None:
         from diffusers import EulerDiscreteScheduler, LCMScheduler
 
         self.pipe = pipe
@@ -37,17 +37,26 @@ class ModeSwitch:
         }
         self.fused = False
         self.mode: str | None = None
-        if lcm_loaded:
+        # Set by the fast engine (worker.engine.fast_mode): the LoRA baked into the weights with
+        # no PEFT wrappers; it switches by restoring the exact base weights instead.
+        self.baked = None
+        if lcm_loaded and fuse_now:
             self._fuse()
 
     def _fuse(self) -> None:
-        self.pipe.enable_lora()
-        self.pipe.fuse_lora(components=["unet"], adapter_names=[LCM_ADAPTER])
+        if self.baked is not None:
+            self.baked.fuse()
+        else:
+            self.pipe.enable_lora()
+            self.pipe.fuse_lora(components=["unet"], adapter_names=[LCM_ADAPTER])
         self.fused = True
 
     def _unfuse(self) -> None:
-        self.pipe.unfuse_lora(components=["unet"])
-        self.pipe.disable_lora()
+        if self.baked is not None:
+            self.baked.unfuse()
+        else:
+            self.pipe.unfuse_lora(components=["unet"])
+            self.pipe.disable_lora()
         self.fused = False
 
     def use(self, mode: str) -> None:

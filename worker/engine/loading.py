@@ -41,6 +41,7 @@ class Engine:
     modes: Any                               # worker.engine.lcm_mode.ModeSwitch
     fallback_reason: str | None = None
     loaded_parts: list[str] = field(default_factory=list)
+    fast: Any = None                         # worker.engine.fast_mode.FastEngine when fast
 
     @property
     def note(self) -> str | None:
@@ -144,9 +145,10 @@ def _load_lcm_lora(model_dir: Path, pipe) -> bool:
     return True
 
 
-def load_engine(model_dir: Path, policy: DevicePolicy) -> Engine:
+def load_engine(model_dir: Path, policy: DevicePolicy, fast=None) -> Engine:
     """Load everything from ``model_dir``; raise IdentityBodyError(models_missing) when even the
-    SDXL base cannot load."""
+    SDXL base cannot load. ``fast``: worker.engine.fast_mode.FastOptions, or None for the plain
+    engine."""
     model_dir = Path(model_dir)
     base = _load_base(model_dir, policy)
     parts = ["sdxl", "vae-fp16-fix" if (layout.part(model_dir, layout.VAE_DIR) / "config.json").is_file() else "sdxl-vae"]
@@ -161,17 +163,23 @@ def load_engine(model_dir: Path, policy: DevicePolicy) -> Engine:
     if lcm:
         parts.append("lcm-lora")
     log.info("engine loaded from %s: method=%s parts=%s", model_dir, method, parts)
-    return finish_engine(pipe, method, base.scheduler.config, lcm, policy, reason, parts)
+    return finish_engine(pipe, method, base.scheduler.config, lcm, policy, reason, parts, fast=fast)
 
 
 def finish_engine(pipe, method: str, scheduler_config, lcm_loaded: bool, policy: DevicePolicy,
-                  fallback_reason: str | None = None, parts: list[str] | None = None) -> Engine:
-    """Fuse the LoRA, keep both schedulers, place the pipeline: the tail every engine shares
-    (the full-size bench assembles its pipeline in memory and ends here too)."""
+                  fallback_reason: str | None = None, parts: list[str] | None = None, fast=None) -> Engine:
+    """Fuse the LoRA, keep both schedulers, place the pipeline, make it fast if asked: the tail
+    every engine shares (the full-size bench assembles its pipeline in memory and ends here too)."""
     from worker.engine.lcm_mode import ModeSwitch
 
-    modes = ModeSwitch(pipe, scheduler_config, lcm_loaded=lcm_loaded)
+    # The fast engine bakes the LoRA from the unfused base weights: no PEFT fuse first.
+    modes = ModeSwitch(pipe, scheduler_config, lcm_loaded=lcm_loaded, fuse_now=fast is None)
     policy.place(pipe)
     pipe.set_progress_bar_config(disable=True)
-    return Engine(pipe=pipe, method=method, policy=policy, modes=modes, fallback_reason=fallback_reason,
-                  loaded_parts=list(parts or []))
+    engine = Engine(pipe=pipe, method=method, policy=policy, modes=modes, fallback_reason=fallback_reason,
+                    loaded_parts=list(parts or []))
+    if fast is not None:
+        from worker.engine.fast_mode import make_fast
+
+        make_fast(engine, fast)
+    return engine
