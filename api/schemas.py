@@ -8,7 +8,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -88,6 +88,11 @@ class DeletedResponse(BaseModel):
 class ResultImageOut(BaseModel):
     id: str = Field(description="identity_body_0, identity_body_1, ...")
     url: str = Field(description="Presigned GET (or CDN) URL of the PNG.")
+    face_found: bool | None = Field(None, description="Whether the face-detail pass found a face in this image "
+                                    "(null when the pass did not run).")
+    face_detail: Literal["applied", "skipped"] | None = Field(None, description="What the face-detail pass did.")
+    face_detail_reason: str | None = Field(None, description="Why it was skipped: no_face, no_steps, off, "
+                                           "or unavailable with sdxl_fallback.")
 
 
 class JobResultResponse(BaseModel):
@@ -96,8 +101,10 @@ class JobResultResponse(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"success": True, "request_id": _RID, "count": 2,
-         "images": [{"id": "identity_body_0", "url": "https://s3.example.com/idbody-results/...0.png?X-Amz-Signature=..."},
-                    {"id": "identity_body_1", "url": "https://s3.example.com/idbody-results/...1.png?X-Amz-Signature=..."}],
+         "images": [{"id": "identity_body_0", "url": "https://s3.example.com/idbody-results/...0.png?X-Amz-Signature=...",
+                     "face_found": True, "face_detail": "applied", "face_detail_reason": None},
+                    {"id": "identity_body_1", "url": "https://s3.example.com/idbody-results/...1.png?X-Amz-Signature=...",
+                     "face_found": False, "face_detail": "skipped", "face_detail_reason": "no_face"}],
          "analysis": {"skin_tone": "warm ivory", "ethnicity": "East Asian"}, "method": "instantid", "note": None},
         {"success": False, "request_id": _RID, "count": 0, "images": [], "analysis": {}, "method": "instantid",
          "note": None, "error": {"code": "no_face_detected", "message": "No face was found in the photo."}},

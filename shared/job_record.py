@@ -66,6 +66,11 @@ class ResultImage(BaseModel):
     key: str  # object key in the results bucket; URLs are made when read
     width: int
     height: int
+    # The face-detail pass (worker.engine.face_detail): whether a face was found in this image,
+    # and "applied" / "skipped" (face_detail_reason says why: no_face, off, ...). None: not run.
+    face_found: bool | None = None
+    face_detail: str | None = None
+    face_detail_reason: str | None = None
 
 
 class JobResult(BaseModel):

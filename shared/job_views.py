@@ -56,6 +56,14 @@ def status_view(record: JobRecord, base_url: str, queue_position: int | None = N
     return view
 
 
+def _image_view(image, url_for: Callable[[str], str]) -> dict[str, Any]:
+    view = {"id": image.id, "url": url_for(image.key)}
+    if image.face_detail is not None:   # records written before the face-detail pass have none
+        view.update(face_found=image.face_found, face_detail=image.face_detail,
+                    face_detail_reason=image.face_detail_reason)
+    return view
+
+
 def result_view(record: JobRecord, url_for: Callable[[str], str]) -> dict[str, Any]:
     """The seed's response: ``success, request_id, count, images[{id, url}], analysis, method, note``.
 
@@ -66,7 +74,7 @@ def result_view(record: JobRecord, url_for: Callable[[str], str]) -> dict[str, A
         raise ValueError(f"job {record.request_id} is {record.status.value}, not finished")
     result = record.result
     succeeded = record.status is JobStatus.SUCCEEDED
-    images = [{"id": im.id, "url": url_for(im.key)} for im in result.images] if (succeeded and result) else []
+    images = [_image_view(im, url_for) for im in result.images] if (succeeded and result) else []
     view: dict[str, Any] = {
         "success": succeeded,
         "request_id": record.request_id,

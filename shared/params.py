@@ -53,9 +53,18 @@ class GenerationParams(BaseModel):
     controlnet_conditioning_scale: float = Field(0.8, ge=0, le=2, description="IdentityNet (keypoint ControlNet) strength.")
     ip_adapter_scale: float = Field(0.8, ge=0, le=2, description="Identity (face embedding) strength.")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Image i uses seed + i; random when empty.")
-    width: int = Field(768, ge=64, le=2048, multiple_of=8, description="Output width in pixels, multiple of 8.")
-    height: int = Field(1024, ge=64, le=2048, multiple_of=8, description="Output height in pixels, multiple of 8.")
+    width: int | None = Field(None, ge=64, le=2048, multiple_of=8, description="Output width in pixels, multiple of 8. "
+                              "Default: 832 (SDXL's 832x1216 portrait bucket; 104 on the tiny profile).")
+    height: int | None = Field(None, ge=64, le=2048, multiple_of=8, description="Output height in pixels, multiple of 8. "
+                               "Default: 1216 (152 on the tiny profile).")
     use_gemini_analysis: bool = Field(False, description="Send the face to Gemini for skin tone/ethnicity/age (opt-in).")
+    face_detail: bool = Field(True, description="After the base images, redraw each image's face with InstantID img2img "
+                              "on a close crop and blend it back (no face found: the image is kept as is).")
+    face_detail_strength: float = Field(0.4, ge=0, le=1, description="How much the face-detail pass redraws, 0-1: "
+                                        "the share of the denoise schedule it reruns (0 changes nothing).")
+    face_region_emphasis: bool = Field(True, description="Restrict IdentityNet and the face attention to the face "
+                                       "region of the layout, so identity features do not bleed over body and "
+                                       "background (the official InstantID app's 'Enhance non-face region').")
 
     # mode is declared before these fields, so their validators can read it
     @field_validator("guidance_scale")

@@ -10,6 +10,7 @@ Example::
                       body_params={"body_type": "athletic", "height_cm": 170, "weight_kg": 65,
                                    "gender": "female"}, num_images=4)
     result["images"], result["method"], result["note"], result["timings"]
+    result["image_info"][0]    # {"face_found": True, "face_detail": "applied", "face_crop_box": [...], ...}
     pipeline.pipe.enable_vae_tiling()       # the diffusers pipeline itself
 
 The result's ``analysis`` dict::
@@ -112,11 +113,13 @@ class IdentityPipeline:
                  guidance_scale: float | None = None, controlnet_conditioning_scale: float | None = None,
                  ip_adapter_scale: float | None = None, seed: int | None = None, mode: str | None = None,
                  width: int | None = None, height: int | None = None, use_gemini_analysis: bool = False,
+                 face_detail: bool | None = None, face_detail_strength: float | None = None,
+                 face_region_emphasis: bool | None = None,
                  progress: Callable[[int, int], bool | None] | None = None) -> dict[str, Any]:
         """Validate the parameters (shared.params ranges), analyse the face, generate.
 
-        ``progress(step, total)`` is called after every denoise step; returning False stops the
-        run with IdentityBodyError(job_canceled).
+        ``progress(step, total)`` is called after every denoise step, the face-detail pass's
+        included; returning False stops the run with IdentityBodyError(job_canceled).
         """
         given = {k: v for k, v in locals().items()
                  if k not in ("self", "face_image", "progress") and v is not None}
@@ -125,36 +128,87 @@ class IdentityPipeline:
 
     def generate_params(self, face_image: Image.Image, params: GenerationParams,
                         progress: Callable[[int, int], bool | None] | None = None) -> dict[str, Any]:
-        """The same as ``generate`` for already validated parameters (the Celery task's entry)."""
-        from worker.engine.generation import GenerationInputs, generate_images
-        from worker.keypoints import draw_kps, retarget_kps
-        from worker.prompts import build_prompt
+        """The same as ``generate`` for already validated parameters (the Celery task's entry).
+
+        Stages: 1. face analysis of the upload (appearance analysis alongside) → 2. prompt and
+        layout (keypoints retargeted to the frame, face region) → 3. base generation (InstantID
+        text-to-image, one batch) → 4. face-detail pass (InstantID img2img on each image's face).
+        ``progress`` counts the steps of stages 3 and 4 together.
+        """
+        from worker.engine.face_detail import detail_steps, refine_faces
+        from worker.engine.generation import generate_images, stage_progress
 
         self.load_models()
         started = time.perf_counter()
         timings: dict[str, Any] = {}
+        # 1. face analysis
         pending = self._submit_appearance(face_image, params.use_gemini_analysis)
         t = time.perf_counter()
         face = self.face_analyzer.analyze(face_image)
         timings["face_analysis_s"] = time.perf_counter() - t
         analysis = {"face": _face_summary(face), **self._appearance(pending)}
         timings["appearance_wait_s"] = time.perf_counter() - t - timings["face_analysis_s"]
-        prompt = build_prompt(params.body_params(), analysis)
-        kps = retarget_kps(face.kps, params.width, params.height, params.pose)
+        # 2. prompt and layout
         seed = params.seed if params.seed is not None else random.randint(0, 2**32 - 1 - params.num_images)
+        inputs, prompt = self._base_inputs(face, params, analysis, seed)
+        detail = self._detail_inputs(face, params, analysis, seed)
+        detail_total = detail_steps(params.steps(), params.face_detail_strength) * params.num_images if detail else 0
+        total = params.steps() + detail_total
+        with self._run_lock:
+            # 3. base generation
+            out = generate_images(self.engine, inputs, progress=stage_progress(progress, 0, total))
+            images, image_info = out.images, [self._detail_off(params)] * len(out.images)
+            # 4. face-detail pass
+            if detail is not None:
+                refined = refine_faces(self.engine, images, self.face_analyzer.largest_face, detail,
+                                       progress=stage_progress(progress, params.steps(), total))
+                images, image_info = refined.images, [e.as_dict() for e in refined.entries]
+                timings.update(refined.timings)
+        timings.update(out.timings, total_s=time.perf_counter() - started)
+        return {"images": images, "image_info": image_info, "analysis": analysis, "method": self.engine.method,
+                "note": self.engine.note, "seed": seed, "prompt": prompt.positive,
+                "negative_prompt": prompt.negative, "timings": timings}
+
+    def _base_inputs(self, face, params: GenerationParams, analysis: dict[str, Any], seed: int):
+        from worker.engine.face_geometry import layout_face_box, region_mask
+        from worker.engine.generation import GenerationInputs
+        from worker.engine.output_size import default_size
+        from worker.keypoints import draw_kps, retarget_kps
+        from worker.prompts import build_prompt
+
+        prompt = build_prompt(params.body_params(), analysis)
+        fallback_w, fallback_h = default_size(self.engine.pipe)
+        width, height = params.width or fallback_w, params.height or fallback_h
+        kps = retarget_kps(face.kps, width, height, params.pose)
+        region = None
+        if params.face_region_emphasis:
+            region = region_mask((width, height), layout_face_box(face.kps, face.bbox, kps, (width, height)))
         inputs = GenerationInputs(
             prompt=prompt.positive, negative_prompt=prompt.negative, seed=seed,
-            face_embedding=face.embedding, kps_image=draw_kps(params.width, params.height, kps),
-            num_images=params.num_images, width=params.width, height=params.height, mode=params.mode,
+            face_embedding=face.embedding, kps_image=draw_kps(width, height, kps), face_region=region,
+            num_images=params.num_images, width=width, height=height, mode=params.mode,
             steps=params.steps(), guidance=params.guidance(),
             controlnet_conditioning_scale=params.controlnet_conditioning_scale,
             ip_adapter_scale=params.ip_adapter_scale)
-        with self._run_lock:
-            out = generate_images(self.engine, inputs, progress=progress)
-        timings.update(out.timings, total_s=time.perf_counter() - started)
-        return {"images": out.images, "analysis": analysis, "method": self.engine.method,
-                "note": self.engine.note, "seed": seed, "prompt": prompt.positive,
-                "negative_prompt": prompt.negative, "timings": timings}
+        return inputs, prompt
+
+    def _detail_inputs(self, face, params: GenerationParams, analysis: dict[str, Any], seed: int):
+        """The face-detail pass's inputs, or None when it does not run (off, or no InstantID)."""
+        from worker.engine.face_detail import FaceDetailInputs
+        from worker.prompts import face_detail_prompt
+
+        if not params.face_detail or self.engine.detail_pipe is None:
+            return None
+        pair = face_detail_prompt(params.body_params(), analysis)
+        return FaceDetailInputs(
+            prompt=pair.positive, negative_prompt=pair.negative, face_embedding=face.embedding, seed=seed,
+            strength=params.face_detail_strength, mode=params.mode, steps=params.steps(),
+            guidance=params.guidance(), controlnet_conditioning_scale=params.controlnet_conditioning_scale,
+            ip_adapter_scale=params.ip_adapter_scale)
+
+    def _detail_off(self, params: GenerationParams) -> dict[str, Any]:
+        why = "off" if not params.face_detail else f"unavailable with {self.engine.method}"
+        return {"face_found": None, "face_detail": "skipped", "face_detail_reason": why, "face_crop_box": None}
 
     # --- appearance analysis hook ------------------------------------------------------------
     def _submit_appearance(self, face_image: Image.Image, wanted: bool):

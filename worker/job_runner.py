@@ -88,19 +88,28 @@ def progress_writer(store: Any, request_id: str, deadline: float) -> Callable[[i
 def generate_images(
     record: JobRecord, pipeline: Any, storage: Any, on_step: Callable[[int, int], bool]
 ) -> JobResult:
-    """Fetch the upload, generate, upload PNGs; returns the JobResult to store."""
+    """Fetch the upload, generate (stages 1-4 of ``IdentityPipeline.generate_params``: face
+    analysis, layout, base generation, face-detail pass), upload PNGs; returns the JobResult to
+    store, each image with what the face-detail pass did to it."""
     from PIL import Image
 
     params = parse_params(record.params)
     face = Image.open(io.BytesIO(storage.get_upload(record.upload_key))).convert("RGB")
     out = pipeline.generate_params(face, params, progress=on_step)
     images = []
-    for index, image in enumerate(out["images"]):
+    info = out.get("image_info") or [{}] * len(out["images"])
+    for index, (image, about) in enumerate(zip(out["images"], info)):
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         key = storage.put_result(record.request_id, index, buf.getvalue())
-        images.append(ResultImage(id=f"{record.request_id}-{index}", key=key, width=image.width, height=image.height))
+        images.append(ResultImage(id=f"{record.request_id}-{index}", key=key, width=image.width, height=image.height,
+                                  **_face_detail_fields(about)))
     return JobResult(images=images, analysis=out.get("analysis") or {}, method=out.get("method", "instantid"), note=out.get("note"))
+
+
+def _face_detail_fields(about: dict[str, Any]) -> dict[str, Any]:
+    """What the face-detail pass (stage 4) said about one image, as ResultImage fields."""
+    return {k: about.get(k) for k in ("face_found", "face_detail", "face_detail_reason")}
 
 
 def error_for(exc: BaseException) -> JobError:

@@ -32,6 +32,7 @@ class GenerationInputs:
     seed: int
     face_embedding: np.ndarray | None = None     # raw 512-d antelopev2 embedding
     kps_image: Image.Image | None = None          # IdentityNet condition at the output size
+    face_region: np.ndarray | None = None         # (height, width), 1 on the face: face-region emphasis
     num_images: int = 4
     width: int = 768
     height: int = 1024
@@ -65,6 +66,19 @@ class _StepClock:
         return callback_kwargs
 
 
+def stage_progress(progress: Progress | None, done_before: int, total: int) -> Progress | None:
+    """A stage's own ``(step, stage_total)`` callback counted into the job's ``total``: the base
+    pass reports steps 1..steps, the face-detail pass (stage 4) the ones after them.
+
+    Example::
+
+        generate_images(engine, inputs, progress=stage_progress(progress, 0, steps + detail))
+    """
+    if progress is None:
+        return None
+    return lambda step, _stage_total: progress(done_before + step, total)
+
+
 def _sync_for(device: str) -> Callable[[], None]:
     if device == "cuda":
         import torch
@@ -74,12 +88,17 @@ def _sync_for(device: str) -> Callable[[], None]:
 
 
 def _encode(pipe, inputs: GenerationInputs, guidance_on: bool) -> dict[str, Any]:
+    return encode_prompt_pair(pipe, inputs.prompt, inputs.negative_prompt, guidance_on)
+
+
+def encode_prompt_pair(pipe, prompt: str, negative_prompt: str, guidance_on: bool) -> dict[str, Any]:
+    """The prompt embeddings a pipeline call takes; the negative ones only under guidance."""
     import torch
 
     with torch.no_grad():
         pos, neg, pooled, neg_pooled = pipe.encode_prompt(
-            prompt=inputs.prompt, device=pipe._execution_device, num_images_per_prompt=1,
-            do_classifier_free_guidance=guidance_on, negative_prompt=inputs.negative_prompt)
+            prompt=prompt, device=pipe._execution_device, num_images_per_prompt=1,
+            do_classifier_free_guidance=guidance_on, negative_prompt=negative_prompt)
     embeds = {"prompt_embeds": pos, "pooled_prompt_embeds": pooled}
     if guidance_on:
         embeds.update(negative_prompt_embeds=neg, negative_pooled_prompt_embeds=neg_pooled)
@@ -95,7 +114,7 @@ def _identity_kwargs(engine, inputs: GenerationInputs) -> dict[str, Any]:
         raise ValueError("InstantID generation needs face_embedding and kps_image")
     engine.pipe.set_ip_adapter_scale(inputs.ip_adapter_scale)
     return {"face_embedding": torch.as_tensor(np.asarray(inputs.face_embedding, dtype=np.float32)),
-            "image": inputs.kps_image,
+            "image": inputs.kps_image, "face_region": inputs.face_region,
             "controlnet_conditioning_scale": inputs.controlnet_conditioning_scale}
 
 
@@ -128,3 +147,8 @@ def generate_images(engine, inputs: GenerationInputs, progress: Progress | None 
         "decode_s": t_end - marks[-1],
         "generate_s": t_end - t0,
     })
+
+
+# The face-detail stage (worker.engine.face_detail) times, reports and cancels its steps the same way.
+StepClock = _StepClock
+sync_for = _sync_for

@@ -23,16 +23,18 @@ Example::
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
+import numpy as np
 import torch
-from diffusers import StableDiffusionXLControlNetPipeline
+from diffusers import StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLControlNetPipeline
 
+from worker.engine.face_region import face_region_masks
 from worker.engine.vae_memory import VaeMemoryMethods
 
 
-class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
-    """SDXL + IdentityNet + IP-Adapter, as InstantID wires them."""
+class InstantIDMethods:
+    """What InstantID adds to a diffusers SDXL ControlNet pipeline (text-to-image or img2img)."""
 
     def face_projection(self) -> torch.nn.Module:
         proj = getattr(self.unet, "encoder_hid_proj", None)
@@ -75,9 +77,12 @@ class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
         return guidance_scale > 1 and self.unet.config.time_cond_proj_dim is None
 
     def __call__(self, *args, face_embedding: torch.Tensor, num_images_per_prompt: int = 1,
-                 guidance_scale: float = 5.0, **kwargs):
+                 guidance_scale: float = 5.0, face_region: np.ndarray | None = None, **kwargs):
         """The stock call, plus ``face_embedding`` ([512] raw antelopev2 embedding). Pass the
-        prompt as a single string: one prompt, ``num_images_per_prompt`` images."""
+        prompt as a single string: one prompt, ``num_images_per_prompt`` images.
+
+        ``face_region`` ((height, width) array, 1 on the face): IdentityNet's residuals and the
+        IP-Adapter's face attention act only there (worker.engine.face_region)."""
         guidance = self._guidance_on(guidance_scale)
         face_embedding = face_embedding.reshape(1, -1).float()
         positive = self.face_tokens(face_embedding).repeat(num_images_per_prompt, 1, 1)
@@ -86,6 +91,23 @@ class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
             negative = self.face_tokens(torch.zeros_like(face_embedding)).repeat(num_images_per_prompt, 1, 1)
             tokens = torch.cat([negative, positive])
         embeds = [e.to(self.unet.dtype) for e in self.ip_adapter_embeds(face_embedding, guidance)]
-        with self.identitynet_sees(tokens):
+        with ExitStack() as stack:
+            stack.enter_context(self.identitynet_sees(tokens))
+            if face_region is not None:
+                masks = face_region_masks(face_region, self._execution_device, self.unet.dtype)
+                stack.enter_context(masks.on_identitynet(self.controlnet))
+                kwargs["cross_attention_kwargs"] = {**(kwargs.get("cross_attention_kwargs") or {}),
+                                                    **masks.ip_adapter_kwargs()}
             return super().__call__(*args, ip_adapter_image_embeds=embeds, num_images_per_prompt=num_images_per_prompt,
                                     guidance_scale=guidance_scale, **kwargs)
+
+
+class InstantIDPipeline(InstantIDMethods, VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
+    """SDXL + IdentityNet + IP-Adapter, as InstantID wires them."""
+
+
+class InstantIDImg2ImgPipeline(InstantIDMethods, StableDiffusionXLControlNetImg2ImgPipeline):
+    """The same rule on diffusers' SDXL ControlNet img2img pipeline: the face-detail pass
+    (worker.engine.face_detail) builds it with ``from_pipe`` over the loaded components, so it
+    holds no weights of its own. ``image`` is the picture to refine, ``control_image`` the
+    keypoint condition."""

@@ -41,6 +41,7 @@ class Engine:
     modes: Any                               # worker.engine.lcm_mode.ModeSwitch
     fallback_reason: str | None = None
     loaded_parts: list[str] = field(default_factory=list)
+    detail_pipe: Any = None                  # img2img twin for the face-detail pass (instantid only)
 
     @property
     def note(self) -> str | None:
@@ -168,8 +169,12 @@ def finish_engine(pipe, method: str, scheduler_config, lcm_loaded: bool, policy:
     (the full-size bench assembles its pipeline in memory and ends here too)."""
     from worker.engine.lcm_mode import ModeSwitch
 
+    from worker.engine.face_detail import build_face_detail_pipeline
+
     modes = ModeSwitch(pipe, scheduler_config, lcm_loaded=lcm_loaded)
+    # Built before placement: it shares every module, so .to(device) or offload covers both.
+    detail = build_face_detail_pipeline(pipe, policy.dtype) if method == "instantid" else None
     policy.place(pipe)
     pipe.set_progress_bar_config(disable=True)
     return Engine(pipe=pipe, method=method, policy=policy, modes=modes, fallback_reason=fallback_reason,
-                  loaded_parts=list(parts or []))
+                  loaded_parts=list(parts or []), detail_pipe=detail)

@@ -105,26 +105,22 @@ class FaceAnalyzer:
         self.active_providers = providers
 
     def analyze(self, image: Image.Image) -> FaceInfo:
-        """Detect faces and return the largest one's embedding and keypoints.
+        """Detect faces and return the largest one's embedding and keypoints; raise
+        no_face_detected / face_too_small for an upload that cannot be used.
 
         Example::
 
             info = analyzer.analyze(Image.open("me.jpg"))
             info.face_count    # 1
         """
-        if self.app is None:
-            self.load()
-        upright = ImageOps.exif_transpose(image).convert("RGB")
-        bgr = np.ascontiguousarray(np.asarray(upright)[:, :, ::-1])
-        faces = self.app.get(bgr)
-        if not faces:
+        face = self.largest_face(image)
+        if face is None:
             raise IdentityBodyError(
                 ErrorCode.NO_FACE_DETECTED,
                 "No face was found in the photo. Upload a well-lit photo where the face is clearly "
                 f"visible and at least {self.min_face_px} px wide.",
                 field="face_image",
             )
-        face = max(faces, key=_bbox_area)
         x1, y1, x2, y2 = (float(v) for v in face.bbox)
         shorter = min(x2 - x1, y2 - y1)
         if shorter < self.min_face_px:
@@ -136,6 +132,19 @@ class FaceAnalyzer:
                 face_px=round(shorter),
                 min_face_px=self.min_face_px,
             )
+        return face
+
+    def largest_face(self, image: Image.Image) -> FaceInfo | None:
+        """The largest face in ``image`` at any size, or None: what the face-detail pass asks of
+        a generated full-body image, where faces are far below an upload's minimum size."""
+        if self.app is None:
+            self.load()
+        upright = ImageOps.exif_transpose(image).convert("RGB")
+        bgr = np.ascontiguousarray(np.asarray(upright)[:, :, ::-1])
+        faces = self.app.get(bgr)
+        if not faces:
+            return None
+        face = max(faces, key=_bbox_area)
         return FaceInfo(
             embedding=np.asarray(face.embedding, dtype=np.float32).reshape(-1),
             kps=np.asarray(face.kps, dtype=np.float32).reshape(5, 2),
