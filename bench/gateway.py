@@ -33,7 +33,8 @@ from shared.job_store import JobStore
 from shared.local_servers import SeaweedS3Server, ValkeyServer
 from shared.settings import Settings
 from shared.storage import Storage
-from tests.service_stack import ServiceStack, drawn_face_jpeg
+from tests.face_photos import tom_jpeg
+from tests.service_stack import ServiceStack
 
 SUBMIT = "/api/v1/generate-identity-body"
 FIELDS = {"body_type": "athletic", "height_cm": "170", "weight_kg": "65", "gender": "female", "num_images": "1"}
@@ -154,7 +155,7 @@ def bench_enqueue_to_start(stack: ServiceStack, store: JobStore, probes: int) ->
     """Sequential tiny jobs on an idle worker: record created_at (gateway) → started_at (worker).
     ``created_at`` is stamped after the upload is stored and before the record is written and the
     task enqueued, so this slightly over-counts enqueue → task start (one Redis write more)."""
-    face = drawn_face_jpeg()
+    face = tom_jpeg()
     delays = []
     fields = {**FIELDS, "width": "64", "height": "64", "num_inference_steps": "1"}
     for _ in range(probes):

@@ -66,9 +66,12 @@ class ResultImage(BaseModel):
     key: str  # object key in the results bucket; URLs are made when read
     width: int
     height: int
-    # The face-detail pass (worker.engine.face_detail): whether a face was found in this image,
-    # and "applied" / "skipped" (face_detail_reason says why: no_face, off, ...). None: not run.
+    # likeness: cosine of the upload's face embedding and this image's largest face (None: no face)
+    identity_score: float | None = None
     face_found: bool | None = None
+    below_threshold: bool = False
+    seed: int | None = None
+    # the face-detail pass (worker.engine.face_detail): "applied" or "skipped" and why (no_face, off, ...)
     face_detail: str | None = None
     face_detail_reason: str | None = None
 
@@ -77,6 +80,7 @@ class JobResult(BaseModel):
     images: list[ResultImage] = Field(default_factory=list)
     analysis: dict[str, Any] = Field(default_factory=dict)
     method: str = "instantid"
+    profile: str | None = None  # "instantid" (released weights) or "tiny" (random weights)
     note: str | None = None
 
 

@@ -31,6 +31,8 @@ MODE_DEFAULTS: dict[str, dict[str, float | int]] = {
 LCM_MAX_STEPS = 50
 # LCM-LoRA was distilled for guidance around 1-2; above that its few steps over-saturate.
 LCM_MAX_GUIDANCE = 2.0
+# Re-ranking generates up to this many images in the one batch (memory grows with the batch).
+MAX_CANDIDATES = 8
 
 # The seed's body_params keys (what ``pipeline(face_image=..., body_params={...})`` accepts).
 BODY_PARAM_KEYS = ("body_type", "height_cm", "weight_kg", "gender", "ethnicity", "skin_tone", "pose", "clothing")
@@ -69,6 +71,14 @@ class GenerationParams(BaseModel):
     face_region_emphasis: bool = Field(True, description="Restrict IdentityNet and the face attention to the face "
                                        "region of the layout, so identity features do not bleed over body and "
                                        "background (the official InstantID app's 'Enhance non-face region').")
+    candidates: int | None = Field(
+        None, ge=1, le=MAX_CANDIDATES,
+        description=f"Images generated in one batch to choose from, 1-{MAX_CANDIDATES} and at least num_images; "
+                    "the num_images with the highest identity score are returned, best first. Default: num_images.")
+    min_identity_score: float | None = Field(
+        None, ge=-1, le=1,
+        description="Returned images whose identity score is below it (or that show no face) are marked "
+                    "below_threshold: true; they are still returned. Default: no threshold.")
 
     # mode is declared before these fields, so their validators can read it
     @field_validator("guidance_scale")
@@ -86,6 +96,18 @@ class GenerationParams(BaseModel):
             # LCMScheduler samples from a 50-step original schedule and refuses more steps
             raise ValueError(f"must be at most {LCM_MAX_STEPS} in fast (LCM) mode; use mode=quality for more steps")
         return value
+
+    @field_validator("candidates")
+    @classmethod
+    def _enough_candidates(cls, value: int | None, info: ValidationInfo) -> int | None:
+        wanted = info.data.get("num_images")
+        if value is not None and wanted is not None and value < wanted:
+            raise ValueError(f"must be at least num_images ({wanted}): the best num_images are chosen from them")
+        return value
+
+    def candidate_count(self) -> int:
+        """How many images the batch generates (re-ranking keeps the best ``num_images``)."""
+        return int(self.candidates or self.num_images)
 
     def steps(self) -> int:
         return int(self.num_inference_steps or MODE_DEFAULTS[self.mode]["num_inference_steps"])

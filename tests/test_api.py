@@ -236,9 +236,12 @@ def _finish(gw: Gateway, rid: str, n: int = 2) -> None:
     images = []
     for i in range(n):
         png = samples.photo(64, 96, fmt="PNG")
-        images.append({"id": f"identity_body_{i}", "key": gw.storage.put_result(rid, i, png), "width": 64, "height": 96})
+        images.append({"id": f"identity_body_{i}", "key": gw.storage.put_result(rid, i, png), "width": 64, "height": 96,
+                       "identity_score": round(0.9 - i / 10, 2), "face_found": True, "seed": 7 + i})
+    face = {"bbox": [10.0, 20.0, 110.0, 150.0], "det_score": 0.93, "box_size": [100.0, 130.0]}
     done = gw.store.transition(rid, JobStatus.SUCCEEDED, result={
-        "images": images, "analysis": {"skin_tone": "warm ivory"}, "method": "instantid", "note": None})
+        "images": images, "analysis": {"skin_tone": "warm ivory", "face": face}, "method": "instantid",
+        "profile": "tiny", "note": None})
     assert done is not None
 
 
@@ -270,10 +273,15 @@ def test_result_shapes(gateway):
     status = gateway.client.get(f"/api/v1/jobs/{rid}").json()
     assert status["status"] == "succeeded" and status["result_url"].endswith(f"/api/v1/jobs/{rid}/result")
     result = gateway.client.get(f"/api/v1/jobs/{rid}/result").json()
-    assert set(result) == {"success", "request_id", "count", "images", "analysis", "method", "note"}
+    assert set(result) == {"success", "request_id", "count", "images", "analysis", "method", "profile", "note",
+                           "input_face"}
     assert result["success"] is True and result["count"] == 2 and result["method"] == "instantid"
+    assert result["profile"] == "tiny"
     assert [im["id"] for im in result["images"]] == ["identity_body_0", "identity_body_1"]
-    assert result["analysis"] == {"skin_tone": "warm ivory"}
+    assert [(im["identity_score"], im["face_found"], im["below_threshold"], im["seed"]) for im in result["images"]] == [
+        (0.9, True, False, 7), (0.8, True, False, 8)]
+    assert result["analysis"]["skin_tone"] == "warm ivory"
+    assert result["input_face"] == status["input_face"] == {"det_score": 0.93, "box_size": [100.0, 130.0]}
     png = httpx.get(result["images"][1]["url"])
     assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size == (64, 96)
 

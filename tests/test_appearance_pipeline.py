@@ -35,7 +35,7 @@ def pipeline_settings(tmp_root: Path, **gemini: object) -> Settings:
 
 
 def face() -> Image.Image:
-    # The wheel's aligned 112 px crop, enlarged as an upload would be; the tiny detector finds it.
+    # The wheel's aligned 112 px crop, enlarged as an upload would be; the tiny profile's dlib detector finds it.
     photo = Path(insightface.__file__).parent / "data" / "images" / "Tom_Hanks_54745.png"
     return Image.open(photo).convert("RGB").resize((448, 448), Image.BICUBIC)
 

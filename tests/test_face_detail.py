@@ -1,16 +1,16 @@
 """The face-detail pass (stage 4) on the tiny profile through the real code: real photos from the
-insightface package as the "base image", the loaded detector, InstantID img2img built by
-from_pipe, the feathered paste."""
+insightface package as the "base image", the tiny profile's real (dlib) detector, InstantID
+img2img built by from_pipe, the feathered paste."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from shared.errors import ErrorCode, IdentityBodyError
+from shared.settings import Settings
+from tests.face_photos import t1, tom
 from tests.pipeline_inputs import face_embedding, pixels
 from worker.engine.face_detail import FaceDetailInputs, detail_steps, refine_faces
 from worker.engine.face_geometry import feather_mask
@@ -18,28 +18,23 @@ from worker.engine.face_geometry import feather_mask
 STEPS, STRENGTH = 4, 0.5            # 2 img2img steps per face
 
 
-def insightface_photo(name: str) -> Image.Image:
-    import insightface
-
-    return Image.open(Path(insightface.__file__).parent / "data" / "images" / name).convert("RGB")
-
-
 @pytest.fixture(scope="module")
 def detect(tiny_model_dir):
-    from worker.face.analysis import FaceAnalyzer
+    """The tiny profile's own analyzer, as the pipeline loads it."""
+    from worker.identity_pipeline import face_analyzer_for
 
-    analyzer = FaceAnalyzer(tiny_model_dir, ["CPUExecutionProvider"])
+    analyzer = face_analyzer_for("tiny", tiny_model_dir, Settings(_env_file=None))
     analyzer.load()
     return analyzer.largest_face
 
 
 @pytest.fixture(scope="module")
 def full_body_frame() -> tuple[Image.Image, tuple[int, int, int, int]]:
-    """Tom Hanks' face, 64 px, pasted where a head sits in a 192×256 frame; returns the frame
+    """Tom Hanks' face, 96 px, pasted where a head sits in a 256×384 frame; returns the frame
     and where the face photo went."""
-    frame = Image.new("RGB", (192, 256), (118, 112, 104))
-    where = (64, 24, 128, 88)
-    frame.paste(insightface_photo("Tom_Hanks_54745.png").resize((64, 64), Image.LANCZOS), where[:2])
+    frame = Image.new("RGB", (256, 384), (118, 112, 104))
+    where = (80, 30, 176, 126)
+    frame.paste(tom(96), where[:2])
     return frame, where
 
 
@@ -86,7 +81,7 @@ def test_real_photo_face_is_found_and_only_the_feathered_region_changes(tiny_eng
 
 
 def test_group_photo_refines_the_largest_face_only_around_it(tiny_engine, detect):
-    photo = insightface_photo("t1.jpg").resize((320, 222), Image.LANCZOS)
+    photo = t1().resize((640, 443), Image.LANCZOS)
     face = detect(photo)
     assert face is not None and face.face_count > 1
     out = refine_faces(tiny_engine, [photo], detect, detail_inputs())

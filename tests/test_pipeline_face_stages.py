@@ -42,7 +42,7 @@ def test_progress_totals_include_the_face_detail_steps(pipeline):
     # its 2 steps counted at once when it is skipped (the tiny profile's random images may or may
     # not hold something the detector takes for a face).
     expected, done = [(s, 8) for s in (1, 2, 3, 4)], 4
-    for info in result["image_info"]:
+    for info in sorted(result["image_details"], key=lambda d: d["seed"]):   # back to batch order
         expected += [(done + 1, 8), (done + 2, 8)] if info["face_detail"] == "applied" else [(done + 2, 8)]
         assert info["face_detail"] == "applied" or info["face_detail_reason"] == "no_face"
         done += 2
@@ -55,8 +55,8 @@ def test_face_detail_off_runs_only_the_base_steps(pipeline):
     result = pipeline.generate(face_photo(), num_images=1, seed=4, width=128, height=128, num_inference_steps=3,
                                face_detail=False, progress=lambda s, t: calls.append((s, t)))
     assert calls == [(1, 3), (2, 3), (3, 3)]
-    assert result["image_info"] == [{"face_found": None, "face_detail": "skipped", "face_detail_reason": "off",
-                                     "face_crop_box": None}]
+    details = result["image_details"][0]
+    assert (details["face_detail"], details["face_detail_reason"]) == ("skipped", "off")
 
 
 def test_default_size_is_the_profiles_full_body_bucket(pipeline):
@@ -71,9 +71,9 @@ class ReportingEngine:
 
     def generate_params(self, face_image, params, progress=None):
         images = [Image.new("RGB", (64, 64), (i * 60, 0, 0)) for i in range(2)]
-        info = [{"face_found": True, "face_detail": "applied", "face_detail_reason": None, "face_crop_box": [1, 2, 3, 4]},
-                {"face_found": False, "face_detail": "skipped", "face_detail_reason": "no_face", "face_crop_box": None}]
-        return {"images": images, "image_info": info, "analysis": {}, "method": "instantid", "note": None}
+        info = [{"face_found": True, "face_detail": "applied", "face_detail_reason": None},
+                {"face_found": False, "face_detail": "skipped", "face_detail_reason": "no_face"}]
+        return {"images": images, "image_details": info, "analysis": {}, "method": "instantid", "note": None}
 
 
 @pytest.mark.integration

@@ -14,7 +14,8 @@ from standardwebhooks.webhooks import Webhook
 from shared.api_keys import ApiKeyStore
 from shared.job_store import JobStore
 from shared.storage import Storage
-from tests.service_stack import ServiceStack, drawn_face_jpeg, stack_settings
+from tests.face_photos import tom_jpeg
+from tests.service_stack import ServiceStack, stack_settings
 from tests.polling import until
 from tests.webhook_receiver import Receiver
 
@@ -60,7 +61,7 @@ def receiver():
 
 def _submit(stack, headers, **fields) -> dict:
     r = httpx.post(stack.base_url + SUBMIT, data={**FIELDS, **fields}, headers=headers, timeout=60,
-                   files={"face_image": ("me.jpg", drawn_face_jpeg(), "image/jpeg")})
+                   files={"face_image": ("me.jpg", tom_jpeg(), "image/jpeg")})
     assert r.status_code == 202, r.text
     return r.json()
 

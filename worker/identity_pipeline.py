@@ -10,12 +10,16 @@ Example::
                       body_params={"body_type": "athletic", "height_cm": 170, "weight_kg": 65,
                                    "gender": "female"}, num_images=4)
     result["images"], result["method"], result["note"], result["timings"]
-    result["image_info"][0]    # {"face_found": True, "face_detail": "applied", "face_crop_box": [...], ...}
+    result["image_details"][0]     # {"identity_score": 0.71, "face_found": True,
+                                   #  "below_threshold": False, "seed": 1234,
+                                   #  "face_detail": "applied", "face_detail_reason": None}, best image first
+    pipeline.generate(photo, num_images=2, candidates=6, min_identity_score=0.4)   # re-ranking
     pipeline.pipe.enable_vae_tiling()       # the diffusers pipeline itself
 
 The result's ``analysis`` dict::
 
-    {"face": {"bbox": [x1, y1, x2, y2], "det_score": 0.9, "face_count": 1, "image_size": [w, h]},
+    {"face": {"bbox": [x1, y1, x2, y2], "det_score": 0.9, "box_size": [w, h], "face_count": 1,
+              "image_size": [w, h]},
      "appearance": {"status": "ok" | "skipped" | "failed", "reason": "..." (unless ok), ...fields},
      "skin_tone": ..., "ethnicity": ..., ...}     # appearance fields, flat, when status is ok
 
@@ -39,6 +43,8 @@ from shared.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 APPEARANCE_GRACE_S = 1.0
+TINY_NOTE = ("Tiny model profile: the generator's weights are random (for tests and demos), so the images "
+             "are noise, not likenesses; face analysis and identity scores use real models (dlib).")
 
 
 def resolve_model_dir(settings: Settings) -> tuple[str, Path]:
@@ -54,6 +60,17 @@ def resolve_model_dir(settings: Settings) -> tuple[str, Path]:
 
         return "tiny", build_tiny_model_dir(Path(choice.model_dir))
     return choice.profile, Path(choice.model_dir)
+
+
+def face_analyzer_for(profile: str, model_dir: Path, settings: Settings):
+    """antelopev2 (insightface) for the released weights; dlib's real detector and recognizer
+    for the tiny profile, whose random weights could not recognise anyone (same interface)."""
+    if profile == "tiny":
+        from worker.face.dlib_analyzer import DlibFaceAnalyzer as Analyzer
+    else:
+        from worker.face.analysis import FaceAnalyzer as Analyzer
+    return Analyzer(model_dir, providers=settings.onnx_providers, det_size=(640, 640),
+                    min_face_px=settings.min_face_px)
 
 
 class IdentityPipeline:
@@ -77,12 +94,11 @@ class IdentityPipeline:
                 return self
             from worker.engine.devices import DevicePolicy
             from worker.engine.loading import load_engine
-            from worker.face.analysis import FaceAnalyzer
 
             self.profile, self.model_dir = resolve_model_dir(self.settings)
             policy = DevicePolicy.decide(self.settings)
-            analyzer = FaceAnalyzer(self.model_dir, providers=self.settings.onnx_providers,
-                                    det_size=(640, 640), min_face_px=self.settings.min_face_px)
+            # an analyzer set before loading is kept (as the appearance analyzer is)
+            analyzer = self.face_analyzer or face_analyzer_for(self.profile, self.model_dir, self.settings)
             analyzer.load()
             self.engine = load_engine(self.model_dir, policy)
             self.face_analyzer = analyzer
@@ -115,6 +131,7 @@ class IdentityPipeline:
                  width: int | None = None, height: int | None = None, use_gemini_analysis: bool = False,
                  face_detail: bool | None = None, face_detail_strength: float | None = None,
                  face_region_emphasis: bool | None = None,
+                 candidates: int | None = None, min_identity_score: float | None = None,
                  progress: Callable[[int, int], bool | None] | None = None) -> dict[str, Any]:
         """Validate the parameters (shared.params ranges), analyse the face, generate.
 
@@ -132,8 +149,9 @@ class IdentityPipeline:
 
         Stages: 1. face analysis of the upload (appearance analysis alongside) → 2. prompt and
         layout (keypoints retargeted to the frame, face region) → 3. base generation (InstantID
-        text-to-image, one batch) → 4. face-detail pass (InstantID img2img on each image's face).
-        ``progress`` counts the steps of stages 3 and 4 together.
+        text-to-image, all candidates in one batch) → 4. face-detail pass (InstantID img2img on
+        each image's face) → 5. identity score and re-ranking. ``progress`` counts the steps of
+        stages 3 and 4 together.
         """
         from worker.engine.face_detail import detail_steps, refine_faces
         from worker.engine.generation import generate_images, stage_progress
@@ -141,35 +159,37 @@ class IdentityPipeline:
         self.load_models()
         started = time.perf_counter()
         timings: dict[str, Any] = {}
-        # 1. face analysis
+        # 1. face analysis (and, at the same time, the optional appearance analysis)
         pending = self._submit_appearance(face_image, params.use_gemini_analysis)
         t = time.perf_counter()
         face = self.face_analyzer.analyze(face_image)
         timings["face_analysis_s"] = time.perf_counter() - t
         analysis = {"face": _face_summary(face), **self._appearance(pending)}
         timings["appearance_wait_s"] = time.perf_counter() - t - timings["face_analysis_s"]
-        # 2. prompt and layout
-        seed = params.seed if params.seed is not None else random.randint(0, 2**32 - 1 - params.num_images)
-        inputs, prompt = self._base_inputs(face, params, analysis, seed)
+        # 2. prompt and layout (IdentityNet condition, face region)
+        count = params.candidate_count()
+        seed = params.seed if params.seed is not None else random.randint(0, 2**32 - 1 - count)
+        inputs, prompt = self._base_inputs(face, params, analysis, seed, count)
         detail = self._detail_inputs(face, params, analysis, seed)
-        detail_total = detail_steps(params.steps(), params.face_detail_strength) * params.num_images if detail else 0
-        total = params.steps() + detail_total
+        total = params.steps() + (detail_steps(params.steps(), params.face_detail_strength) * count if detail else 0)
         with self._run_lock:
-            # 3. base generation
+            # 3. base generation: all candidates in one batch
             out = generate_images(self.engine, inputs, progress=stage_progress(progress, 0, total))
-            images, image_info = out.images, [self._detail_off(params)] * len(out.images)
-            # 4. face-detail pass
+            images, passes = out.images, [self._detail_off(params)] * len(out.images)
+            # 4. face-detail pass on every candidate
             if detail is not None:
                 refined = refine_faces(self.engine, images, self.face_analyzer.largest_face, detail,
                                        progress=stage_progress(progress, params.steps(), total))
-                images, image_info = refined.images, [e.as_dict() for e in refined.entries]
+                images, passes = refined.images, [e.as_dict() for e in refined.entries]
                 timings.update(refined.timings)
+        # 5. identity score per candidate (after the face pass), then keep the best num_images
+        images, details = self._rank_by_identity(images, face.embedding, params, seed, timings, passes)
         timings.update(out.timings, total_s=time.perf_counter() - started)
-        return {"images": images, "image_info": image_info, "analysis": analysis, "method": self.engine.method,
-                "note": self.engine.note, "seed": seed, "prompt": prompt.positive,
-                "negative_prompt": prompt.negative, "timings": timings}
+        return {"images": images, "image_details": details, "analysis": analysis,
+                "method": self.engine.method, "profile": self.profile, "note": self.note, "seed": seed,
+                "prompt": prompt.positive, "negative_prompt": prompt.negative, "timings": timings}
 
-    def _base_inputs(self, face, params: GenerationParams, analysis: dict[str, Any], seed: int):
+    def _base_inputs(self, face, params: GenerationParams, analysis: dict[str, Any], seed: int, count: int):
         from worker.engine.face_geometry import layout_face_box, region_mask
         from worker.engine.generation import GenerationInputs
         from worker.engine.output_size import default_size
@@ -186,7 +206,7 @@ class IdentityPipeline:
         inputs = GenerationInputs(
             prompt=prompt.positive, negative_prompt=prompt.negative, seed=seed,
             face_embedding=face.embedding, kps_image=draw_kps(width, height, kps), face_region=region,
-            num_images=params.num_images, width=width, height=height, mode=params.mode,
+            num_images=count, width=width, height=height, mode=params.mode,
             steps=params.steps(), guidance=params.guidance(),
             controlnet_conditioning_scale=params.controlnet_conditioning_scale,
             ip_adapter_scale=params.ip_adapter_scale)
@@ -209,6 +229,29 @@ class IdentityPipeline:
     def _detail_off(self, params: GenerationParams) -> dict[str, Any]:
         why = "off" if not params.face_detail else f"unavailable with {self.engine.method}"
         return {"face_found": None, "face_detail": "skipped", "face_detail_reason": why, "face_crop_box": None}
+
+    def _rank_by_identity(self, images: list[Image.Image], reference, params: GenerationParams, seed: int,
+                          timings: dict[str, Any], passes: list[dict[str, Any]]) -> tuple[list[Image.Image], list[dict[str, Any]]]:
+        """Score every candidate against the upload's embedding with the loaded recognizer and
+        return the ``num_images`` best, best first, with each one's entry for the result (what the
+        face-detail pass did to it included)."""
+        from worker.face.identity_score import rank_candidates, score_images
+
+        t = time.perf_counter()
+        scores = score_images(self.face_analyzer, reference, images)
+        timings["identity_score_s"] = time.perf_counter() - t
+        ranked = rank_candidates(scores, keep=params.num_images, min_score=params.min_identity_score)
+        details = [{"identity_score": r.identity_score, "face_found": r.face_found,
+                    "below_threshold": r.below_threshold, "seed": seed + r.index,
+                    "face_detail": passes[r.index]["face_detail"],
+                    "face_detail_reason": passes[r.index]["face_detail_reason"]} for r in ranked]
+        return [images[r.index] for r in ranked], details
+
+    @property
+    def note(self) -> str | None:
+        """What a caller must know about how the images were made (fallback, tiny weights)."""
+        notes = [self.engine.note, TINY_NOTE if self.profile == "tiny" else None]
+        return " ".join(n for n in notes if n) or None
 
     # --- appearance analysis hook ------------------------------------------------------------
     def _submit_appearance(self, face_image: Image.Image, wanted: bool):
@@ -243,7 +286,9 @@ class IdentityPipeline:
 
 
 def _face_summary(face) -> dict[str, Any]:
-    return {"bbox": [float(v) for v in face.bbox], "det_score": float(face.det_score),
+    x1, y1, x2, y2 = (float(v) for v in face.bbox)
+    return {"bbox": [x1, y1, x2, y2], "det_score": round(float(face.det_score), 4),
+            "box_size": [round(x2 - x1, 1), round(y2 - y1, 1)],
             "face_count": int(face.face_count), "image_size": list(face.image_size)}
 
 

@@ -96,20 +96,26 @@ def generate_images(
     params = parse_params(record.params)
     face = Image.open(io.BytesIO(storage.get_upload(record.upload_key))).convert("RGB")
     out = pipeline.generate_params(face, params, progress=on_step)
+    details = out.get("image_details") or [{} for _ in out["images"]]
+    observe_identity_scores(details)
     images = []
-    info = out.get("image_info") or [{}] * len(out["images"])
-    for index, (image, about) in enumerate(zip(out["images"], info)):
+    for index, (image, detail) in enumerate(zip(out["images"], details)):
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         key = storage.put_result(record.request_id, index, buf.getvalue())
-        images.append(ResultImage(id=f"{record.request_id}-{index}", key=key, width=image.width, height=image.height,
-                                  **_face_detail_fields(about)))
-    return JobResult(images=images, analysis=out.get("analysis") or {}, method=out.get("method", "instantid"), note=out.get("note"))
+        images.append(ResultImage(id=f"{record.request_id}-{index}", key=key, width=image.width,
+                                  height=image.height, **detail))
+    return JobResult(images=images, analysis=out.get("analysis") or {}, method=out.get("method", "instantid"),
+                     profile=out.get("profile"), note=out.get("note"))
 
 
-def _face_detail_fields(about: dict[str, Any]) -> dict[str, Any]:
-    """What the face-detail pass (stage 4) said about one image, as ResultImage fields."""
-    return {k: about.get(k) for k in ("face_found", "face_detail", "face_detail_reason")}
+def observe_identity_scores(details: list[dict[str, Any]]) -> None:
+    """Feed the returned images' identity scores to the worker's histogram."""
+    from worker.metrics import process_metrics
+
+    for detail in details:
+        if "face_found" in detail:
+            process_metrics().identity_scored(detail.get("identity_score"))
 
 
 def error_for(exc: BaseException) -> JobError:

