@@ -3,7 +3,9 @@
 Default: the tiny profile on this machine through the whole Python API (face analysis of a real
 photo -> prompt -> kps -> 4 x 128 px), fast (LCM) and quality (Euler + guidance) modes.
 ``--full-size``: architecture-exact SDXL + IdentityNet + IP-Adapter with random fp16 weights on a
-CUDA GPU, 4 images 768 wide x 1024 high at LCM 4 steps and at 30 steps with guidance 5.
+CUDA GPU, 4 images at the default 832x1216: fast mode as it is now (LCM 5 steps, guidance 1.5, so
+the negative prompt applies) against before (LCM 8 steps, guidance 0), with and without the face
+region, quality (Euler 30 steps, guidance 5), and the seconds the face-detail pass adds per image.
 
     python -m bench.pipeline                  # writes bench/results/pipeline.json
     python -m bench.pipeline --full-size      # writes bench/results/pipeline_full_size.json
@@ -91,7 +93,9 @@ def bench_full_size(repeats: int) -> dict:
 
     from shared.settings import Settings
     from worker.engine.devices import DevicePolicy
+    from worker.engine.face_geometry import layout_face_box, region_mask
     from worker.engine.generation import GenerationInputs, generate_images
+    from worker.engine.output_size import FULL_BODY_BUCKET
     from worker.keypoints import draw_kps, retarget_kps
 
     from bench.full_size import build_full_size_engine
@@ -100,26 +104,61 @@ def bench_full_size(repeats: int) -> dict:
         print("--full-size needs a CUDA GPU; none is visible here. Nothing was measured.", file=sys.stderr)
         raise SystemExit(2)
     engine = build_full_size_engine(DevicePolicy.decide(Settings(_env_file=None, device="cuda")))
-    width, height = 768, 1024
-    portrait = np.array([[180, 200], [280, 200], [230, 260], [190, 320], [270, 320]], dtype=np.float32)
-    kps_image = draw_kps(width, height, retarget_kps(portrait, width, height, "standing"))
+    width, height = FULL_BODY_BUCKET
+    kps = retarget_kps(PORTRAIT_KPS, width, height, "standing")
+    region = region_mask((width, height), layout_face_box(PORTRAIT_KPS, PORTRAIT_BOX, kps, (width, height)))
     embedding = np.random.default_rng(0).normal(size=512).astype(np.float32)
-    cases = {"lcm 4 steps": dict(mode="fast", steps=4, guidance=0.0),
-             "euler 30 steps g5": dict(mode="quality", steps=30, guidance=5.0)}
-    results = {}
+    base = dict(prompt="full body photo of a person standing", negative_prompt="cropped, close-up, portrait",
+                seed=0, face_embedding=embedding, kps_image=draw_kps(width, height, kps), num_images=4,
+                width=width, height=height)
+    cases = {"fast lcm 5 g1.5 (default)": dict(mode="fast", steps=5, guidance=1.5, face_region=region),
+             "fast lcm 8 g0 (before)": dict(mode="fast", steps=8, guidance=0.0, face_region=region),
+             "fast lcm 5 g1.5 no region": dict(mode="fast", steps=5, guidance=1.5),
+             "euler 30 steps g5": dict(mode="quality", steps=30, guidance=5.0, face_region=region)}
+    results, images = {}, {}
     for name, kw in cases.items():
-        inputs = GenerationInputs(prompt="full body photo of a person standing", negative_prompt="blurry",
-                                  seed=0, face_embedding=embedding, kps_image=kps_image, num_images=4,
-                                  width=width, height=height, **kw)
+        inputs = GenerationInputs(**base, **kw)
         generate_images(engine, GenerationInputs(**{**inputs.__dict__, "steps": 1}))  # warm-up
         torch.cuda.reset_peak_memory_stats()
-        runs = [generate_images(engine, inputs).timings for _ in range(repeats)]
-        results[name] = {**_summary(runs), "peak_vram_mib": torch.cuda.max_memory_allocated() / 2**20}
+        outs = [generate_images(engine, inputs) for _ in range(repeats)]
+        images[name] = outs[-1].images
+        results[name] = {**_summary([o.timings for o in outs]), "peak_vram_mib": torch.cuda.max_memory_allocated() / 2**20}
     _print_table(f"full-size random fp16 on {torch.cuda.get_device_name()}, 4 x {width}x{height}", results, 4)
     for name, r in results.items():
         print(f"peak VRAM {name}: {r['peak_vram_mib']:.0f} MiB")
+    detail = bench_face_detail(engine, images["fast lcm 5 g1.5 (default)"], kps, embedding, repeats)
     return {"profile": "full-size-random-fp16", "gpu": torch.cuda.get_device_name(), "repeats": repeats,
-            "images": 4, "size": [width, height], "cases": results, **_peak_memory()}
+            "images": 4, "size": [width, height], "cases": results, "face_detail": detail, **_peak_memory()}
+
+
+PORTRAIT_KPS = [[180, 200], [280, 200], [230, 260], [190, 320], [270, 320]]
+PORTRAIT_BOX = [130, 110, 330, 380]
+
+
+def bench_face_detail(engine, images, kps, embedding, repeats: int) -> dict:
+    """Seconds the face-detail pass adds per image (fast mode, strength 0.4, 1024 px crops). Random
+    weights draw no faces, so the detector is replaced by the layout's own face (box and keypoints
+    where the IdentityNet put the head): the img2img work is the real one; detection (antelopev2 on
+    the GPU, measured with the face analysis) is not in this number."""
+    import numpy as np
+    import torch
+
+    from worker.engine.face_detail import FaceDetailInputs, refine_faces
+    from worker.engine.face_geometry import layout_face_box
+
+    box = np.asarray(layout_face_box(PORTRAIT_KPS, PORTRAIT_BOX, kps, images[0].size, margin=1.0))
+    layout_face = type("LayoutFace", (), {"bbox": box, "kps": np.asarray(kps)})()
+    inputs = FaceDetailInputs(prompt="close-up photo of the face of a person", negative_prompt="blurry",
+                              face_embedding=embedding, seed=0, strength=0.4, mode="fast", steps=5, guidance=1.5)
+    refine_faces(engine, images[:1], lambda _image: layout_face, inputs)   # warm-up
+    torch.cuda.reset_peak_memory_stats()
+    runs = [refine_faces(engine, images, lambda _image: layout_face, inputs).timings for _ in range(repeats)]
+    per_image = statistics.median(r["face_detail_s"] for r in runs) / len(images)
+    out = {"seconds_per_image": per_image, "steps_per_image": runs[0]["face_detail_steps"] / len(images),
+           "crop_px": int(box[2] - box[0]), "peak_vram_mib": torch.cuda.max_memory_allocated() / 2**20}
+    print(f"\nface-detail pass, fast 5 steps x strength 0.4, guidance 1.5: {per_image:.3f} s per image "
+          f"({out['steps_per_image']:.0f} img2img steps at 1024 px), peak VRAM {out['peak_vram_mib']:.0f} MiB")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
