@@ -231,7 +231,8 @@ class IdentityPipeline:
         return {"face_found": None, "face_detail": "skipped", "face_detail_reason": why, "face_crop_box": None}
 
     def _rank_by_identity(self, images: list[Image.Image], reference, params: GenerationParams, seed: int,
-                          timings: dict[str, Any], passes: list[dict[str, Any]]) -> tuple[list[Image.Image], list[dict[str, Any]]]:
+                          timings: dict[str, Any], passes: list[dict[str, Any]] | None = None,
+                          ) -> tuple[list[Image.Image], list[dict[str, Any]]]:
         """Score every candidate against the upload's embedding with the loaded recognizer and
         return the ``num_images`` best, best first, with each one's entry for the result (what the
         face-detail pass did to it included)."""
@@ -241,6 +242,7 @@ class IdentityPipeline:
         scores = score_images(self.face_analyzer, reference, images)
         timings["identity_score_s"] = time.perf_counter() - t
         ranked = rank_candidates(scores, keep=params.num_images, min_score=params.min_identity_score)
+        passes = passes or [{"face_detail": None, "face_detail_reason": None}] * len(images)
         details = [{"identity_score": r.identity_score, "face_found": r.face_found,
                     "below_threshold": r.below_threshold, "seed": seed + r.index,
                     "face_detail": passes[r.index]["face_detail"],
