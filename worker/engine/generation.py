@@ -4,6 +4,10 @@
 All ``num_images`` images come out of ONE denoise pass; image i has its own CPU generator seeded
 ``seed + i``, so generating with seed s+i and num_images=1 reproduces image i alone.
 
+This is stage 3 of a job (worker.identity_pipeline numbers them); stage 4, the face-detail pass,
+is worker.engine.face_detail, which times, reports and cancels its steps with the same StepClock.
+``stage_progress`` counts both stages' steps into one total for the job's progress.
+
 Example::
 
     out = generate_images(engine, GenerationInputs(prompt="...", negative_prompt="...",

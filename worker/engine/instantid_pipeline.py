@@ -8,6 +8,10 @@ forward pre-hook on the ControlNet that lives only for the duration of one call.
 (prompt encoding, latents, denoise loop, IP-Adapter embeds, callbacks, decode) is the stock
 pipeline's own ``__call__``.
 
+The rule lives in ``InstantIDMethods``, shared by the text-to-image pipeline and its img2img twin
+(``InstantIDImg2ImgPipeline``, the face-detail pass's). ``face_region`` restricts IdentityNet and
+the face attention to the face (worker.engine.face_region).
+
 The face tokens are the UNet's loaded IP-Adapter projection
 (``unet.encoder_hid_proj.image_projection_layers[0]``, a Resampler) applied to the face
 embedding; under classifier-free guidance the negative half is the projection of a zero
