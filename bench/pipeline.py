@@ -51,7 +51,8 @@ def _peak_memory() -> dict:
 
 
 def _print_table(title: str, cases: dict[str, dict], per_image: int) -> None:
-    stages = ["face_analysis_s", "prompt_encode_s", "denoise_step_s", "decode_s", "generate_s", "total_s"]
+    stages = ["face_analysis_s", "prompt_encode_s", "denoise_step_s", "decode_s", "generate_s", "identity_score_s",
+              "total_s"]
     names = list(cases)
     print(f"\n{title}")
     print(f"{'stage':<22}" + "".join(f"{n:>28}" for n in names))
@@ -96,7 +97,7 @@ def bench_full_size(repeats: int) -> dict:
     from worker.engine.face_geometry import layout_face_box, region_mask
     from worker.engine.generation import GenerationInputs, generate_images
     from worker.engine.output_size import FULL_BODY_BUCKET
-    from worker.keypoints import draw_kps, retarget_kps
+    from worker.face.keypoints import draw_kps, retarget_kps
 
     from bench.full_size import build_full_size_engine
 

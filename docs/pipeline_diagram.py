@@ -1,6 +1,6 @@
 """Draws docs/pipeline.png, the README's picture of what the pipeline does to a photo.
 
-The boxes are the stages of ``IdentityPipeline.generate_params``; the three insets are real outputs
+The boxes are the stages of ``IdentityPipeline.generate``; the three insets are real outputs
 of those stages, computed here from the sample photo in the insightface wheel with the tiny
 profile's face analyzer (the photo itself is not drawn): the five keypoints found, the IdentityNet
 condition drawn from them, and identity scores.
@@ -51,7 +51,7 @@ def draw_stage(draw: ImageDraw.ImageDraw, index: int) -> None:
 
 def arrow(draw: ImageDraw.ImageDraw, start: tuple[int, int], end: tuple[int, int]) -> None:
     draw.line([start, end], fill=ACCENT, width=3)
-    (x0, y0), (x1, y1) = start, end
+    (_, y0), (x1, y1) = start, end
     if y0 == y1:  # rightwards
         draw.polygon([(x1, y1), (x1 - 12, y1 - 7), (x1 - 12, y1 + 7)], fill=ACCENT)
     else:  # downwards
@@ -78,7 +78,7 @@ def stage_outputs() -> dict[str, object]:
     from worker.engine.face_geometry import feather_mask
     from worker.face.dlib_analyzer import DlibFaceAnalyzer
     from worker.face.identity_score import score_images
-    from worker.keypoints import draw_kps, retarget_kps
+    from worker.face.keypoints import draw_kps, retarget_kps
 
     analyzer = DlibFaceAnalyzer()
     face = analyzer.analyze(tom(448))
@@ -91,7 +91,7 @@ def stage_outputs() -> dict[str, object]:
 
 
 def draw_insets(canvas: Image.Image, outputs: dict) -> None:
-    from worker.keypoints import KPS_COLORS
+    from worker.face.keypoints import KPS_COLORS
 
     draw = ImageDraw.Draw(canvas)
     x, y = box_origin(1)

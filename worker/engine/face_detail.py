@@ -6,9 +6,9 @@ image this stage
    and its entry says ``face_found: false``);
 2. takes a square crop around it (``face_geometry.square_crop_box``, 1.6× the box) and resizes it
    to the UNet's working size (1024 for SDXL, 128 for the tiny profile);
-3. runs InstantID img2img on the crop (``InstantIDImg2ImgPipeline``, built by ``from_pipe`` over
-   the loaded components: no second copy of any weight) with the INPUT face's embedding and the
-   keypoints of the face DETECTED in the crop, at ``strength``;
+3. runs InstantID img2img on the crop (the loaded ``InstantIDPipeline`` itself, given
+   ``image_to_refine`` and ``strength``: the same IdentityNet rule, no second copy of any weight)
+   with the INPUT face's embedding and the keypoints of the face DETECTED in the crop;
 4. pastes the result back with a feathered Gaussian mask (``face_geometry.feather_mask``), so
    every pixel outside the feathered region is byte-identical to the base image.
 
@@ -88,24 +88,12 @@ def detail_steps(steps: int, strength: float) -> int:
     return min(int(steps * strength), steps)
 
 
-def build_face_detail_pipeline(pipe, dtype):
-    """The img2img twin of the loaded InstantID pipeline, sharing every component.
-
-    ``dtype`` must be the loaded one: ``from_pipe`` casts the shared modules to it (fp32 when
-    not given), which would silently upcast the base pipeline's fp16 weights."""
-    from worker.engine.instantid_pipeline import InstantIDImg2ImgPipeline
-
-    detail = InstantIDImg2ImgPipeline.from_pipe(pipe, dtype=dtype)
-    detail.set_progress_bar_config(disable=True)
-    return detail
-
-
 def refine_faces(engine, images: list[Image.Image], detect: Detect, inputs: FaceDetailInputs,
                  progress: Progress | None = None) -> FaceDetailOutput:
     """Run the pass over ``images``; ``progress(step, total)`` counts this stage's steps
     (total = len(images) × detail_steps). Raises IdentityBodyError(job_canceled) when it
     answers False."""
-    if engine.detail_pipe is None:
+    if engine.method != "instantid":
         raise ValueError(f"the face-detail pass needs the InstantID engine (this one is {engine.method})")
     n = detail_steps(inputs.steps, inputs.strength)
     total = n * len(images)
@@ -149,17 +137,19 @@ def _count_skipped(progress: Progress | None, done: int, total: int) -> None:
 
 def _prepare(engine, inputs: FaceDetailInputs) -> dict[str, Any]:
     """Mode, scheduler and prompt embeddings, once for all images of the call."""
+    from worker.engine.instantid_pipeline import guidance_applies
+
     engine.modes.use(inputs.mode)
-    engine.detail_pipe.scheduler = engine.pipe.scheduler   # the mode's scheduler, shared
     engine.pipe.set_ip_adapter_scale(inputs.ip_adapter_scale)
-    return encode_prompt_pair(engine.detail_pipe, inputs.prompt, inputs.negative_prompt, inputs.guidance > 1)
+    guidance = guidance_applies(engine.pipe, inputs.guidance)
+    return encode_prompt_pair(engine.pipe, inputs.prompt, inputs.negative_prompt, guidance)
 
 
 def _refine_one(engine, image: Image.Image, face, inputs: FaceDetailInputs, seed: int,
                 encoded: dict[str, Any], clock: StepClock) -> tuple[Image.Image, Box]:
     import torch
 
-    from worker.keypoints import draw_kps
+    from worker.face.keypoints import draw_kps
 
     size = working_size(engine.pipe)
     box = square_crop_box(face.bbox, image.size)
@@ -167,8 +157,8 @@ def _refine_one(engine, image: Image.Image, face, inputs: FaceDetailInputs, seed
     crop = image.crop(box).resize((size, size), Image.LANCZOS)
     control = draw_kps(size, size, kps_in_crop(face.kps, box, size))
     generator = torch.Generator(engine.policy.generator_device()).manual_seed(seed)
-    result = engine.detail_pipe(
-        **encoded, image=crop, control_image=control, strength=inputs.strength,
+    result = engine.pipe(
+        **encoded, image=control, image_to_refine=crop, strength=inputs.strength,
         face_embedding=torch.as_tensor(np.asarray(inputs.face_embedding, dtype=np.float32)),
         num_inference_steps=inputs.steps, guidance_scale=inputs.guidance, generator=generator,
         controlnet_conditioning_scale=inputs.controlnet_conditioning_scale, width=size, height=size,

@@ -9,9 +9,10 @@ means where they exist:
 * IP-Adapter: ``cross_attention_kwargs={"ip_adapter_masks": [...]}``, the mask preprocessed by
   ``IPAdapterMaskProcessor`` — diffusers' IP-Adapter processors resize it to each attention
   layer and multiply the face attention by it.
-* IdentityNet: diffusers has no conditioning mask for a plain ``ControlNetModel``, so a forward
-  hook on the ControlNet, alive for one call, multiplies each returned residual by the mask
-  area-resized to that residual's size (the UNet adds exactly these tensors to its skips).
+* IdentityNet: diffusers has no conditioning mask for a plain ``ControlNetModel``, so the
+  pipeline's denoise loop (step 8 of InstantIDPipeline) multiplies each residual IdentityNet
+  returns by the mask area-resized to that residual's size (``restrict``); the UNet adds exactly
+  these tensors to its skips.
 
 What the mask cannot do: the UNet's self-attention and convolutions still carry the face
 region's features to the rest of the picture, so far pixels are shielded from the face
@@ -20,13 +21,12 @@ embedding's direct paths, not sealed off (tests/test_face_region.py measures how
 Example::
 
     masks = face_region_masks(region, device, torch.float16)
-    with masks.on_identitynet(pipe.controlnet):
-        pipe(..., cross_attention_kwargs=masks.ip_adapter_kwargs())
+    down, mid = masks.restrict(*identitynet(...))
+    unet(..., cross_attention_kwargs=masks.ip_adapter_kwargs(), down_block_additional_residuals=down, ...)
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,21 +49,10 @@ class FaceRegionMasks:
     def ip_adapter_kwargs(self) -> dict:
         return {"ip_adapter_masks": [self.ip_adapter]}
 
-    @contextmanager
-    def on_identitynet(self, controlnet: torch.nn.Module):
-        """Within the block, every residual the ControlNet returns is multiplied by the mask."""
-
-        def restrict(_module, _args, output):
-            down, mid = output[0], output[1]
-            down = [r * self.at(*r.shape[-2:]).to(r.dtype) for r in down]
-            mid = mid * self.at(*mid.shape[-2:]).to(mid.dtype)
-            return (down, mid, *output[2:]) if isinstance(output, tuple) else type(output)(down, mid)
-
-        handle = controlnet.register_forward_hook(restrict)
-        try:
-            yield
-        finally:
-            handle.remove()
+    def restrict(self, down: list[torch.Tensor], mid: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """IdentityNet's residuals kept to the face: each multiplied by the mask at its size."""
+        return ([r * self.at(*r.shape[-2:]).to(r.dtype) for r in down],
+                mid * self.at(*mid.shape[-2:]).to(mid.dtype))
 
 
 def face_region_masks(region: np.ndarray, device, dtype: torch.dtype) -> FaceRegionMasks:

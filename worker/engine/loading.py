@@ -1,5 +1,5 @@
 """Load the engine from one model folder: the same code path for the released weights and the
-tiny profile (worker.model_layout says where each part lives).
+tiny profile (worker.models.layout says where each part lives).
 
 Order: SDXL base (required) -> fp16-fix VAE -> IdentityNet + ip-adapter.bin (InstantID; on any
 failure the engine falls back to plain SDXL) -> LCM-LoRA (fused) -> schedulers -> device.
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import ErrorCode, IdentityBodyError
-from worker import model_layout as layout
+from worker.models import layout
 from worker.engine.devices import DevicePolicy
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ class Engine:
     modes: Any                               # worker.engine.lcm_mode.ModeSwitch
     fallback_reason: str | None = None
     loaded_parts: list[str] = field(default_factory=list)
-    detail_pipe: Any = None                  # img2img twin for the face-detail pass (instantid only)
 
     @property
     def note(self) -> str | None:
@@ -171,12 +170,8 @@ def finish_engine(pipe, method: str, scheduler_config, lcm_loaded: bool, policy:
     (the full-size bench assembles its pipeline in memory and ends here too)."""
     from worker.engine.lcm_mode import ModeSwitch
 
-    from worker.engine.face_detail import build_face_detail_pipeline
-
     modes = ModeSwitch(pipe, scheduler_config, lcm_loaded=lcm_loaded)
-    # Built before placement: it shares every module, so .to(device) or offload covers both.
-    detail = build_face_detail_pipeline(pipe, policy.dtype) if method == "instantid" else None
     policy.place(pipe)
     pipe.set_progress_bar_config(disable=True)
     return Engine(pipe=pipe, method=method, policy=policy, modes=modes, fallback_reason=fallback_reason,
-                  loaded_parts=list(parts or []), detail_pipe=detail)
+                  loaded_parts=list(parts or []))

@@ -14,7 +14,7 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -66,8 +66,7 @@ def rank_candidates(scores: list[ImageScore], keep: int, min_score: float | None
         # [ImageScore(index=1, identity_score=0.7, ...)]
     """
     order = sorted(scores, key=lambda s: (s.identity_score is None, -(s.identity_score or 0.0), s.index))
-    kept = order[:keep]
-    for entry in kept:
-        entry.below_threshold = min_score is not None and (
-            entry.identity_score is None or entry.identity_score < min_score)
-    return kept
+    def below(score: ImageScore) -> bool:
+        return min_score is not None and (score.identity_score is None or score.identity_score < min_score)
+
+    return [replace(s, below_threshold=below(s)) for s in order[:keep]]
