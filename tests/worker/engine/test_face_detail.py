@@ -1,6 +1,6 @@
 """The face-detail pass (stage 4) on the tiny profile through the real code: real photos from the
 insightface package as the "base image", the tiny profile's real (dlib) detector, InstantID
-img2img built by from_pipe, the feathered paste."""
+img2img on the loaded pipeline, the feathered paste."""
 
 from __future__ import annotations
 
