@@ -194,7 +194,7 @@ def face_detail_prompt(body: dict[str, Any], analysis: dict[str, Any] | None = N
         # "close-up photo of the face of a woman, fair skin, detailed face, ..."
     """
     analysis = analysis or {}
-    merged = {**DEFAULT_BODY, **{k: v for k, v in body.items() if _given(v)}}
+    merged = {**DEFAULT_BODY, **{k: v for k, v in body.items() if given(v)}}
     subject = _subject(merged, analysis)
     parts = [
         f"close-up photo of the face of {_article(subject)} {subject}",
