@@ -136,6 +136,9 @@ class _FaceAnalyzerThatWaitsForGemini:
         self.saw_request = self.gemini.count == 1
         return self.real.analyze(image)
 
+    def largest_face(self, image: Image.Image):  # the identity score of each output
+        return self.real.largest_face(image)
+
 
 def test_gemini_runs_beside_face_analysis(pipeline: IdentityPipeline, gemini: GeminiServer) -> None:
     gemini.script(Reply(200, answer_body(GOOD)))
