@@ -17,24 +17,29 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.metrics import install_metrics
-from api.routes import health, jobs
+from api.routes import health, info, jobs
+from api.routes.page import install_page
+from shared.deployment import check_deployment
 from shared.jobs.store import JobStore
 from shared.log_redaction import install_log_redaction
 from shared.settings import Settings, get_settings
 from shared.storage import Storage
+from shared.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
 
 DESCRIPTION = (
     "One face photo in, full-body images that keep the person's identity out. Submit a job, poll "
-    "its status (or send `Prefer: wait=N`), then read the result. Every error is "
-    '`{"error": {"code", "message", "field"}}` with a stable code.'
+    "its status (or send `Prefer: wait=N`, or follow `/api/v1/jobs/{id}/events`), then read the result. "
+    'Every error is `{"error": {"code", "message", "field"}}` with a stable code. A web page for people '
+    "is served at `/`."
 )
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    setup_tracing(settings, "idbody-api")  # off (and nothing imported) unless IDBODY_OTEL_ENDPOINT is set
     # celery costs ~0.2 s to import; the gateway's import stays light and pays it at start
     from shared.celery_app import make_celery
 
@@ -88,9 +93,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings or get_settings()
+    check_deployment(app.state.settings)  # a container without its public URL does not start
     install_error_handlers(app)
     install_metrics(app)
     install_log_redaction()
     app.include_router(jobs.router)
+    app.include_router(info.router)
     app.include_router(health.router)
+    install_page(app)
     return app

@@ -34,8 +34,10 @@ class SubmitResponse(BaseModel):
 
 
 class ProgressOut(BaseModel):
-    step: int
-    total: int
+    step: int = Field(description="Denoise steps done.")
+    total: int = Field(description="Denoise steps in all.")
+    stage: str | None = Field(None, description="analyzing_face, denoising, face_detail or uploading.")
+    eta_s: float | None = Field(None, description="Seconds left of the denoise loop, from the step times measured on this job.")
 
 
 class JobErrorOut(BaseModel):
@@ -54,7 +56,8 @@ class JobStatusResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"request_id": _RID, "status": "queued", "queue_position": 2, "created_at": "2026-03-01T12:00:00Z",
          "started_at": None, "finished_at": None},
-        {"request_id": _RID, "status": "running", "progress": {"step": 3, "total": 8},
+        {"request_id": _RID, "status": "running",
+         "progress": {"step": 3, "total": 8, "stage": "denoising", "eta_s": 2.5},
          "created_at": "2026-03-01T12:00:00Z", "started_at": "2026-03-01T12:00:01Z", "finished_at": None},
         {"request_id": _RID, "status": "succeeded", "result_url": f"{_BASE}/result",
          "input_face": {"det_score": 0.87, "box_size": [212.0, 268.5]},
@@ -69,7 +72,7 @@ class JobStatusResponse(BaseModel):
     request_id: str
     status: str
     queue_position: int | None = Field(None, description="Only while queued.")
-    progress: ProgressOut | None = Field(None, description="Only while running: denoise step of total.")
+    progress: ProgressOut | None = Field(None, description="Only while running: stage, denoise step of total, seconds left.")
     error: JobErrorOut | None = Field(None, description="Only when failed or canceled.")
     result_url: str | None = Field(None, description="Only when succeeded.")
     input_face: InputFaceOut | None = Field(None, description="Only when succeeded: the uploaded face as found.")

@@ -92,14 +92,13 @@ def bench_full_size(repeats: int) -> dict:
     import numpy as np
     import torch
 
+    from bench.full_size import build_full_size_engine
     from shared.settings import Settings
     from worker.engine.devices import DevicePolicy
     from worker.engine.face_geometry import layout_face_box, region_mask
     from worker.engine.generation import GenerationInputs, generate_images
     from worker.engine.output_size import FULL_BODY_BUCKET
     from worker.face.keypoints import draw_kps, retarget_kps
-
-    from bench.full_size import build_full_size_engine
 
     if not torch.cuda.is_available():
         print("--full-size needs a CUDA GPU; none is visible here. Nothing was measured.", file=sys.stderr)

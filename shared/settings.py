@@ -47,12 +47,15 @@ class Settings(BaseSettings):
     # --- gateway -----------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address the gateway binds to.")
     api_port: int = Field(8000, description="Port the gateway listens on.")
-    public_api_url: str | None = Field(None, description="Base URL used in status_url/result_url; default: the request's own.")
+    public_api_url: str | None = Field(None, description="Base URL clients reach the gateway at, used in status_url/result_url of responses and webhooks; required when deployment is container. Default: the request's own (webhooks: this machine's loopback).")
+    deployment: Literal["local", "container"] = Field("local", description="container: set by the images; the gateway and io workers then refuse to start without public_api_url.")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Larger uploads get 413.")
     max_image_pixels: int = Field(40_000_000, ge=10_000, description="Decompression-bomb cap on width*height.")
     min_image_side: int = Field(64, ge=16, description="Uploads with a shorter side are refused.")
     max_wait_s: int = Field(60, ge=0, le=600, description="Largest N honoured in 'Prefer: wait=N'.")
     api_workers: int = Field(1, ge=1, le=64, description="Gateway processes started by 'idbody api'.")
+    default_width: int | None = Field(None, ge=64, le=2048, multiple_of=8, description="Output width of jobs that do not send one (empty: 768, the parameter's own default); 'idbody up' sets 256 on the tiny profile.")
+    default_height: int | None = Field(None, ge=64, le=2048, multiple_of=8, description="Output height of jobs that do not send one (empty: 1024); 'idbody up' sets 256 on the tiny profile.")
     max_waiting_requests: int = Field(64, ge=1, le=10_000, description="Most 'Prefer: wait' requests held at once per gateway process; the rest answer 202 at once.")
 
     # --- engine ----------------------------------------------------------------------
@@ -90,6 +93,8 @@ class Settings(BaseSettings):
     worker_metrics_host: str = Field("127.0.0.1", description="Address the worker metrics port binds to (0.0.0.0 in containers).")
 
     log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
+    log_format: Literal["auto", "json", "text"] = Field("auto", description="json: one JSON object per line (request_id, event, status, worker, timings); text: for a terminal; auto: json when deployment is container.")
+    otel_endpoint: str | None = Field(None, description="OTLP/HTTP endpoint (http://collector:4318) to send traces of submit -> task -> webhook to; none: tracing off. Needs the `otel` extra.")
 
 
 @lru_cache

@@ -220,7 +220,7 @@ class IdentityPipeline:
             # 4. face-detail pass on every candidate
             if detail is not None:
                 refined = refine_faces(self.engine, images, self.face_analyzer.largest_face, detail,
-                                       progress=stage_progress(progress, params.steps(), total))
+                                       progress=stage_progress(progress, params.steps(), total, "face_detail"))
                 images, passes = refined.images, [e.as_dict() for e in refined.entries]
                 timings.update(refined.timings)
         # 5. identity score per candidate (after the face pass), then keep the best num_images

@@ -53,6 +53,8 @@ def can_transition(current: JobStatus | str, new: JobStatus | str) -> bool:
 class Progress(BaseModel):
     step: int = 0
     total: int = 0
+    stage: str | None = None  # a shared.jobs.progress.JobStage value
+    eta_s: float | None = None  # seconds left, from the step times measured on this job
 
 
 class JobError(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import base64
 import io
 import json
@@ -219,7 +220,7 @@ def test_missing_photo(gateway, redis_client):
 
 def test_enqueue_failure_fails_the_job_and_answers_503(gateway, gateway_settings, redis_client):
     dead = gateway_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
-    gateway.app.state.celery = make_celery(dead)
+    gateway.app.state.submit = dataclasses.replace(gateway.app.state.submit, celery=make_celery(dead))
     resp = _submit(gateway)
     assert resp.status_code == 503 and resp.json()["error"]["code"] == "service_unavailable"
     [key] = list(redis_client.scan_iter("job:*"))
@@ -256,7 +257,8 @@ def test_status_through_the_lifecycle(gateway):
     gateway.store.transition(rid, JobStatus.RUNNING, worker="w")
     gateway.store.set_progress(rid, 3, 8)
     running = gateway.client.get(url).json()
-    assert running["status"] == "running" and running["progress"] == {"step": 3, "total": 8}
+    assert running["status"] == "running"
+    assert running["progress"] == {"step": 3, "total": 8, "stage": None, "eta_s": None}
     assert "queue_position" not in running and running["started_at"]
 
     gateway.store.transition(rid, JobStatus.FAILED, error={"code": "no_face_detected", "message": "No face."})
@@ -378,7 +380,8 @@ def test_openapi_has_examples_for_every_route_and_error(gateway):
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
             for status, response in op["responses"].items():
-                content = response.get("content", {}).get("application/json", {})
+                media = response.get("content", {})  # JSON, or the event stream's text/event-stream
+                content = media.get("application/json") or next(iter(media.values()), {})
                 ref = content.get("schema", {}).get("$ref", "")
                 model = schemas.get(ref.rsplit("/", 1)[-1], {})
                 has_example = "example" in content or "examples" in content or "examples" in model

@@ -70,9 +70,11 @@ class _StepClock:
         return callback_kwargs
 
 
-def stage_progress(progress: Progress | None, done_before: int, total: int) -> Progress | None:
+def stage_progress(progress: Progress | None, done_before: int, total: int,
+                   stage: str | None = None) -> Progress | None:
     """A stage's own ``(step, stage_total)`` callback counted into the job's ``total``: the base
-    pass reports steps 1..steps, the face-detail pass (stage 4) the ones after them.
+    pass reports steps 1..steps, the face-detail pass (stage 4) the ones after them. With
+    ``stage``, a callback that takes one (the worker's ProgressWriter) is told the stage too.
 
     Example::
 
@@ -80,7 +82,20 @@ def stage_progress(progress: Progress | None, done_before: int, total: int) -> P
     """
     if progress is None:
         return None
+    if stage is not None and _takes_stage(progress):
+        return lambda step, _stage_total: progress(done_before + step, total, stage)
     return lambda step, _stage_total: progress(done_before + step, total)
+
+
+def _takes_stage(progress: Callable[..., Any]) -> bool:
+    # the Python API's callbacks are (step, total); the worker's ProgressWriter takes a stage too
+    import inspect
+
+    try:
+        inspect.signature(progress).bind(0, 0, "stage")
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _sync_for(device: str) -> Callable[[], None]:

@@ -92,3 +92,11 @@ def test_each_result_image_says_what_the_face_pass_did(settings, redis_client):
     view = result_view(store.get(rid), lambda k: f"https://example.test/{k}")
     assert view["images"][1]["face_found"] is False and view["images"][1]["face_detail_reason"] == "no_face"
     assert view["images"][0]["face_detail"] == "applied"
+
+
+def test_a_callback_that_takes_a_stage_hears_face_detail_for_the_pass(pipeline):
+    seen = []
+    pipeline.generate(face_photo(), num_images=1, seed=4, width=128, height=128, num_inference_steps=4,
+                      face_detail_strength=0.5, progress=lambda s, t, stage="denoising": seen.append((s, stage)))
+    assert [stage for s, stage in seen if s <= 4] == ["denoising"] * 4
+    assert seen[-1] == (6, "face_detail")
