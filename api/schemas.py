@@ -8,7 +8,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -103,6 +103,10 @@ class ResultImageOut(BaseModel):
     below_threshold: bool = Field(False, description=(
         "True when min_identity_score was given and this image scores below it (or shows no face)."))
     seed: int | None = Field(None, description="The seed that reproduces this image (seed + its place in the batch).")
+    face_detail: Literal["applied", "skipped"] | None = Field(None, description="What the face-detail pass did "
+                                                                   "to this image (null when it did not run).")
+    face_detail_reason: str | None = Field(None, description="Why it was skipped: no_face, no_steps, off, "
+                                           "or unavailable with sdxl_fallback.")
 
 
 class InputFaceOut(BaseModel):
@@ -117,9 +121,11 @@ class JobResultResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"success": True, "request_id": _RID, "count": 2,
          "images": [{"id": "identity_body_0", "url": "https://s3.example.com/idbody-results/...0.png?X-Amz-Signature=...",
-                     "identity_score": 0.71, "face_found": True, "below_threshold": False, "seed": 1236},
+                     "identity_score": 0.71, "face_found": True, "below_threshold": False, "seed": 1236,
+                     "face_detail": "applied", "face_detail_reason": None},
                     {"id": "identity_body_1", "url": "https://s3.example.com/idbody-results/...1.png?X-Amz-Signature=...",
-                     "identity_score": None, "face_found": False, "below_threshold": True, "seed": 1234}],
+                     "identity_score": None, "face_found": False, "below_threshold": True, "seed": 1234,
+                     "face_detail": "skipped", "face_detail_reason": "no_face"}],
          "analysis": {"skin_tone": "warm ivory", "ethnicity": "East Asian"}, "method": "instantid",
          "profile": "instantid", "note": None, "input_face": {"det_score": 0.87, "box_size": [212.0, 268.5]}},
         {"success": False, "request_id": _RID, "count": 0, "images": [], "analysis": {}, "method": "instantid",

@@ -15,7 +15,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 OUT = Path(__file__).with_name("pipeline.png")
-WIDTH, HEIGHT = 1480, 630
+WIDTH, HEIGHT = 1480, 650
 BOX_W, BOX_H = 310, 118
 INK, MUTED, FILL, ACCENT = (30, 34, 40), (95, 102, 112), (244, 246, 250), (52, 101, 164)
 
@@ -23,11 +23,11 @@ STAGES = [  # (title, lines) in order; the first row runs left to right, the sec
     ("1  upload checks (api)", ["type from bytes, pixel cap, EXIF turned", "upright, animated refused, RGB"]),
     ("2  face analysis", ["largest face: embedding, 5 keypoints,", "det_score, box (antelopev2 | tiny: dlib)"]),
     ("3  prompt", ["body params + BMI band -> prompt and", "anti-close-up negative prompt"]),
-    ("4  IdentityNet condition", ["keypoints moved to a full-body head", "position and drawn as InstantID does"]),
-    ("5  base generation", ["SDXL + IdentityNet (face tokens) +", "IP-Adapter: `candidates` in ONE batch"]),
-    ("6  identity score", ["largest face in each image, cosine", "to the upload's embedding"]),
-    ("7  re-rank", ["keep the num_images best, best first;", "mark below min_identity_score"]),
-    ("8  result", ["PNGs to S3; each image: identity_score,", "face_found, below_threshold, seed"]),
+    ("4  layout", ["keypoints moved to a full-body head", "position; face region = face box there"]),
+    ("5  base generation", ["SDXL + IdentityNet + IP-Adapter, both", "on the face region; candidates: 1 batch"]),
+    ("6  face-detail pass", ["each face: square crop (1.6x box),", "img2img at 1024, feathered paste"]),
+    ("7  score + re-rank", ["cosine of each face to the upload's;", "keep the num_images best, best first"]),
+    ("8  result", ["PNGs to S3; each image: identity_score,", "face_found, face_detail, seed"]),
 ]
 
 
@@ -73,20 +73,21 @@ def connect(draw: ImageDraw.ImageDraw) -> None:
 
 
 def stage_outputs() -> dict[str, object]:
-    """Real outputs of stages 2, 4 and 6 on the wheel's sample photos (tiny profile analyzer)."""
+    """Real outputs of stages 2, 4, 6 and 7 on the wheel's sample photos (tiny profile analyzer)."""
     from tests.face_photos import t1, tom
+    from worker.engine.face_geometry import feather_mask
     from worker.face.dlib_analyzer import DlibFaceAnalyzer
     from worker.face.identity_score import score_images
     from worker.face.keypoints import draw_kps, retarget_kps
 
     analyzer = DlibFaceAnalyzer()
     face = analyzer.analyze(tom(448))
-    moved = retarget_kps(face.kps, 768, 1024, "standing")
-    condition = draw_kps(768, 1024, moved)
+    moved = retarget_kps(face.kps, 832, 1216, "standing")
+    condition = draw_kps(832, 1216, moved)
     blank = Image.new("RGB", (256, 256), (128, 128, 128))
     scores = score_images(analyzer, face.embedding, [tom(256), t1(), blank])
     return {"kps": face.kps / 448.0, "condition": condition, "head": tuple(int(v) for v in moved.mean(axis=0)),
-            "scores": [s.identity_score for s in scores]}
+            "scores": [s.identity_score for s in scores], "feather": feather_mask(110)}
 
 
 def draw_insets(canvas: Image.Image, outputs: dict) -> None:
@@ -102,13 +103,19 @@ def draw_insets(canvas: Image.Image, outputs: dict) -> None:
     draw.text((panel[2] + 10, panel[1] + 30), "5 keypoints\nof a real photo", fill=MUTED, font=font(14))
     x, y = box_origin(3)                                          # stage 4: the condition image
     condition = outputs["condition"]
-    canvas.paste(condition.resize((96, 128)), (x + 6, y + BOX_H + 10))
+    canvas.paste(condition.resize((88, 128)), (x + 6, y + BOX_H + 10))
     cx, cy = outputs["head"]
     head = condition.crop((cx - 48, cy - 48, cx + 48, cy + 48)).resize((128, 128), Image.NEAREST)
     canvas.paste(head, (x + 112, y + BOX_H + 10))
     draw.rectangle([x + 112, y + BOX_H + 10, x + 240, y + BOX_H + 138], outline=MUTED)
-    draw.text((x + 6, y + BOX_H + 142), "768 x 1024, and its head enlarged", fill=MUTED, font=font(13))
-    x, y = box_origin(5)                                          # stage 6: measured scores
+    draw.text((x + 6, y + BOX_H + 142), "832 x 1216, and its head enlarged", fill=MUTED, font=font(13))
+    x, y = box_origin(5)                                          # stage 6: the paste mask
+    feather = Image.fromarray((outputs["feather"] * 255).astype("uint8"), mode="L").convert("RGB")
+    canvas.paste(feather, (x + 40, y + BOX_H + 14))
+    draw.rectangle([x + 40, y + BOX_H + 14, x + 150, y + BOX_H + 124], outline=MUTED)
+    draw.text((x + 160, y + BOX_H + 24), "paste weight of a crop:\nwhere it is 0, pixels\nstay byte-identical",
+              fill=MUTED, font=font(14))
+    x, y = box_origin(6)                                          # stage 7: measured scores
     draw.text((x + 10, y + BOX_H + 14), "measured (tiny profile's dlib recognizer):", fill=MUTED, font=font(14))
     y += 22
     labels = ["same face, resized", "another person", "no face"]

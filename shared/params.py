@@ -4,7 +4,7 @@ the CLI and the Python API (``pipeline.generate(...)``).
 Example::
 
     params = GenerationParams(body_type="athletic", height_cm=170, weight_kg=65, gender="female")
-    params.steps()          # 8 in fast mode (LCM), 30 in quality mode
+    params.steps()          # 5 in fast mode (LCM), 30 in quality mode
 """
 
 from __future__ import annotations
@@ -21,14 +21,17 @@ Gender = Literal["male", "female", "other"]
 Pose = Literal["standing", "walking", "sitting"]
 Mode = Literal["fast", "quality"]
 
-# Per-mode defaults. fast: LCM-LoRA + LCMScheduler, guidance <= 1 so the batch is not doubled.
+# Per-mode defaults. fast: LCM-LoRA + LCMScheduler, 5 steps at guidance 1.5 as the official
+# InstantID app runs LCM, so the anti-close-up negative prompt applies (why: worker.engine.lcm_mode).
 # quality: Euler, 30 steps, classifier-free guidance 5.
 MODE_DEFAULTS: dict[str, dict[str, float | int]] = {
-    "fast": {"num_inference_steps": 8, "guidance_scale": 0.0},
+    "fast": {"num_inference_steps": 5, "guidance_scale": 1.5},
     "quality": {"num_inference_steps": 30, "guidance_scale": 5.0},
 }
 
 LCM_MAX_STEPS = 50
+# LCM-LoRA was distilled for guidance around 1-2; above that its few steps over-saturate.
+LCM_MAX_GUIDANCE = 2.0
 # Re-ranking generates up to this many images in the one batch (memory grows with the batch).
 MAX_CANDIDATES = 8
 
@@ -50,15 +53,25 @@ class GenerationParams(BaseModel):
     pose: Pose = Field("standing", description="standing, walking or sitting.")
     clothing: str = Field("casual minimal", max_length=200, description="Clothing description.")
     num_images: int = Field(4, ge=1, le=4, description="Variations, 1-4, generated in one batch.")
-    mode: Mode = Field("fast", description="fast: LCM-LoRA, few steps; quality: Euler, 30 steps, guidance 5.")
-    num_inference_steps: int | None = Field(None, ge=1, le=100, description="Default: 8 in fast mode, 30 in quality mode.")
-    guidance_scale: float | None = Field(None, ge=0, le=20, description="Default: 0 in fast mode, 5 in quality mode.")
+    mode: Mode = Field("fast", description="fast: LCM-LoRA, 5 steps, guidance 1.5; quality: Euler, 30 steps, guidance 5.")
+    num_inference_steps: int | None = Field(None, ge=1, le=100, description="Default: 5 in fast mode, 30 in quality mode.")
+    guidance_scale: float | None = Field(None, ge=0, le=20, description="Default: 1.5 in fast mode (at most 2), 5 in quality mode. "
+                                          "Above 1 the negative prompt applies and each step runs the batch twice.")
     controlnet_conditioning_scale: float = Field(0.8, ge=0, le=2, description="IdentityNet (keypoint ControlNet) strength.")
     ip_adapter_scale: float = Field(0.8, ge=0, le=2, description="Identity (face embedding) strength.")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Image i uses seed + i; random when empty.")
-    width: int = Field(768, ge=64, le=2048, multiple_of=8, description="Output width in pixels, multiple of 8.")
-    height: int = Field(1024, ge=64, le=2048, multiple_of=8, description="Output height in pixels, multiple of 8.")
+    width: int | None = Field(None, ge=64, le=2048, multiple_of=8, description="Output width in pixels, multiple of 8. "
+                              "Default: 832 (SDXL's 832x1216 portrait bucket; 104 on the tiny profile).")
+    height: int | None = Field(None, ge=64, le=2048, multiple_of=8, description="Output height in pixels, multiple of 8. "
+                               "Default: 1216 (152 on the tiny profile).")
     use_gemini_analysis: bool = Field(False, description="Send the face to Gemini for skin tone/ethnicity/age (opt-in).")
+    face_detail: bool = Field(True, description="After the base images, redraw each image's face with InstantID img2img "
+                              "on a close crop and blend it back (no face found: the image is kept as is).")
+    face_detail_strength: float = Field(0.4, ge=0, le=1, description="How much the face-detail pass redraws, 0-1: "
+                                        "the share of the denoise schedule it reruns (0 changes nothing).")
+    face_region_emphasis: bool = Field(True, description="Restrict IdentityNet and the face attention to the face "
+                                       "region of the layout, so identity features do not bleed over body and "
+                                       "background (the official InstantID app's 'Enhance non-face region').")
     candidates: int | None = Field(
         None, ge=1, le=MAX_CANDIDATES,
         description=f"Images generated in one batch to choose from, 1-{MAX_CANDIDATES} and at least num_images; "
@@ -81,8 +94,9 @@ class GenerationParams(BaseModel):
     @field_validator("guidance_scale")
     @classmethod
     def _fast_mode_guidance(cls, value: float | None, info: ValidationInfo) -> float | None:
-        if info.data.get("mode") == "fast" and value is not None and value > 1:
-            raise ValueError("must be at most 1 in fast (LCM) mode; use mode=quality for guidance above 1")
+        if info.data.get("mode") == "fast" and value is not None and value > LCM_MAX_GUIDANCE:
+            raise ValueError(f"must be at most {LCM_MAX_GUIDANCE:g} in fast (LCM) mode; use mode=quality for "
+                             f"guidance above {LCM_MAX_GUIDANCE:g}")
         return value
 
     @field_validator("num_inference_steps")

@@ -11,7 +11,8 @@ Example::
                                    "gender": "female"}, num_images=4)
     result["images"], result["method"], result["note"], result["timings"]
     result["image_details"][0]     # {"identity_score": 0.71, "face_found": True,
-                                   #  "below_threshold": False, "seed": 1234}, best image first
+                                   #  "below_threshold": False, "seed": 1234,
+                                   #  "face_detail": "applied", "face_detail_reason": None}, best image first
     pipeline.generate(face_image=face, params=GenerationParams(body_type="slim", num_images=2))
     pipeline.generate(face, num_images=2, candidates=6, min_identity_score=0.4)   # re-ranking
     pipeline.pipe.enable_vae_tiling()       # the diffusers pipeline itself
@@ -195,8 +196,8 @@ class IdentityPipeline:
         """Validate the parameters (``shared.params``: the same model as the HTTP form and the
         task payload; pass one, or its fields as keywords), analyse the face, generate.
 
-        ``progress(step, total)`` is called after every denoise step; returning False stops the
-        run with IdentityBodyError(job_canceled).
+        ``progress(step, total)`` is called after every denoise step, the face-detail pass's
+        included; returning False stops the run with IdentityBodyError(job_canceled).
         """
         if params is None:
             params = parse_params({k: v for k, v in fields.items() if v is not None})
@@ -206,10 +207,14 @@ class IdentityPipeline:
 
     def _generate(self, face_image: Image.Image, params: GenerationParams,
                   progress: Progress | None) -> dict[str, Any]:
+        """Stages: 1. face analysis of the upload (appearance analysis alongside) → 2. prompt and
+        layout (keypoints retargeted to the frame, face region) → 3. base generation (InstantID
+        text-to-image, all candidates in one batch) → 4. face-detail pass (InstantID img2img on
+        each image's face) → 5. identity score and re-ranking. ``progress`` counts the steps of
+        stages 3 and 4 together."""
         from worker.appearance.analyzer import start_analysis, wait_for_analysis
-        from worker.engine.generation import GenerationInputs, generate_images
-        from worker.engine.prompts import build_prompt
-        from worker.face.keypoints import draw_kps, retarget_kps
+        from worker.engine.face_detail import detail_steps, refine_faces
+        from worker.engine.generation import generate_images, stage_progress
 
         self.load_models()
         started = time.perf_counter()
@@ -222,40 +227,87 @@ class IdentityPipeline:
         analysis = {"face": _face_summary(face), **_appearance_fields(
             wait_for_analysis(pending, self.settings.gemini_timeout_s))}
         timings["appearance_wait_s"] = time.perf_counter() - t - timings["face_analysis_s"]
-        # 2. prompt and IdentityNet condition
-        prompt = build_prompt(params.body_params(), analysis)
-        kps = retarget_kps(face.kps, params.width, params.height, params.pose)
+        # 2. prompt and layout (IdentityNet condition, face region)
         count = params.candidate_count()
         seed = params.seed if params.seed is not None else random.randint(0, 2**32 - 1 - count)
-        inputs = GenerationInputs(
-            prompt=prompt.positive, negative_prompt=prompt.negative, seed=seed,
-            face_embedding=face.embedding, kps_image=draw_kps(params.width, params.height, kps),
-            num_images=count, width=params.width, height=params.height, mode=params.mode,
-            steps=params.steps(), guidance=params.guidance(),
-            controlnet_conditioning_scale=params.controlnet_conditioning_scale,
-            ip_adapter_scale=params.ip_adapter_scale)
-        # 3. base generation: all candidates in one batch
+        inputs, prompt = self._base_inputs(face, params, analysis, seed, count)
+        detail = self._detail_inputs(face, params, analysis, seed)
+        total = params.steps() + (detail_steps(params.steps(), params.face_detail_strength) * count if detail else 0)
         with self._run_lock:
-            out = generate_images(self.engine, inputs, progress=progress)
-        # 4. identity score per candidate, then keep the best num_images
-        images, details = self._rank_by_identity(out.images, face.embedding, params, seed, timings)
+            # 3. base generation: all candidates in one batch
+            out = generate_images(self.engine, inputs, progress=stage_progress(progress, 0, total))
+            images, passes = out.images, [self._detail_off(params)] * len(out.images)
+            # 4. face-detail pass on every candidate
+            if detail is not None:
+                refined = refine_faces(self.engine, images, self.face_analyzer.largest_face, detail,
+                                       progress=stage_progress(progress, params.steps(), total, "face_detail"))
+                images, passes = refined.images, [e.as_dict() for e in refined.entries]
+                timings.update(refined.timings)
+        # 5. identity score per candidate (after the face pass), then keep the best num_images
+        images, details = self._rank_by_identity(images, face.embedding, params, seed, timings, passes)
         timings.update(out.timings, total_s=time.perf_counter() - started)
         return {"images": images, "image_details": details, "analysis": analysis,
                 "method": self.engine.method, "profile": self.profile, "note": self.note, "seed": seed,
                 "prompt": prompt.positive, "negative_prompt": prompt.negative, "timings": timings}
 
-    def _rank_by_identity(self, images: list[Image.Image], reference, params: GenerationParams,
-                          seed: int, timings: dict[str, Any]) -> tuple[list[Image.Image], list[dict[str, Any]]]:
+    def _base_inputs(self, face, params: GenerationParams, analysis: dict[str, Any], seed: int, count: int):
+        from worker.engine.face_geometry import layout_face_box, region_mask
+        from worker.engine.generation import GenerationInputs
+        from worker.engine.output_size import default_size
+        from worker.face.keypoints import draw_kps, retarget_kps
+        from worker.engine.prompts import build_prompt
+
+        prompt = build_prompt(params.body_params(), analysis)
+        fallback_w, fallback_h = default_size(self.engine.pipe)
+        width, height = params.width or fallback_w, params.height or fallback_h
+        kps = retarget_kps(face.kps, width, height, params.pose)
+        region = None
+        if params.face_region_emphasis:
+            region = region_mask((width, height), layout_face_box(face.kps, face.bbox, kps, (width, height)))
+        inputs = GenerationInputs(
+            prompt=prompt.positive, negative_prompt=prompt.negative, seed=seed,
+            face_embedding=face.embedding, kps_image=draw_kps(width, height, kps), face_region=region,
+            num_images=count, width=width, height=height, mode=params.mode,
+            steps=params.steps(), guidance=params.guidance(),
+            controlnet_conditioning_scale=params.controlnet_conditioning_scale,
+            ip_adapter_scale=params.ip_adapter_scale)
+        return inputs, prompt
+
+    def _detail_inputs(self, face, params: GenerationParams, analysis: dict[str, Any], seed: int):
+        """The face-detail pass's inputs, or None when it does not run (off, or no InstantID)."""
+        from worker.engine.face_detail import FaceDetailInputs
+        from worker.engine.prompts import face_detail_prompt
+
+        if not params.face_detail or self.engine.method != "instantid":
+            return None
+        pair = face_detail_prompt(params.body_params(), analysis)
+        return FaceDetailInputs(
+            prompt=pair.positive, negative_prompt=pair.negative, face_embedding=face.embedding, seed=seed,
+            strength=params.face_detail_strength, mode=params.mode, steps=params.steps(),
+            guidance=params.guidance(), controlnet_conditioning_scale=params.controlnet_conditioning_scale,
+            ip_adapter_scale=params.ip_adapter_scale)
+
+    def _detail_off(self, params: GenerationParams) -> dict[str, Any]:
+        why = "off" if not params.face_detail else f"unavailable with {self.engine.method}"
+        return {"face_found": None, "face_detail": "skipped", "face_detail_reason": why, "face_crop_box": None}
+
+    def _rank_by_identity(self, images: list[Image.Image], reference, params: GenerationParams, seed: int,
+                          timings: dict[str, Any], passes: list[dict[str, Any]] | None = None,
+                          ) -> tuple[list[Image.Image], list[dict[str, Any]]]:
         """Score every candidate against the upload's embedding with the loaded recognizer and
-        return the ``num_images`` best, best first, with each one's entry for the result."""
+        return the ``num_images`` best, best first, with each one's entry for the result (what the
+        face-detail pass did to it included)."""
         from worker.face.identity_score import rank_candidates, score_images
 
         t = time.perf_counter()
         scores = score_images(self.face_analyzer, reference, images)
         timings["identity_score_s"] = time.perf_counter() - t
         ranked = rank_candidates(scores, keep=params.num_images, min_score=params.min_identity_score)
+        passes = passes or [{"face_detail": None, "face_detail_reason": None}] * len(images)
         details = [{"identity_score": r.identity_score, "face_found": r.face_found,
-                    "below_threshold": r.below_threshold, "seed": seed + r.index} for r in ranked]
+                    "below_threshold": r.below_threshold, "seed": seed + r.index,
+                    "face_detail": passes[r.index]["face_detail"],
+                    "face_detail_reason": passes[r.index]["face_detail_reason"]} for r in ranked]
         return [images[r.index] for r in ranked], details
 
     @property

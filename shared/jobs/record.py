@@ -75,6 +75,9 @@ class ResultImage(BaseModel):
     face_found: bool | None = None
     below_threshold: bool = False
     seed: int | None = None
+    # the face-detail pass (worker.engine.face_detail): "applied" or "skipped" and why (no_face, off, ...)
+    face_detail: str | None = None
+    face_detail_reason: str | None = None
 
 
 class JobResult(BaseModel):

@@ -95,7 +95,8 @@ def image_entry(image: ResultImage, url_for: Callable[[str], str]) -> dict[str, 
     """One image of the result: its URL and its likeness (``identity_score`` None with
     ``face_found: false`` when no face was found in it)."""
     return {"id": image.id, "url": url_for(image.key), "identity_score": image.identity_score,
-            "face_found": image.face_found, "below_threshold": image.below_threshold, "seed": image.seed}
+            "face_found": image.face_found, "below_threshold": image.below_threshold, "seed": image.seed,
+            "face_detail": image.face_detail, "face_detail_reason": image.face_detail_reason}
 
 
 def input_face(record: JobRecord) -> dict[str, Any] | None:

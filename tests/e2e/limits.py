@@ -3,7 +3,8 @@ machine right now, so a loaded machine gets longer limits instead of failed jobs
 
 A SIGKILLed worker's job comes back after the broker's visibility timeout; that timeout must stay
 above the task's hard limit, which must stay above the longest job the tests run. So all three
-follow the slowest job the tests submit (12 steps at 128 px), measured in-process.
+follow the slowest job the tests submit (12 steps at 128 px, plus the face-detail pass's
+int(12 × 0.4) steps when it finds a face), measured in-process.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import time
 from dataclasses import dataclass
 
 from tests.pipeline_inputs import inputs
+from worker.engine.face_detail import DEFAULT_STRENGTH, detail_steps
 from worker.engine.generation import generate_images
 
-SLOWEST_JOB_STEPS = 12
+SLOWEST_JOB_STEPS = 12 + detail_steps(12, DEFAULT_STRENGTH)
 HEADROOM = 6.0       # a worker process runs beside the test, the gateway and the servers
 FLOOR_S = 20         # below this the fixed costs (face analysis, upload, S3) dominate
 

@@ -105,7 +105,8 @@ def test_seed_curl_to_result_images(service):
     steps_seen = {b["progress"]["step"] for b in seen if b["status"] == "running" and b.get("progress")}
     assert steps_seen and max(steps_seen) >= 1
     record = JobStore.from_settings(service.settings).get(accepted["request_id"])
-    assert record.progress.total == 4 and record.progress.step == 4 and record.attempts == 1
+    # 4 base steps + the face-detail pass's int(4 × 0.4) = 1 step for each of the 4 images
+    assert record.progress.total == 8 and record.progress.step == 8 and record.attempts == 1
 
     result = httpx.get(accepted["result_url"], timeout=10)
     assert result.status_code == 200

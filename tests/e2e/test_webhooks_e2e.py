@@ -85,8 +85,10 @@ def _status(stack, headers, rid) -> dict:
 
 
 def _finished(stack, headers, rid, deadline_s=90) -> dict:
+    # polled at 4/s: a wait through a redelivery lasts minutes on a loaded machine, and the key's
+    # rate limit (600/min) must never answer a poll with 429 instead of the status
     return until(lambda: (b := _status(stack, headers, rid))["status"] in ("succeeded", "failed", "canceled") and b,
-                  deadline_s, f"job {rid} to finish")
+                  deadline_s, f"job {rid} to finish", interval_s=0.25)
 
 
 def test_finished_job_webhook_retried_then_delivered_once_and_upload_deleted(stack, key, receiver):

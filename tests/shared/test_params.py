@@ -4,7 +4,7 @@ the same errors, naming the field and its range."""
 import pytest
 
 from shared.errors import ErrorCode, IdentityBodyError
-from shared.params import LCM_MAX_STEPS, GenerationParams, parse_params
+from shared.params import LCM_MAX_GUIDANCE, LCM_MAX_STEPS, GenerationParams, parse_params
 
 
 @pytest.mark.parametrize(
@@ -44,14 +44,14 @@ def test_unknown_field_is_refused_by_name():
 
 def test_mode_defaults():
     fast, quality = GenerationParams(), GenerationParams(mode="quality")
-    assert (fast.steps(), fast.guidance()) == (8, 0.0)
+    assert (fast.steps(), fast.guidance()) == (5, 1.5)
     assert (quality.steps(), quality.guidance()) == (30, 5.0)
     assert GenerationParams(num_inference_steps=4, guidance_scale=1).steps() == 4
 
 
 def test_fast_mode_refuses_what_lcm_cannot_do():
-    with pytest.raises(IdentityBodyError, match="at most 1 in fast") as err:
-        parse_params({"mode": "fast", "guidance_scale": 3})
+    with pytest.raises(IdentityBodyError, match="at most 2 in fast") as err:
+        parse_params({"mode": "fast", "guidance_scale": LCM_MAX_GUIDANCE + 0.5})
     assert err.value.field == "guidance_scale"
     with pytest.raises(IdentityBodyError, match=f"at most {LCM_MAX_STEPS}") as err:
         parse_params({"mode": "fast", "num_inference_steps": LCM_MAX_STEPS + 1})
@@ -63,3 +63,14 @@ def test_seed_body_params_round_trip():
     body = {"body_type": "athletic", "height_cm": 170, "weight_kg": 65, "gender": "female",
             "ethnicity": "East Asian", "skin_tone": "fair", "pose": "standing", "clothing": "casual minimal"}
     assert parse_params(body).body_params() == body
+
+
+def test_face_stage_defaults_and_ranges():
+    params = GenerationParams()
+    assert params.face_detail is True and params.face_detail_strength == 0.4 and params.face_region_emphasis is True
+    assert params.width is None and params.height is None, "the engine picks the profile's default size"
+    for bad in (-0.1, 1.5):
+        with pytest.raises(IdentityBodyError) as err:
+            parse_params({"face_detail_strength": bad})
+        assert err.value.field == "face_detail_strength"
+    assert parse_params({"face_detail": "false"}).face_detail is False

@@ -154,7 +154,19 @@ def _identity_rows(engine, rows, guidance_on: bool) -> dict[str, Any]:
         raise ValueError("jobs with different scales share a pass only on the fast engine (per-row scales)")
     faces = np.stack([np.asarray(job.inputs.face_embedding, dtype=np.float32).reshape(-1) for job, _ in rows])
     return {"face_embedding": torch.as_tensor(faces), "image": [job.inputs.kps_image for job, _ in rows],
-            "controlnet_conditioning_scale": control_scale}
+            "controlnet_conditioning_scale": control_scale, "face_region": _shared_face_region(rows)}
+
+
+def _shared_face_region(rows) -> np.ndarray | None:
+    """The pipeline takes one face-region mask per pass: jobs whose masks differ cannot share one
+    (the pass fails and each job then runs alone, as for any failed pass)."""
+    regions = [job.inputs.face_region for job, _ in rows]
+    first = regions[0]
+    same = all(r is None for r in regions) if first is None else all(
+        r is not None and r.shape == first.shape and np.array_equal(r, first) for r in regions)
+    if not same:
+        raise ValueError("jobs with different face regions cannot share one denoise pass")
+    return first
 
 
 def _run_pass(engine, jobs: list[_LiveJob]) -> None:

@@ -4,6 +4,10 @@
 All ``num_images`` images come out of ONE denoise pass; image i has its own CPU generator seeded
 ``seed + i``, so generating with seed s+i and num_images=1 reproduces image i alone.
 
+This is stage 3 of a job (worker.identity_pipeline numbers them); stage 4, the face-detail pass,
+is worker.engine.face_detail, which times, reports and cancels its steps with the same StepClock.
+``stage_progress`` counts both stages' steps into one total for the job's progress.
+
 Example::
 
     out = generate_images(engine, GenerationInputs(prompt="...", negative_prompt="...",
@@ -32,6 +36,7 @@ class GenerationInputs:
     seed: int
     face_embedding: np.ndarray | None = None     # raw 512-d antelopev2 embedding
     kps_image: Image.Image | None = None          # IdentityNet condition at the output size
+    face_region: np.ndarray | None = None         # (height, width), 1 on the face: face-region emphasis
     num_images: int = 4
     width: int = 768
     height: int = 1024
@@ -65,6 +70,34 @@ class _StepClock:
         return callback_kwargs
 
 
+def stage_progress(progress: Progress | None, done_before: int, total: int,
+                   stage: str | None = None) -> Progress | None:
+    """A stage's own ``(step, stage_total)`` callback counted into the job's ``total``: the base
+    pass reports steps 1..steps, the face-detail pass (stage 4) the ones after them. With
+    ``stage``, a callback that takes one (the worker's ProgressWriter) is told the stage too.
+
+    Example::
+
+        generate_images(engine, inputs, progress=stage_progress(progress, 0, steps + detail))
+    """
+    if progress is None:
+        return None
+    if stage is not None and _takes_stage(progress):
+        return lambda step, _stage_total: progress(done_before + step, total, stage)
+    return lambda step, _stage_total: progress(done_before + step, total)
+
+
+def _takes_stage(progress: Callable[..., Any]) -> bool:
+    # the Python API's callbacks are (step, total); the worker's ProgressWriter takes a stage too
+    import inspect
+
+    try:
+        inspect.signature(progress).bind(0, 0, "stage")
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _sync_for(device: str) -> Callable[[], None]:
     if device == "cuda":
         import torch
@@ -74,12 +107,17 @@ def _sync_for(device: str) -> Callable[[], None]:
 
 
 def _encode(pipe, inputs: GenerationInputs, guidance_on: bool) -> dict[str, Any]:
+    return encode_prompt_pair(pipe, inputs.prompt, inputs.negative_prompt, guidance_on)
+
+
+def encode_prompt_pair(pipe, prompt: str, negative_prompt: str, guidance_on: bool) -> dict[str, Any]:
+    """The prompt embeddings a pipeline call takes; the negative ones only under guidance."""
     import torch
 
     with torch.no_grad():
         pos, neg, pooled, neg_pooled = pipe.encode_prompt(
-            prompt=inputs.prompt, device=pipe._execution_device, num_images_per_prompt=1,
-            do_classifier_free_guidance=guidance_on, negative_prompt=inputs.negative_prompt)
+            prompt=prompt, device=pipe._execution_device, num_images_per_prompt=1,
+            do_classifier_free_guidance=guidance_on, negative_prompt=negative_prompt)
     embeds = {"prompt_embeds": pos, "pooled_prompt_embeds": pooled}
     if guidance_on:
         embeds.update(negative_prompt_embeds=neg, negative_pooled_prompt_embeds=neg_pooled)
@@ -95,7 +133,7 @@ def _identity_kwargs(engine, inputs: GenerationInputs) -> dict[str, Any]:
         raise ValueError("InstantID generation needs face_embedding and kps_image")
     engine.pipe.set_ip_adapter_scale(inputs.ip_adapter_scale)
     return {"face_embedding": torch.as_tensor(np.asarray(inputs.face_embedding, dtype=np.float32)),
-            "image": inputs.kps_image,
+            "image": inputs.kps_image, "face_region": inputs.face_region,
             "controlnet_conditioning_scale": inputs.controlnet_conditioning_scale}
 
 
@@ -142,3 +180,8 @@ def _generate_as_batch(engine, inputs: GenerationInputs, progress: Progress | No
     if result.error is not None:
         raise result.error
     return GenerationOutput(images=result.images, timings=result.timings)
+
+
+# The face-detail stage (worker.engine.face_detail) times, reports and cancels its steps the same way.
+StepClock = _StepClock
+sync_for = _sync_for

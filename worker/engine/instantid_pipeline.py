@@ -13,6 +13,13 @@ The face tokens are the UNet's loaded IP-Adapter projection
 embedding; under classifier-free guidance the negative half is the projection of a zero
 embedding, in the same [negative, positive] order the prompts are concatenated in.
 
+The same call refines an existing picture (img2img, the face-detail pass's use): given
+``image_to_refine`` and ``strength``, step 5 keeps the last ``strength`` share of the schedule and
+step 6 starts from the picture's latents noised to that point, diffusers' img2img rule. One
+pipeline for both keeps the IdentityNet rule written once and holds no second copy of anything.
+``face_region`` (1 on the face) keeps IdentityNet's residuals and the IP-Adapter's face
+attention to the face (worker.engine.face_region), applied in step 8.
+
 Every image of a call may have its own face: ``face_embedding`` is [512] (one face for all
 images) or [N, 512] (one per image), and ``image`` (the keypoint condition) one PIL image or a
 list of N. That is what lets the engine batch several jobs into one denoise pass.
@@ -29,12 +36,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from diffusers import StableDiffusionXLControlNetPipeline
 from diffusers.pipelines.stable_diffusion_xl.pipeline_output import StableDiffusionXLPipelineOutput
 from diffusers.utils.torch_utils import is_compiled_module
 from PIL import Image
 
+from worker.engine.face_region import face_region_masks
 from worker.engine.vae_memory import VaeMemoryMethods
 
 StepCallback = Callable[[Any, int, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
@@ -106,6 +115,9 @@ class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
         output_type: str = "pil",
         callback_on_step_end: StepCallback | None = None,
         return_dict: bool = True,
+        image_to_refine: Image.Image | list[Image.Image] | None = None,
+        strength: float = 1.0,
+        face_region: np.ndarray | None = None,
     ):
         """One prompt (or N prompt embeddings), N = prompts x ``num_images_per_prompt`` images.
 
@@ -137,14 +149,21 @@ class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
         face_tokens, ip_embeds = self.identity_conditioning(torch.as_tensor(face_embedding), count, guidance)
         face_tokens = face_tokens.to(device=device, dtype=prompt_embeds.dtype)
 
-        # 5. timesteps
+        # 5. timesteps (img2img: the last ``strength`` share of them)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
+        if image_to_refine is not None:
+            timesteps = self._refine_timesteps(timesteps, num_inference_steps, strength)
         self._num_timesteps = len(timesteps)
 
-        # 6. initial latents, one seeded generator per image
-        latents = self.prepare_latents(count, self.unet.config.in_channels, height, width,
-                                       prompt_embeds.dtype, device, generator, latents)
+        # 6. initial latents, one seeded generator per image (img2img: the picture's, noised)
+        if image_to_refine is None:
+            latents = self.prepare_latents(count, self.unet.config.in_channels, height, width,
+                                           prompt_embeds.dtype, device, generator, latents)
+        else:
+            latents = self._noised_latents(image_to_refine, timesteps[:1], count, (height, width),
+                                           prompt_embeds.dtype, device, generator)
+        region = None if face_region is None else face_region_masks(face_region, device, prompt_embeds.dtype)
         step_kwargs = self.prepare_extra_step_kwargs(generator, 0.0)
 
         # 7. SDXL's added conditioning (pooled text + size ids), [negative, positive] under guidance
@@ -170,8 +189,11 @@ class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
                     model_input, t, encoder_hidden_states=face_tokens, controlnet_cond=control,
                     conditioning_scale=controlnet_conditioning_scale, added_cond_kwargs=added,
                     return_dict=False)
+                if region is not None:   # face-region emphasis: IdentityNet acts on the face only
+                    down, mid = region.restrict(down, mid)
                 noise = self.unet(
                     model_input, t, encoder_hidden_states=prompt_embeds, timestep_cond=timestep_cond,
+                    cross_attention_kwargs=None if region is None else region.ip_adapter_kwargs(),
                     down_block_additional_residuals=down, mid_block_additional_residual=mid,
                     added_cond_kwargs={**added, "image_embeds": ip_embeds}, return_dict=False)[0]
                 if guidance:
@@ -198,6 +220,28 @@ class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
                                          do_classifier_free_guidance=False) for img in images]
         control = torch.cat(conditions)
         return torch.cat([control] * 2) if guidance else control
+
+    def _refine_timesteps(self, timesteps: torch.Tensor, steps: int, strength: float) -> torch.Tensor:
+        keep = min(int(steps * strength), steps)   # diffusers' img2img rule
+        if keep < 1:
+            raise ValueError(f"strength {strength} of {steps} steps leaves no step to run")
+        start = (steps - keep) * self.scheduler.order
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(start)
+        return timesteps[start:]
+
+    def _noised_latents(self, image, first_t: torch.Tensor, count: int, size: tuple[int, int], dtype,
+                        device, generator) -> torch.Tensor:
+        from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl_img2img import retrieve_latents
+        from diffusers.utils.torch_utils import randn_tensor
+
+        pixels = self.image_processor.preprocess(image, height=size[0], width=size[1])
+        pixels = pixels.to(device=device, dtype=self.vae.dtype).expand(count, -1, -1, -1)
+        generators = generator if isinstance(generator, list) else [generator] * count
+        encoded = torch.cat([retrieve_latents(self.vae.encode(pixels[i:i + 1]), generator=generators[i])
+                             for i in range(count)]) * self.vae.config.scaling_factor
+        noise = randn_tensor(encoded.shape, generator=generators, device=device, dtype=encoded.dtype)
+        return self.scheduler.add_noise(encoded, noise, first_t.repeat(count)).to(dtype)
 
     def _added_conditioning(self, pooled: torch.Tensor, size: tuple[int, int], count: int):
         projection_dim = (int(pooled.shape[-1]) if self.text_encoder_2 is None

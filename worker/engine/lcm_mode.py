@@ -8,6 +8,16 @@ A switch costs one pass over the LoRA'd weights (well under a second on a GPU); 
 fuse/unfuse round trip can leave rounding of about one ulp in the touched weights, which is why
 fast stays fused rather than toggling an unfused adapter on every call.
 
+Fast mode's guidance (shared.params.MODE_DEFAULTS: 5 steps at guidance 1.5). InstantID was
+trained on portraits and pulls a full-body frame towards a close-up; the one text lever against
+that is the negative prompt ("cropped, portrait, close-up, headshot, upper body only, ...",
+worker.prompts). A negative prompt exists only under classifier-free guidance (guidance > 1):
+at guidance 0 it is never even encoded. So fast mode runs LCM the way the official InstantID app
+does (5 steps, guidance 1.5), which keeps the anti-close-up negative, rather than at 8 steps
+without guidance. The cost: each step runs the batch twice, 10 UNet + IdentityNet passes per
+image against 8 before (+25% denoise work; ``python -m bench.pipeline --full-size`` measures
+both). LCM-LoRA was distilled for guidance of about 1-2, so fast mode refuses more than 2.
+
 Example::
 
     modes = ModeSwitch(pipe, base_scheduler_config, lcm_loaded=True)

@@ -178,3 +178,28 @@ def _skin(tone: str) -> str:
 
 def _article(phrase: str) -> str:
     return "an" if phrase[:1].lower() in "aeiou" else "a"
+
+
+FACE_DETAIL_QUALITY = "detailed face, natural skin texture, sharp focus, natural light, photorealistic"
+FACE_DETAIL_NEGATIVE = "blurry, lowres, deformed, disfigured, asymmetric eyes, bad anatomy, cartoon, watermark, text"
+
+
+def face_detail_prompt(body: dict[str, Any], analysis: dict[str, Any] | None = None) -> PromptPair:
+    """The prompt pair for the face-detail pass: the same person, described as the close-up the
+    crop is. The body prompt's framing and its anti-close-up negative would fight that crop.
+
+    Example::
+
+        face_detail_prompt({"gender": "female", "skin_tone": "fair"}).positive
+        # "close-up photo of the face of a woman, fair skin, detailed face, ..."
+    """
+    analysis = analysis or {}
+    merged = {**DEFAULT_BODY, **{k: v for k, v in body.items() if given(v)}}
+    subject = _subject(merged, analysis)
+    parts = [
+        f"close-up photo of the face of {_article(subject)} {subject}",
+        _skin(_pick(merged.get("skin_tone"), analysis.get("skin_tone"))),
+        _clean(analysis.get("hair")),
+        FACE_DETAIL_QUALITY,
+    ]
+    return PromptPair(positive=", ".join(p for p in parts if p), negative=FACE_DETAIL_NEGATIVE)

@@ -131,8 +131,10 @@ def progress_writer(store: Any, request_id: str, deadline: float) -> ProgressWri
 
 def generate_job_result(record: JobRecord, pipeline: Any, storage: Any, on_step: ProgressWriter,
                         retry: TransientRetry | None = None) -> JobResult:
-    """Fetch the upload, generate, upload PNGs; returns the JobResult to store. Storage calls go
-    through ``retry``: an S3 outage delays them rather than failing the job."""
+    """Fetch the upload, generate (the stages of ``IdentityPipeline.generate``: face analysis,
+    layout, base generation, face-detail pass, identity score and re-rank), upload PNGs; returns
+    the JobResult to store, each image with its score and what the face-detail pass did to it.
+    Storage calls go through ``retry``: an S3 outage delays them rather than failing the job."""
     from PIL import Image
 
     retry = retry or TransientRetry(None, record.request_id, window_s=0)
