@@ -14,9 +14,11 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from api.errors import install_error_handlers
 from api.metrics import install_metrics
+from api.rate_limit_headers import RateLimitHeaders
 from api.routes import health, jobs
 from shared.job_store import JobStore
 from shared.log_redaction import install_log_redaction
@@ -83,11 +85,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings or get_settings()
     install_error_handlers(app)
+    app.add_middleware(RateLimitHeaders)
+    _install_cors(app, app.state.settings)
     install_metrics(app)
     install_log_redaction()
     app.include_router(jobs.router)
     app.include_router(health.router)
     return app
+
+
+def operation_id(route: APIRoute) -> str:
+    """OpenAPI operationId: the route function's name (``job_status``), which generated clients
+    turn into method names, instead of FastAPI's default name + path + method."""
+    return route.name
+
+
+# headers a browser page on another origin may read from our answers (CORS hides the rest)
+EXPOSED_HEADERS = ("Location", "Retry-After", "Preference-Applied", "Idempotent-Replayed",
+                   "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+
+
+def _install_cors(app: FastAPI, settings: Settings) -> None:
+    """CORS for ``settings.cors_origins`` only; off (no CORS headers at all) when empty."""
+    if not settings.cors_origins:
+        return
+    from fastapi.middleware.cors import CORSMiddleware
+
+    app.add_middleware(
+        CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Prefer", "Idempotency-Key"],
+        expose_headers=list(EXPOSED_HEADERS), max_age=600,
+    )

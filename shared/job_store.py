@@ -7,6 +7,8 @@ Keys (all expire ``retention_s`` after their last write, except where noted)::
     jobs:running                sorted set of running request ids, scored by when they started
     job-finished:{request_id}   pub/sub channel; one message when the job finishes
     worker:{worker_id}          JSON heartbeat of a live worker, expires after its ttl
+    jobs:owner:{owner or -}     sorted set of an API key's request ids by created_at (the job list,
+                                ``shared.job_listing``); jobs submitted without a key are under ``-``
 
 Every status change goes through ``transition``: it reads, checks ``can_transition`` and writes under
 WATCH/MULTI, so a cancel racing a completion, or a redelivered task writing late, can never move a
@@ -38,6 +40,7 @@ RUNNING_KEY = "jobs:running"
 FINISHED_CHANNEL = "job-finished:{}"
 WORKER_KEY = "worker:{}"
 WORKER_PATTERN = "worker:*"
+OWNER_JOBS_KEY = "jobs:owner:{}"
 
 # WATCH/MULTI retries under contention; each retry means another writer changed the record, so a
 # small bound is plenty (two writers race at most: cancel and the worker)
@@ -76,6 +79,9 @@ class JobStore:
         pipe.set(JOB_KEY.format(record.request_id), record.model_dump_json(), ex=self.retention_s)
         pipe.zadd(QUEUE_KEY, {record.request_id: record.created_at})
         pipe.expire(QUEUE_KEY, self.retention_s)
+        owner_jobs = OWNER_JOBS_KEY.format(record.owner or "-")
+        pipe.zadd(owner_jobs, {record.request_id: record.created_at})
+        pipe.expire(owner_jobs, self.retention_s)
         pipe.zrank(QUEUE_KEY, record.request_id)
         rank = pipe.execute()[-1]
         return int(rank) + 1

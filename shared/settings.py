@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     preflight_face_check: bool = Field(False, description="Reject uploads with no face before queueing (needs the ml extra on the gateway).")
     api_workers: int = Field(1, ge=1, le=64, description="Gateway processes started by 'idbody api'.")
     max_waiting_requests: int = Field(64, ge=1, le=10_000, description="Most 'Prefer: wait' requests held at once per gateway process; the rest answer 202 at once.")
+    cors_origins: list[str] = Field([], description='Browser origins allowed to call the API from another site (CORS), e.g. ["https://app.example.com"]; empty: CORS off.')
 
     # --- engine ----------------------------------------------------------------------
     model_profile: Literal["auto", "instantid", "tiny"] = Field("auto", description="auto: instantid when the model folder verifies and a GPU exists, else tiny.")

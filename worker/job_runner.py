@@ -19,7 +19,7 @@ import time
 from typing import Any, Callable
 
 from shared.errors import ErrorCode, IdentityBodyError
-from shared.job_record import JobError, JobRecord, JobResult, JobStatus, ResultImage
+from shared.job_record import JobError, JobRecord, JobResult, JobStatus, ResultImage, result_image_id
 from shared.params import parse_params
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def generate_images(
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         key = storage.put_result(record.request_id, index, buf.getvalue())
-        images.append(ResultImage(id=f"{record.request_id}-{index}", key=key, width=image.width, height=image.height))
+        images.append(ResultImage(id=result_image_id(index), key=key, width=image.width, height=image.height))
     return JobResult(images=images, analysis=out.get("analysis") or {}, method=out.get("method", "instantid"), note=out.get("note"))
 
 
