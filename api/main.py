@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = (
     "One face photo in, full-body images that keep the person's identity out. Submit a job, poll "
-    "its status (or send `Prefer: wait=N`), then read the result. Every error is "
+    "its status (or send `Prefer: wait` / `Prefer: wait=N`), then read the result. Every error is "
     '`{"error": {"code", "message", "field"}}` with a stable code.'
 )
 

@@ -57,9 +57,13 @@ def _main(args: argparse.Namespace) -> int:
         face = _load_photo(args.photo)
         result = _run(face, params, args)
     except IdentityBodyError as exc:
-        _write_sidecar(out, _failure(exc))
-        print(f"error: {exc.code.value}: {exc.message}", file=sys.stderr)
-        return EXIT_INPUT if exc.http_status < 500 else EXIT_FAILED
+        return _fail(out, exc.code.value, exc.message, exc.field,
+                     EXIT_INPUT if exc.http_status < 500 else EXIT_FAILED)
+    except Exception as exc:  # noqa: BLE001 - engine failures (out of memory, ...) named as the job runner names them
+        from worker.job_runner import error_for
+
+        error = error_for(exc)
+        return _fail(out, error.code, f"{error.message} ({type(exc).__name__}: {exc})", None, EXIT_FAILED)
     _write_sidecar(out, result)
     _say(args, f"{result['count']} image(s) and {SIDECAR} in {out}")
     return 0
@@ -162,10 +166,13 @@ def _say(args: argparse.Namespace, line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def _failure(exc: IdentityBodyError) -> dict[str, Any]:
-    return {"success": False, "request_id": str(uuid.uuid4()), "count": 0, "images": [], "analysis": {},
-            "method": "instantid", "note": None,
-            "error": {"code": exc.code.value, "message": exc.message, "field": exc.field}}
+def _fail(out: Path, code: str, message: str, field: str | None, exit_status: int) -> int:
+    """result.json with success false and the error; the code first on stderr."""
+    _write_sidecar(out, {"success": False, "request_id": str(uuid.uuid4()), "count": 0, "images": [],
+                         "analysis": {}, "method": "instantid", "note": None,
+                         "error": {"code": code, "message": message, "field": field}})
+    print(f"error: {code}: {message}", file=sys.stderr)
+    return exit_status
 
 
 def _write_sidecar(out: Path, body: dict[str, Any]) -> None:
