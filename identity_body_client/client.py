@@ -73,8 +73,9 @@ class Client:
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout_s: float = 30.0,
                  http: httpx.Client | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = http or httpx.Client(timeout=timeout_s + LONG_POLL_MAX_S, headers=headers)
+        self._http = http or httpx.Client(timeout=timeout_s + LONG_POLL_MAX_S)
+        if api_key:
+            self._http.headers["Authorization"] = f"Bearer {api_key}"
 
     def submit(self, photo: Photo, *, webhook_url: str | None = None, idempotency_key: str | None = None,
                **params: Any) -> Job:
