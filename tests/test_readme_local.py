@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from shared.local_servers import free_port
 from shared.webhook_signing import new_webhook_secret, sign_webhook
@@ -80,6 +82,19 @@ def test_readme_polling_loop_stops_on_an_error_answer(up):
     unknown = f"job='{{\"status_url\": \"{up}/api/v1/jobs/no-such-job\"}}'\n"
     run = _bash(unknown + poll, up, 60)
     assert run.returncode == 0 and '"code":"job_not_found"' in run.stdout
+
+
+@pytest.mark.integration
+def test_readme_python_client_example_against_idbody_up(up, tmp_path):
+    (code,) = blocks_under("### Python client", "python")
+    (tmp_path / "examples").mkdir()
+    shutil.copy(REPO / "examples" / "face.jpg", tmp_path / "examples" / "face.jpg")
+    env = {k: v for k, v in os.environ.items() if k != "IDBODY_KEY"}
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False,
+                         env={**env, "API": up, "PYTHONPATH": str(REPO)}, timeout=JOB_LIMIT_S)
+    assert run.returncode == 0, run.stderr
+    assert "identity_body_0.png" in run.stdout
+    assert Image.open(tmp_path / "out" / "identity_body_0.png").size == (256, 256)
 
 
 def test_readme_webhook_receiver_accepts_signed_deliveries_only():
