@@ -5,7 +5,6 @@ SeaweedFS and a webhook receiver on loopback."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,9 +19,8 @@ from identity_body_client import (
 )
 from shared.api_keys import ApiKeyStore
 from shared.job_store import JobStore
-from shared.storage import Storage
 from tests.polling import until
-from tests.service_stack import ServiceStack, stack_settings, uniform_jpeg
+from tests.service_stack import running_stack, stack_settings, uniform_jpeg
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
@@ -41,13 +39,7 @@ def stack(valkey, s3_server, tmp_path_factory):
         model_profile="tiny", device="cpu", auth_disabled=False, webhook_allow_hosts=["127.0.0.1"],
         webhook_backoff_base_s=0.2,
     )
-    JobStore.from_settings(settings).client.flushdb()
-    Storage.from_settings(settings).ensure_buckets()
-    with ServiceStack(settings, tmp_path_factory.mktemp("client-e2e-logs")) as s:
-        s.start_gateway()
-        s.start_worker("gpu0")
-        s._start("io0", [sys.executable, "-m", "shared.cli", "worker", "--queues", "io", "--hostname", "io0@test"])
-        s.wait_ready(timeout_s=150)
+    with running_stack(settings, tmp_path_factory.mktemp("client-e2e-logs")) as s:
         yield s
 
 

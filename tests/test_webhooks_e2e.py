@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 
 import httpx
 import pytest
@@ -14,7 +13,7 @@ from standardwebhooks.webhooks import Webhook
 from shared.api_keys import ApiKeyStore
 from shared.job_store import JobStore
 from shared.storage import Storage
-from tests.service_stack import ServiceStack, drawn_face_jpeg, stack_settings
+from tests.service_stack import drawn_face_jpeg, running_stack, stack_settings
 from tests.polling import until
 from tests.webhook_receiver import Receiver
 
@@ -35,13 +34,7 @@ def stack(valkey, s3_server, tmp_path_factory):
         webhook_backoff_base_s=0.2, task_soft_time_limit_s=SOFT_LIMIT_S, task_time_limit_s=HARD_LIMIT_S,
         broker_visibility_timeout_s=VISIBILITY_S, worker_heartbeat_ttl_s=6,
     )
-    JobStore.from_settings(settings).client.flushdb()
-    Storage.from_settings(settings).ensure_buckets()
-    with ServiceStack(settings, tmp_path_factory.mktemp("webhook-e2e-logs")) as s:
-        s.start_gateway()
-        s.start_worker("gpu0")
-        s._start("io0", [sys.executable, "-m", "shared.cli", "worker", "--queues", "io", "--hostname", "io0@test"])
-        s.wait_ready(timeout_s=150)
+    with running_stack(settings, tmp_path_factory.mktemp("webhook-e2e-logs")) as s:
         yield s
 
 
