@@ -33,8 +33,8 @@ from api.schemas import (
 )
 from api.submit import accept_job, parse_submit_fields, read_submit_form
 from api.upload import normalize_upload
-from shared.errors import ErrorCode, IdentityBodyError
 from shared import job_listing
+from shared.errors import ErrorCode, IdentityBodyError
 from shared.job_record import JobError, JobRecord, JobStatus
 from shared.job_store import JobStore
 from shared.job_views import job_urls, result_view, status_view
@@ -59,7 +59,7 @@ _SUBMIT_ERRORS = error_responses(
     ErrorCode.IMAGE_TOO_LARGE, ErrorCode.UNSUPPORTED_MEDIA_TYPE, ErrorCode.IMAGE_DECODE_FAILED,
     ErrorCode.IMAGE_TOO_SMALL, ErrorCode.ANIMATED_IMAGE, ErrorCode.WEBHOOK_URL_REFUSED,
     ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED, ErrorCode.TOO_MANY_QUEUED,
-    ErrorCode.IDEMPOTENCY_MISMATCH,
+    ErrorCode.IDEMPOTENCY_MISMATCH, ErrorCode.IDEMPOTENCY_IN_PROGRESS,
 )
 
 
@@ -99,7 +99,8 @@ async def generate_identity_body(
     prefer: PreferHeader = None,
     idempotency_key: Annotated[str | None, Header(
         alias="Idempotency-Key",
-        description="Same key + same body within 24 h returns the original job; a different body gets 422.",
+        description="Same key + same body within 24 h returns the original job; a different body gets 422; "
+                    "a twin request still being accepted gets 409 (retry after Retry-After).",
     )] = None,
 ) -> JSONResponse:
     form = await read_submit_form(request, settings.max_upload_bytes)
