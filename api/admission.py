@@ -1,35 +1,36 @@
-"""The gate in front of ``accept_job``: the webhook URL's addresses (SSRF), the key's default
-webhook URL, ``Idempotency-Key`` replay, and the key's cap on unfinished jobs — each undone if a
-later step fails, so a refused or failed submit leaves no claim behind.
+"""The gate of the submit path (``api.submit.submit_job``, step 2): the webhook URL's addresses
+(SSRF), the key's default webhook URL, ``Idempotency-Key`` replay, and the key's cap on unfinished
+jobs. ``admit`` takes the claims; ``release`` gives them back when a later step fails, so a refused
+or failed submit leaves no claim behind.
 
 Example::
 
-    outcome = admission.admit(key, idempotency_key, form.fields, form.image, webhook_url,
-                              accept=lambda rid, url: accept_job(..., request_id=rid, webhook_url=url))
-    outcome.record, outcome.replayed
+    admitted = admission.admit(key, idempotency_key, form.fields, form.image, request_id)
+    admitted.replay            # the earlier job's record when the key and body were seen before
+    admission.release(admitted)  # a later step failed
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared.api_keys import ApiKey
+from shared.access.api_keys import ApiKey
 from shared.errors import ErrorCode, IdentityBodyError
-from shared.idempotency import IdempotencyStore, request_fingerprint
-from shared.job_record import JobRecord
-from shared.job_store import JobStore
-from shared.rate_limit import RateLimiter
-from shared.retention import Retention
+from shared.access.idempotency import IdempotencyStore, request_fingerprint
+from shared.jobs.record import JobRecord
+from shared.jobs.store import JobStore
+from shared.access.rate_limit import RateLimiter
+from shared.jobs.retention import Retention
 from shared.settings import Settings
 from shared.url_guard import Resolver, WebhookResolutionError, resolve_webhook_target, system_resolver
 
 
 @dataclass(frozen=True)
 class Admitted:
-    record: JobRecord
-    replayed: bool  # True: an earlier request with the same Idempotency-Key and body created it
+    request_id: str
+    owner: str | None
+    idempotency_key: str | None
+    replay: JobRecord | None = None  # an earlier request with the same Idempotency-Key and body made it
 
 
 @dataclass
@@ -55,39 +56,35 @@ class Admission:
             pass
         return url
 
-    def admit(
-        self,
-        key: ApiKey | None,
-        idempotency_key: str | None,
-        fields: list[tuple[str, str]],
-        upload: bytes,
-        webhook_url: str | None,
-        accept: Callable[[str], JobRecord],
-    ) -> Admitted:
-        """Create the job through ``accept(request_id)`` unless an idempotent replay answers it."""
+    def admit(self, key: ApiKey | None, idempotency_key: str | None, fields: list[tuple[str, str]],
+              upload: bytes, request_id: str) -> Admitted:
+        """Claim the idempotency key (or find the earlier job) and a slot of the key's cap."""
         owner = key.id if key is not None else None
-        request_id = str(uuid.uuid4())
         if idempotency_key is not None:
             fingerprint = request_fingerprint(_field_map(fields), upload)
             earlier = self.idempotency.claim(owner, idempotency_key, fingerprint, request_id)
             if earlier is not None:
-                return Admitted(self._earlier_record(earlier), replayed=True)
-        try:
-            if key is not None:
-                self.limiter.claim_job_slot(key.id, request_id, key.max_queued_jobs)
+                return Admitted(earlier, owner, None, replay=self._earlier_record(earlier))
+        admitted = Admitted(request_id, owner, idempotency_key)
+        if key is not None:
             try:
-                record = accept(request_id)
+                self.limiter.claim_job_slot(key.id, request_id, key.max_queued_jobs)
             except BaseException:
-                if key is not None:
-                    self.limiter.release_job_slot(key.id, request_id)
+                self.release(admitted)
                 raise
-        except BaseException:
-            if idempotency_key is not None:
-                self.idempotency.release(owner, idempotency_key, request_id)
-            raise
+        return admitted
+
+    def release(self, admitted: Admitted) -> None:
+        """Give back what ``admit`` claimed (a later step failed)."""
+        if admitted.owner is not None:
+            self.limiter.release_job_slot(admitted.owner, admitted.request_id)
+        if admitted.idempotency_key is not None:
+            self.idempotency.release(admitted.owner, admitted.idempotency_key, admitted.request_id)
+
+    def accepted(self, record: JobRecord) -> None:
+        """The job exists: its upload is tracked for the retention sweep."""
         if record.upload_key:
             self.retention.track_upload(record.upload_key, record.created_at)
-        return Admitted(record, replayed=False)
 
     def _earlier_record(self, request_id: str) -> JobRecord:
         record = self.store.get(request_id)

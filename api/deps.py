@@ -22,9 +22,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from api.rate_limit_headers import STATE_KEY as RATE_STATE_KEY
-from shared.api_keys import ApiKey
+from shared.access.api_keys import ApiKey
 from shared.errors import ErrorCode, IdentityBodyError
-from shared.job_store import JobStore
+from shared.jobs.store import JobStore
 from shared.settings import Settings
 from shared.storage import Storage
 
@@ -95,8 +95,8 @@ async def get_owner(key: Annotated[ApiKey | None, Depends(get_api_key)]) -> str 
     return key.id if key is not None else None
 
 
-async def get_admission(request: Request) -> Any:
-    return request.app.state.admission
+async def get_submit(request: Request) -> Any:
+    return request.app.state.submit
 
 
 async def get_job_end(request: Request) -> Any:
@@ -116,5 +116,5 @@ CeleryDep = Annotated[Any, Depends(get_celery)]
 ApiKeyDep = Annotated[ApiKey | None, Depends(get_api_key)]
 OwnerDep = Annotated[str | None, Depends(get_owner)]
 BaseUrlDep = Annotated[str, Depends(base_url)]
-AdmissionDep = Annotated[Any, Depends(get_admission)]
+SubmitDep = Annotated[Any, Depends(get_submit)]
 JobEndDep = Annotated[Any, Depends(get_job_end)]

@@ -20,7 +20,7 @@ from api.errors import install_error_handlers
 from api.metrics import install_metrics
 from api.rate_limit_headers import RateLimitHeaders
 from api.routes import health, jobs
-from shared.job_store import JobStore
+from shared.jobs.store import JobStore
 from shared.log_redaction import install_log_redaction
 from shared.settings import Settings, get_settings
 from shared.storage import Storage
@@ -60,10 +60,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def _keys_limits_retention(app: FastAPI, settings: Settings, store: JobStore, storage: Storage) -> None:
     from api.admission import Admission
-    from shared.api_keys import ApiKeyStore
-    from shared.idempotency import IdempotencyStore
-    from shared.job_end import JobEnd
-    from shared.rate_limit import RateLimiter
+    from api.submit import SubmitContext
+    from shared.access.api_keys import ApiKeyStore
+    from shared.access.idempotency import IdempotencyStore
+    from shared.jobs.end import JobEnd
+    from shared.access.rate_limit import RateLimiter
 
     app.state.api_keys = ApiKeyStore(store.client)
     app.state.rate_limiter = RateLimiter(store.client, stale_after_s=settings.job_retention_s)
@@ -73,6 +74,8 @@ def _keys_limits_retention(app: FastAPI, settings: Settings, store: JobStore, st
         idempotency=IdempotencyStore(store.client, settings.idempotency_ttl_s),
         retention=app.state.job_end.retention,
     )
+    app.state.submit = SubmitContext(settings=settings, store=store, storage=storage, celery=app.state.celery,
+                                     admission=app.state.admission)
     app.state.metrics.bind_store(store)
     if settings.auth_disabled:
         log.warning("auth_disabled is set: requests without an API key are accepted (development only)")

@@ -5,7 +5,7 @@
   (``/api/v1/jobs/{request_id}``), never the raw path, so ids do not explode the label set;
 - ``idbody_jobs{status="queued"|"running"}`` (read from the queue order and the running set at
   scrape time) and
-  ``idbody_jobs_finished_total{status}`` (counted by ``shared.job_end`` when a job ends);
+  ``idbody_jobs_finished_total{status}`` (counted by ``shared.jobs.end`` when a job ends);
 - ``idbody_workers_live``: workers with a fresh heartbeat.
 
 Each app has its own registry (no process-global state), so tests can build several apps.
@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from shared.job_end import FINISHED_COUNTS
+from shared.jobs.end import FINISHED_COUNTS
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import HTTP_STATUS, ErrorCode
-from shared.job_record import JobStatus
+from shared.jobs.record import JobStatus
 from shared.params import GenerationParams
 
 _RID = "0b7f6f0e-3c4e-4d0a-9a51-6f3f2b8e9c11"

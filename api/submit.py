@@ -1,13 +1,13 @@
-"""Accepting a job: form fields → GenerationParams, upload → checked JPEG, then store the upload,
-write the queued record and enqueue the GPU task, in that order, undoing what was done if a later
-step fails so that nothing is ever half-accepted.
+"""The submit path, top to bottom: (1) check the upload and the fields, (2) admit (webhook URL,
+idempotent replay, the key's cap), (3) store the upload, (4) write the queued record, (5) enqueue
+the GPU task. A failing step undoes what the earlier ones did, so nothing is ever half-accepted.
+The request id is made here, once (``new_request_id``).
 
 Example::
 
-    form = await read_submit_form(request, settings)
-    params, webhook_url = parse_submit_fields(form.fields)
-    accepted = accept_job(store, storage, celery, params, image, webhook_url=webhook_url, owner=None)
-    accepted.record, accepted.queue_position
+    form = await read_submit_form(request, settings.max_upload_bytes)
+    submitted = submit_job(ctx, form, key, idempotency_key)
+    submitted.record, submitted.queue_position, submitted.replayed
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from api.upload import FIELD as IMAGE_FIELD
-from api.upload import NormalizedImage, check_size
+from api.upload import NormalizedImage, check_size, normalize_upload
 from shared.errors import ErrorCode, IdentityBodyError
-from shared.job_record import JobError, JobRecord, JobStatus
-from shared.job_store import JobStore
+from shared.jobs.record import JobError, JobRecord, JobStatus
+from shared.jobs.store import JobStore
 from shared.params import GenerationParams, parse_params
 from shared.queues import GENERATE_TASK, GPU_QUEUE
 from shared.storage import Storage
@@ -46,6 +46,51 @@ _ENQUEUE_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "
 class AcceptedJob:
     record: JobRecord
     queue_position: int  # 1-based, as of the record write (before the task was enqueued)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    record: JobRecord
+    queue_position: int | None
+    replayed: bool  # an earlier request with the same Idempotency-Key and body created the job
+
+
+@dataclass(frozen=True)
+class SubmitContext:
+    """What the submit path talks to (built once per gateway process, in its lifespan)."""
+    settings: Any
+    store: JobStore
+    storage: Storage
+    celery: Any
+    admission: Any  # api.admission.Admission
+
+
+def new_request_id() -> str:
+    """The one place a job's id is made."""
+    return str(uuid.uuid4())
+
+
+def submit_job(ctx: SubmitContext, form: "SubmitForm", key: Any, idempotency_key: str | None) -> Submitted:
+    """Steps 1-5 for one parsed form (blocking: run it in the threadpool)."""
+    settings = ctx.settings
+    # 1. check the fields and the upload (ranges in shared.params; image checks in api.upload)
+    params, form_webhook_url = parse_submit_fields(form.fields)
+    image = normalize_upload(form.image, settings.max_upload_bytes, settings.max_image_pixels,
+                             settings.min_image_side)
+    # 2. admit: the webhook URL, an idempotent replay, the key's cap on unfinished jobs
+    webhook_url = ctx.admission.webhook_url_for(key, form_url=form_webhook_url)
+    admitted = ctx.admission.admit(key, idempotency_key, form.fields, form.image, new_request_id())
+    if admitted.replay is not None:
+        return Submitted(admitted.replay, ctx.store.queue_position(admitted.request_id), replayed=True)
+    # 3-5. store the upload, write the queued record, enqueue the task
+    try:
+        accepted = accept_job(ctx.store, ctx.storage, ctx.celery, params, image, webhook_url=webhook_url,
+                              owner=admitted.owner, request_id=admitted.request_id)
+    except BaseException:
+        ctx.admission.release(admitted)
+        raise
+    ctx.admission.accepted(accepted.record)
+    return Submitted(accepted.record, accepted.queue_position, replayed=False)
 
 
 @dataclass(frozen=True)
@@ -144,21 +189,22 @@ def accept_job(
     params: GenerationParams,
     image: NormalizedImage,
     *,
+    request_id: str,
     webhook_url: str | None = None,
     owner: str | None = None,
-    request_id: str | None = None,
 ) -> AcceptedJob:
-    """Store the checked upload, write the queued record, enqueue the GPU task.
+    """Steps 3-5: store the checked upload, write the queued record, enqueue the GPU task.
 
     A failure before the record exists leaves nothing behind (503); a failed enqueue after it
     exists marks the job failed with service_unavailable (503), so no job waits forever.
     """
-    request_id = request_id or str(uuid.uuid4())
+    # 3. store the upload
     try:
         upload_key = storage.put_upload(request_id, image.data, image.content_type)
     except Exception as exc:
         log.error("storing upload for %s failed: %s", request_id, type(exc).__name__)
         raise _unavailable("The image store is unreachable; try again in a moment.") from None
+    # 4. write the queued record
     record = JobRecord(
         request_id=request_id,
         params=params.model_dump(mode="json"),
@@ -173,6 +219,7 @@ def accept_job(
         log.error("writing job %s failed: %s", request_id, type(exc).__name__)
         _forget_upload(storage, upload_key)
         raise _unavailable("The job store is unreachable; try again in a moment.") from None
+    # 5. enqueue the GPU task
     try:
         celery.send_task(GENERATE_TASK, args=[request_id], queue=GPU_QUEUE, task_id=request_id,
                          retry=True, retry_policy=_ENQUEUE_RETRY)

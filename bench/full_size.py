@@ -47,8 +47,8 @@ def _text_encoders(vocab_size: int, bos: int, eos: int, one: dict, two: dict):
 def _tokenizers():
     from transformers import CLIPTokenizer
 
-    from worker.engine.tiny import _write_tokenizer
-    from worker.engine.tiny_tokenizer import END
+    from worker.tiny.model_dir import _write_tokenizer
+    from worker.tiny.tokenizer import END
 
     folder = Path(tempfile.mkdtemp(prefix="idbody-tok-"))
     _write_tokenizer(folder / "one", END)
@@ -71,11 +71,11 @@ def assemble_engine(policy: DevicePolicy, seed: int = 0, unet_config: dict | Non
     from diffusers import AutoencoderKL, ControlNetModel, EulerDiscreteScheduler, UNet2DConditionModel
 
     from worker.engine.instantid_pipeline import InstantIDPipeline
-    from worker.engine.ip_adapter_layout import ResamplerShape, ip_adapter_state_dict
+    from worker.tiny.ip_adapter_layout import ResamplerShape, ip_adapter_state_dict
     from worker.engine.lcm_mode import LCM_ADAPTER
     from worker.engine.loading import finish_engine
-    from worker.engine.tiny import _scheduler
-    from worker.engine.tiny_lora import lcm_lora_state_dict
+    from worker.tiny.model_dir import _scheduler
+    from worker.tiny.lcm_lora import lcm_lora_state_dict
 
     torch.manual_seed(seed)
     tok1, tok2 = _tokenizers()

@@ -29,11 +29,11 @@ from PIL import Image
 
 from bench.cpu_account import CpuAccount
 from bench.raw_http import RawConnection
-from shared.job_store import JobStore
-from shared.local_servers import SeaweedS3Server, ValkeyServer
+from shared.jobs.store import JobStore
+from idbody.stack.servers import SeaweedS3Server, ValkeyServer
 from shared.settings import Settings
 from shared.storage import Storage
-from tests.service_stack import ServiceStack, drawn_face_jpeg
+from idbody.stack.service import ServiceStack, drawn_face_jpeg
 
 SUBMIT = "/api/v1/generate-identity-body"
 FIELDS = {"body_type": "athletic", "height_cm": "170", "weight_kg": "65", "gender": "female", "num_images": "1"}

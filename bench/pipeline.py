@@ -92,7 +92,7 @@ def bench_full_size(repeats: int) -> dict:
     from shared.settings import Settings
     from worker.engine.devices import DevicePolicy
     from worker.engine.generation import GenerationInputs, generate_images
-    from worker.keypoints import draw_kps, retarget_kps
+    from worker.face.keypoints import draw_kps, retarget_kps
 
     from bench.full_size import build_full_size_engine
 

@@ -15,6 +15,7 @@ COPY pyproject.toml LICENSE ./
 COPY shared shared
 COPY api api
 COPY worker worker
+COPY idbody idbody
 # the project with no extras; versions held to the ones CI tested
 RUN pip install --no-cache-dir --constraint deploy/constraints.txt .
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install the offline validators the deploy tests need (tests/test_deploy_schemas.py,
-# tests/test_deploy_lint.py): the `deploy-check` extra of pyproject.toml, without installing the
+# Install the offline validators the deploy tests need (tests/deploy/test_deploy_schemas.py,
+# tests/deploy/test_deploy_lint.py): the `deploy-check` extra of pyproject.toml, without installing the
 # project itself. Called by .ci/run; safe to run twice.
 #   PYTHON=/path/to/venv/bin/python deploy/ci-tools.sh
 set -euo pipefail

@@ -31,6 +31,7 @@ COPY pyproject.toml LICENSE ./
 COPY shared shared
 COPY api api
 COPY worker worker
+COPY idbody idbody
 RUN pip install --no-cache-dir --constraint deploy/constraints.txt ".[ml,gpu]"
 
 FROM ${CUDA_IMAGE} AS gpu
@@ -70,6 +71,7 @@ COPY pyproject.toml LICENSE ./
 COPY shared shared
 COPY api api
 COPY worker worker
+COPY idbody idbody
 RUN pip install --no-cache-dir --constraint deploy/constraints.txt ".[ml,cpu]"
 
 FROM ${PYTHON_IMAGE} AS cpu

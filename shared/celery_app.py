@@ -1,5 +1,5 @@
 """The Celery application and its whole configuration, in one module. Tasks are registered by
-``worker.tasks``; the gateway only needs ``send_task`` and so never imports the worker.
+``worker.jobs.tasks``; the gateway only needs ``send_task`` and so never imports the worker.
 
 Example::
 

@@ -38,7 +38,6 @@ class ErrorCode(StrEnum):
     # engine and service
     MODELS_MISSING = "models_missing"
     OUT_OF_MEMORY = "out_of_memory"
-    GENERATION_FAILED = "generation_failed"
     GENERATION_TIMEOUT = "generation_timeout"
     JOB_CANCELED = "job_canceled"
     SERVICE_UNAVAILABLE = "service_unavailable"
@@ -72,7 +71,6 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.FACE_TOO_SMALL: 422,
     ErrorCode.MODELS_MISSING: 503,
     ErrorCode.OUT_OF_MEMORY: 503,
-    ErrorCode.GENERATION_FAILED: 500,
     ErrorCode.GENERATION_TIMEOUT: 504,
     ErrorCode.JOB_CANCELED: 409,
     ErrorCode.SERVICE_UNAVAILABLE: 503,

@@ -52,7 +52,6 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=10_000, description="Decompression-bomb cap on width*height.")
     min_image_side: int = Field(64, ge=16, description="Uploads with a shorter side are refused.")
     max_wait_s: int = Field(60, ge=0, le=600, description="Largest N honoured in 'Prefer: wait=N'.")
-    preflight_face_check: bool = Field(False, description="Reject uploads with no face before queueing (needs the ml extra on the gateway).")
     api_workers: int = Field(1, ge=1, le=64, description="Gateway processes started by 'idbody api'.")
     max_waiting_requests: int = Field(64, ge=1, le=10_000, description="Most 'Prefer: wait' requests held at once per gateway process; the rest answer 202 at once.")
     cors_origins: list[str] = Field([], description='Browser origins allowed to call the API from another site (CORS), e.g. ["https://app.example.com"]; empty: CORS off.')

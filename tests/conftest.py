@@ -7,8 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from shared.local_servers import SeaweedS3Server, ValkeyServer
+from idbody.stack.servers import SeaweedS3Server, ValkeyServer
 from shared.settings import Settings
+
+# Fixtures that start real servers: a test that uses one (directly or through another fixture) is
+# an integration test, whatever its module says, so `-m "not integration"` never starts a server.
+SERVER_FIXTURES = frozenset({"valkey", "s3_server"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +65,7 @@ def settings(valkey, s3_server, tmp_path: Path) -> Settings:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny profile in the folder the ``settings`` fixture points at (built once, reused)."""
-    from worker.engine.tiny import build_tiny_model_dir
+    from worker.tiny.model_dir import build_tiny_model_dir
 
     return build_tiny_model_dir(tmp_path_factory.getbasetemp() / "tiny-models")
 

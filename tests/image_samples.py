@@ -51,3 +51,8 @@ def bomb_png(width: int, height: int) -> bytes:
 def corrupt_jpeg() -> bytes:
     data = photo(320, 240)
     return data[: len(data) // 2]
+
+
+def uniform_jpeg(size: tuple[int, int] = (512, 512), gray: int = 128) -> bytes:
+    """A valid photo with no face in it."""
+    return encode(Image.new("RGB", size, (gray, gray, gray)), "JPEG", quality=92)

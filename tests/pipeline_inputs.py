@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from worker.engine.generation import GenerationInputs
-from worker.keypoints import draw_kps, retarget_kps
+from worker.face.keypoints import draw_kps, retarget_kps
 
 SIZE = 128
 PORTRAIT_KPS = np.array([[40, 50], [80, 50], [60, 70], [45, 90], [75, 90]], dtype=np.float32)

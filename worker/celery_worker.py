@@ -21,7 +21,7 @@ from shared.settings import get_settings
 log = logging.getLogger(__name__)
 
 app = make_celery(get_settings())
-app.conf.include = ["worker.tasks", "worker.io_tasks"]
+app.conf.include = ["worker.jobs.tasks", "worker.io_tasks"]
 
 _heartbeat = None
 
@@ -45,21 +45,21 @@ def _observability(**_: object) -> None:
 
 @signals.worker_process_init.connect
 def _load_pipeline(**_: object) -> None:
+    """Load, warm up, then publish readiness: a worker is counted only once it can serve."""
     global _heartbeat
     if not consumes_gpu_queue():
         return
-    from shared.job_store import JobStore
-    from worker.heartbeat import Heartbeat
-    from worker.pipeline_host import PipelineHost
-
-    settings = get_settings()
-    host = PipelineHost.load(settings)
+    from worker.clients import process_clients
+    from worker.identity_pipeline import get_identity_pipeline
+    from worker.jobs.heartbeat import Heartbeat
     from worker.metrics import process_metrics
 
-    process_metrics().model_load_seconds.set(host.load_s)
-    store = JobStore.from_settings(settings)
-    _heartbeat = Heartbeat(store, host.worker_id, host.info(), settings.worker_heartbeat_ttl_s).start()
-    log.info("worker %s ready (profile %s)", host.worker_id, host.choice.profile)
+    clients = process_clients()
+    pipeline = get_identity_pipeline(clients.settings).load_models().warm_up()
+    process_metrics().model_load_seconds.set(pipeline.load_s)
+    _heartbeat = Heartbeat(clients.store, pipeline.worker_id, pipeline.info(),
+                           clients.settings.worker_heartbeat_ttl_s).start()
+    log.info("worker %s ready (profile %s)", pipeline.worker_id, pipeline.profile)
 
 
 @signals.worker_process_shutdown.connect

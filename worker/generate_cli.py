@@ -60,7 +60,7 @@ def _main(args: argparse.Namespace) -> int:
         return _fail(out, exc.code.value, exc.message, exc.field,
                      EXIT_INPUT if exc.http_status < 500 else EXIT_FAILED)
     except Exception as exc:  # noqa: BLE001 - engine failures (out of memory, ...) named as the job runner names them
-        from worker.job_runner import error_for
+        from worker.jobs.runner import error_for
 
         error = error_for(exc)
         return _fail(out, error.code, f"{error.message} ({type(exc).__name__}: {exc})", None, EXIT_FAILED)
@@ -89,7 +89,7 @@ def _load_photo(path: Path):
 
 
 def _run(face, params, args: argparse.Namespace) -> dict[str, Any]:
-    from shared.job_record import result_image_id
+    from shared.jobs.record import result_image_id
     from shared.settings import get_settings
     from worker.identity_pipeline import IdentityPipeline
 
@@ -102,7 +102,7 @@ def _run(face, params, args: argparse.Namespace) -> dict[str, Any]:
     _stage(args, 1, f"{pipeline.profile} profile")
     bar = _StepBar(args)
     try:
-        out = pipeline.generate_params(face, params, progress=bar.update)
+        out = pipeline.generate(face, params, progress=bar.update)
     finally:
         bar.close()
     _stage(args, 3)

@@ -10,7 +10,13 @@ Example::
                       body_params={"body_type": "athletic", "height_cm": 170, "weight_kg": 65,
                                    "gender": "female"}, num_images=4)
     result["images"], result["method"], result["note"], result["timings"]
+    pipeline.generate(face_image=face, params=GenerationParams(body_type="slim", num_images=2))
     pipeline.pipe.enable_vae_tiling()       # the diffusers pipeline itself
+
+The same object is what a GPU worker keeps resident: ``get_identity_pipeline()`` is the one
+instance per process, ``load_models()`` decides the profile once (``choose_profile``) and loads,
+``warm_up()`` runs each stage once before the worker publishes readiness, ``info()`` is what the
+worker's heartbeat publishes.
 
 The result's ``analysis`` dict::
 
@@ -18,13 +24,15 @@ The result's ``analysis`` dict::
      "appearance": {"status": "ok" | "skipped" | "failed", "reason": "..." (unless ok), ...fields},
      "skin_tone": ..., "ethnicity": ..., ...}     # appearance fields, flat, when status is ok
 
-Appearance fields only fill what the caller left empty (shared.params / worker.prompts).
+Appearance fields only fill what the caller left empty (shared.params / worker.engine.prompts).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import threading
 import time
 from pathlib import Path
@@ -37,22 +45,7 @@ from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-APPEARANCE_GRACE_S = 1.0
-
-
-def resolve_model_dir(settings: Settings) -> tuple[str, Path]:
-    """(profile, folder) to load, decided by ``worker.profile_choice.choose_profile`` (the one
-    decision the worker and ``idbody up`` take too: ``auto`` is ``instantid`` when the model
-    folder verifies and a GPU exists, else ``tiny``); a tiny folder is built here."""
-    from worker.profile_choice import choose_profile
-
-    choice = choose_profile(settings)
-    log.info("model profile: %s (%s)", choice.profile, choice.reason)
-    if choice.profile == "tiny":
-        from worker.engine.tiny import build_tiny_model_dir
-
-        return "tiny", build_tiny_model_dir(Path(choice.model_dir))
-    return choice.profile, Path(choice.model_dir)
+Progress = Callable[[int, int], "bool | None"]
 
 
 class IdentityPipeline:
@@ -63,33 +56,89 @@ class IdentityPipeline:
         self.engine = None
         self.face_analyzer = None
         self.appearance_analyzer = None     # optional: .submit(pil) -> Future[dict]
-        self.profile: str | None = None
-        self.model_dir: Path | None = None
+        self.choice = None                  # worker.models.profile.ProfileChoice, decided once
+        self.load_s: float | None = None
+        self.warmup_s: float | None = None
+        self.loaded_at: float | None = None
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._lock = threading.Lock()
         self._run_lock = threading.Lock()   # one generation at a time: a diffusers pipeline is stateful
 
-    # --- loading ---------------------------------------------------------------------
+    # --- lifecycle ---------------------------------------------------------------------
     def load_models(self) -> "IdentityPipeline":
-        """Load the engine and the face analyzer once; later calls return at once."""
+        """Decide the profile (once), load the engine and the face analyzer; later calls return at once."""
         with self._lock:
             if self.engine is not None:
                 return self
             from worker.engine.devices import DevicePolicy
             from worker.engine.loading import load_engine
             from worker.face.analysis import FaceAnalyzer
+            from worker.models.profile import choose_profile
 
-            self.profile, self.model_dir = resolve_model_dir(self.settings)
-            policy = DevicePolicy.decide(self.settings)
-            analyzer = FaceAnalyzer(self.model_dir, providers=self.settings.onnx_providers,
+            started = time.perf_counter()
+            self.choice = choose_profile(self.settings)
+            log.info("model profile: %s (%s)", self.choice.profile, self.choice.reason)
+            model_dir = self._model_dir()
+            analyzer = FaceAnalyzer(model_dir, providers=self.settings.onnx_providers,
                                     det_size=(640, 640), min_face_px=self.settings.min_face_px)
             analyzer.load()
-            self.engine = load_engine(self.model_dir, policy)
+            self.engine = load_engine(model_dir, DevicePolicy.decide(self.settings))
             self.face_analyzer = analyzer
             if self.appearance_analyzer is None and self.settings.gemini_api_key is not None:
-                from worker.appearance import AppearanceAnalyzer
+                from worker.appearance.analyzer import AppearanceAnalyzer
 
                 self.appearance_analyzer = AppearanceAnalyzer.from_settings(self.settings)
+            self.load_s, self.loaded_at = time.perf_counter() - started, time.time()
+            log.info("pipeline loaded in %.1fs", self.load_s)
         return self
+
+    def _model_dir(self) -> Path:
+        if self.choice.profile == "tiny":
+            from worker.tiny.model_dir import build_tiny_model_dir
+
+            return build_tiny_model_dir(Path(self.choice.model_dir))
+        return Path(self.choice.model_dir)
+
+    def warm_up(self) -> "IdentityPipeline":
+        """Run each stage once so the first real job does not pay for lazy initialisation (ONNX
+        sessions, CUDA kernels and allocator, scheduler tables): the face analyzer on a blank
+        image, then one 1-step 64x64 generation with a random identity."""
+        import numpy as np
+
+        from shared.errors import IdentityBodyError
+        from worker.engine.generation import GenerationInputs, generate_images
+        from worker.face.keypoints import draw_kps
+
+        self.load_models()
+        started = time.perf_counter()
+        try:
+            self.face_analyzer.analyze(Image.new("RGB", (256, 256), (128, 128, 128)))
+        except IdentityBodyError:
+            pass  # "no face" is the expected answer for a blank image
+        embedding = np.random.default_rng(0).standard_normal(512).astype(np.float32)
+        kps = np.array([[22, 24], [42, 24], [32, 34], [24, 44], [40, 44]], dtype=np.float32)
+        inputs = GenerationInputs(prompt="a person standing", negative_prompt="", seed=0, face_embedding=embedding,
+                                  kps_image=draw_kps(64, 64, kps), num_images=1, width=64, height=64, steps=1)
+        with self._run_lock:
+            generate_images(self.engine, inputs)
+        self.warmup_s = time.perf_counter() - started
+        log.info("pipeline warmed up in %.1fs", self.warmup_s)
+        return self
+
+    def info(self) -> dict[str, Any]:
+        """What a worker's heartbeat publishes: enough for /readyz and an operator, nothing secret."""
+        return {
+            "worker_id": self.worker_id, "pipeline_loaded": self.engine is not None,
+            "hostname": socket.gethostname(), "pid": os.getpid(),
+            "profile": self.profile, "method": self.engine.method if self.engine else None,
+            "device": self.engine.policy.device if self.engine else self.settings.device,
+            "loaded_at": self.loaded_at, "load_s": round(self.load_s or 0.0, 3),
+            "warmup_s": round(self.warmup_s or 0.0, 3),
+        }
+
+    @property
+    def profile(self) -> str | None:
+        return self.choice.profile if self.choice else None
 
     @property
     def pipe(self):
@@ -105,39 +154,37 @@ class IdentityPipeline:
                  num_images: int = 4, **overrides: Any) -> dict[str, Any]:
         return self.generate(face_image, **(body_params or {}), num_images=num_images, **overrides)
 
-    def generate(self, face_image: Image.Image, *, body_type: str | None = None, height_cm: float | None = None,
-                 weight_kg: float | None = None, gender: str | None = None, skin_tone: str | None = None,
-                 ethnicity: str | None = None, pose: str | None = None, clothing: str | None = None,
-                 num_images: int | None = None, num_inference_steps: int | None = None,
-                 guidance_scale: float | None = None, controlnet_conditioning_scale: float | None = None,
-                 ip_adapter_scale: float | None = None, seed: int | None = None, mode: str | None = None,
-                 width: int | None = None, height: int | None = None, use_gemini_analysis: bool = False,
-                 progress: Callable[[int, int], bool | None] | None = None) -> dict[str, Any]:
-        """Validate the parameters (shared.params ranges), analyse the face, generate.
+    def generate(self, face_image: Image.Image, params: GenerationParams | None = None, *,
+                 progress: Progress | None = None, **fields: Any) -> dict[str, Any]:
+        """Validate the parameters (``shared.params``: the same model as the HTTP form and the
+        task payload; pass one, or its fields as keywords), analyse the face, generate.
 
         ``progress(step, total)`` is called after every denoise step; returning False stops the
         run with IdentityBodyError(job_canceled).
         """
-        given = {k: v for k, v in locals().items()
-                 if k not in ("self", "face_image", "progress") and v is not None}
-        params = parse_params(given)
-        return self.generate_params(face_image, params, progress=progress)
+        if params is None:
+            params = parse_params({k: v for k, v in fields.items() if v is not None})
+        elif fields:
+            params = parse_params({**params.model_dump(exclude_none=True), **fields})
+        return self._generate(face_image, params, progress)
 
-    def generate_params(self, face_image: Image.Image, params: GenerationParams,
-                        progress: Callable[[int, int], bool | None] | None = None) -> dict[str, Any]:
-        """The same as ``generate`` for already validated parameters (the Celery task's entry)."""
+    def _generate(self, face_image: Image.Image, params: GenerationParams,
+                  progress: Progress | None) -> dict[str, Any]:
+        from worker.appearance.analyzer import start_analysis, wait_for_analysis
         from worker.engine.generation import GenerationInputs, generate_images
-        from worker.keypoints import draw_kps, retarget_kps
-        from worker.prompts import build_prompt
+        from worker.engine.prompts import build_prompt
+        from worker.face.keypoints import draw_kps, retarget_kps
 
         self.load_models()
         started = time.perf_counter()
         timings: dict[str, Any] = {}
-        pending = self._submit_appearance(face_image, params.use_gemini_analysis)
+        # submitted before face analysis so both run at the same time
+        pending = start_analysis(self.appearance_analyzer, face_image, params.use_gemini_analysis)
         t = time.perf_counter()
         face = self.face_analyzer.analyze(face_image)
         timings["face_analysis_s"] = time.perf_counter() - t
-        analysis = {"face": _face_summary(face), **self._appearance(pending)}
+        analysis = {"face": _face_summary(face), **_appearance_fields(
+            wait_for_analysis(pending, self.settings.gemini_timeout_s))}
         timings["appearance_wait_s"] = time.perf_counter() - t - timings["face_analysis_s"]
         prompt = build_prompt(params.body_params(), analysis)
         kps = retarget_kps(face.kps, params.width, params.height, params.pose)
@@ -156,36 +203,13 @@ class IdentityPipeline:
                 "note": self.engine.note, "seed": seed, "prompt": prompt.positive,
                 "negative_prompt": prompt.negative, "timings": timings}
 
-    # --- appearance analysis hook ------------------------------------------------------------
-    def _submit_appearance(self, face_image: Image.Image, wanted: bool):
-        # Submitted before face analysis so both run at the same time.
-        from worker.appearance import start_analysis
 
-        return start_analysis(self.appearance_analyzer, face_image, wanted)
-
-    def _appearance(self, pending) -> dict[str, Any]:
-        # The analyzer resolves its future by gemini_timeout_s after submit; the grace only
-        # covers thread hand-off, so the GPU never waits much past the Gemini timeout. A hook that
-        # breaks that promise still yields the analysis schema's shape (stable reason + message).
-        from concurrent.futures import TimeoutError as FutureTimeout
-
-        from worker.appearance_schema import FailureReason, failed_analysis
-
-        wait_s = self.settings.gemini_timeout_s + APPEARANCE_GRACE_S
-        try:
-            found = dict(pending.result(timeout=wait_s))
-        except FutureTimeout:
-            pending.cancel()
-            log.warning("appearance analysis gave no answer within %.1fs; going on without it", wait_s)
-            found = failed_analysis(FailureReason.TIMEOUT, f"Appearance analysis did not finish within "
-                                    f"{wait_s:g} s; the job ran without it.")
-        except Exception as exc:  # noqa: BLE001 - analysis is optional; the job goes on without it
-            log.warning("appearance analysis failed: %r", exc)
-            found = failed_analysis(FailureReason.INTERNAL_ERROR, f"Appearance analysis failed unexpectedly "
-                                    f"({type(exc).__name__}); the job ran without it.")
-        status = found.pop("status", "ok")
-        flat = found if status == "ok" else {}
-        return {**flat, "appearance": {"status": status, **found}}
+def _appearance_fields(found: dict[str, Any]) -> dict[str, Any]:
+    """The analysis dict's appearance part: the fields flat when the analysis succeeded, and the
+    status (with reason and message when it did not) under ``appearance``."""
+    status = found.pop("status", "ok")
+    flat = found if status == "ok" else {}
+    return {**flat, "appearance": {"status": status, **found}}
 
 
 def _face_summary(face) -> dict[str, Any]:

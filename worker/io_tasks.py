@@ -1,11 +1,11 @@
 """Celery tasks of the ``io`` queue: webhook delivery and the retention sweep. Thin wrappers: they
-build their clients once per process and call ``worker.webhook_delivery`` / ``shared.retention``.
+build their clients once per process and call ``worker.webhooks.delivery`` / ``shared.jobs.retention``.
 
 Delivery retries use Celery's ``self.retry(countdown=...)`` with our own schedule
-(``worker.webhook_schedule``); the attempt count lives on the job record, not in Celery, so a
+(``worker.webhooks.schedule``); the attempt count lives on the job record, not in Celery, so a
 redelivered or duplicated task continues the same schedule instead of starting a new one.
 
-Example (what ``shared.job_end`` does)::
+Example (what ``shared.jobs.end`` does)::
 
     celery.send_task(DELIVER_WEBHOOK_TASK, args=[request_id, "succeeded"], queue=IO_QUEUE)
 """
@@ -19,58 +19,40 @@ from typing import Any
 from celery import shared_task
 
 from shared.queues import DELIVER_WEBHOOK_TASK, IO_QUEUE, SWEEP_TASK
-from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
-def _clients() -> dict[str, Any]:
-    from shared.api_keys import ApiKeyStore
-    from shared.job_store import JobStore
-    from shared.retention import Retention
-    from shared.storage import Storage
+def delivery_deps() -> Any:
+    from shared.jobs.webhook_ledger import WebhookLedger
+    from worker.webhooks.delivery import DeliveryDeps, webhook_payload
+
+    from worker.clients import process_clients
     from worker.metrics import process_metrics
 
-    settings = get_settings()
-    store = JobStore.from_settings(settings)
-    storage = Storage.from_settings(settings)
-    return {
-        "settings": settings,
-        "store": store,
-        "keys": ApiKeyStore(store.client),
-        "retention": Retention.from_settings(settings, storage, store),
-        "metrics": process_metrics(),
-    }
-
-
-@lru_cache(maxsize=1)
-def delivery_deps() -> Any:
-    from shared.webhook_ledger import WebhookLedger
-    from worker.webhook_delivery import DeliveryDeps, webhook_payload
-
-    c = _clients()
-    settings = c["settings"]
+    c = process_clients()
+    settings = c.settings
     base_url = settings.public_api_url or f"http://{settings.api_host}:{settings.api_port}"
 
     def secret_for(record: Any) -> str | None:
         if record.owner:
-            key = c["keys"].get(record.owner)
+            key = c.keys.get(record.owner)
             return key.webhook_secret if key is not None else None
         return settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
 
     return DeliveryDeps(
-        settings=settings, store=c["store"], ledger=WebhookLedger(c["store"].client, settings.job_retention_s),
+        settings=settings, store=c.store, ledger=WebhookLedger(c.store.client, settings.job_retention_s),
         payload_for=lambda record: webhook_payload(record, base_url), secret_for=secret_for,
-        on_outcome=c["metrics"].webhook_outcome,
+        on_outcome=process_metrics().webhook_outcome,
     )
 
 
 @shared_task(name=DELIVER_WEBHOOK_TASK, queue=IO_QUEUE, bind=True, ignore_result=True, max_retries=None)
 def deliver_webhook(self: Any, request_id: str, event: str) -> str | None:
     """One delivery attempt; schedules the next one itself when the failure is retryable."""
-    from worker.webhook_schedule import Outcome
-    from worker.webhook_delivery import attempt_delivery
+    from worker.webhooks.schedule import Outcome
+    from worker.webhooks.delivery import attempt_delivery
 
     report = attempt_delivery(delivery_deps(), request_id, event)
     outcome = report.outcome.value if report.outcome else None
@@ -84,5 +66,7 @@ def deliver_webhook(self: Any, request_id: str, event: str) -> str | None:
 @shared_task(name=SWEEP_TASK, queue=IO_QUEUE, ignore_result=True)
 def sweep() -> dict[str, int]:
     """Delete uploads and results past their retention (run by beat every sweep_interval_s)."""
-    report = _clients()["retention"].sweep()
+    from worker.clients import process_clients
+
+    report = process_clients().retention.sweep()
     return {"uploads": report.uploads, "results": report.results}

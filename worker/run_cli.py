@@ -70,7 +70,7 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _ready(settings) -> int:
-    from shared.job_store import JobStore
+    from shared.jobs.store import JobStore
 
     host = socket.gethostname()
     try:

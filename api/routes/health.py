@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import StorageDep, StoreDep
 from api.schemas import HealthResponse, ReadyResponse
-from shared.job_store import JobStore
+from shared.jobs.store import JobStore
 from shared.storage import Storage
 
 router = APIRouter(tags=["health"])

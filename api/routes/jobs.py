@@ -11,7 +11,6 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import (
-    AdmissionDep,
     ApiKeyDep,
     BaseUrlDep,
     CeleryDep,
@@ -20,6 +19,7 @@ from api.deps import (
     SettingsDep,
     StorageDep,
     StoreDep,
+    SubmitDep,
 )
 from api.prefer import wait_seconds
 from api.schemas import (
@@ -31,13 +31,12 @@ from api.schemas import (
     error_responses,
     submit_request_body,
 )
-from api.submit import accept_job, parse_submit_fields, read_submit_form
-from api.upload import normalize_upload
-from shared import job_listing
+from api.submit import read_submit_form, submit_job
 from shared.errors import ErrorCode, IdentityBodyError
-from shared.job_record import JobError, JobRecord, JobStatus
-from shared.job_store import JobStore
-from shared.job_views import job_urls, result_view, status_view
+from shared.jobs import listing
+from shared.jobs.record import JobError, JobRecord, JobStatus
+from shared.jobs.store import JobStore
+from shared.jobs.views import job_urls, result_view, status_view
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
@@ -92,9 +91,8 @@ async def generate_identity_body(
     settings: SettingsDep,
     store: StoreDep,
     storage: StorageDep,
-    celery: CeleryDep,
     key: ApiKeyDep,
-    admission: AdmissionDep,
+    submit_ctx: SubmitDep,
     base: BaseUrlDep,
     prefer: PreferHeader = None,
     idempotency_key: Annotated[str | None, Header(
@@ -104,29 +102,9 @@ async def generate_identity_body(
     )] = None,
 ) -> JSONResponse:
     form = await read_submit_form(request, settings.max_upload_bytes)
-    params, form_webhook_url = parse_submit_fields(form.fields)
-    owner = key.id if key is not None else None
-
-    def accept() -> tuple[JobRecord, int | None, bool]:
-        webhook_url = admission.webhook_url_for(key, form_url=form_webhook_url)
-        positions: dict[str, int] = {}
-
-        def create(request_id: str) -> JobRecord:
-            image = normalize_upload(form.image, settings.max_upload_bytes, settings.max_image_pixels,
-                                     settings.min_image_side)
-            accepted = accept_job(store, storage, celery, params, image, webhook_url=webhook_url, owner=owner,
-                                  request_id=request_id)
-            positions[request_id] = accepted.queue_position
-            return accepted.record
-
-        admitted = admission.admit(key, idempotency_key, form.fields, form.image, webhook_url, create)
-        rid = admitted.record.request_id
-        # a new job's position came back with its record write; only a replay asks Redis again
-        position = store.queue_position(rid) if admitted.replayed else positions[rid]
-        return admitted.record, position, admitted.replayed
-
-    record, position, replayed = await run_in_threadpool(accept)
-    if replayed:
+    submitted = await run_in_threadpool(submit_job, submit_ctx, form, key, idempotency_key)
+    record, position = submitted.record, submitted.queue_position
+    if submitted.replayed:
         return _accepted(record, position, base, {"Idempotent-Replayed": "true"})
     wait = wait_seconds(prefer, settings.max_wait_s)
     limiter: anyio.CapacityLimiter = request.app.state.wait_limiter
@@ -155,10 +133,10 @@ async def generate_identity_body(
 )
 def list_jobs(
     store: StoreDep, owner: OwnerDep, base: BaseUrlDep,
-    limit: Annotated[int, Query(ge=1, le=job_listing.MAX_PAGE, description="Jobs per page.")] = 20,
+    limit: Annotated[int, Query(ge=1, le=listing.MAX_PAGE, description="Jobs per page.")] = 20,
     cursor: Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page.")] = None,
 ) -> JSONResponse:
-    page = job_listing.list_jobs(store, owner, limit=limit, cursor=cursor)
+    page = listing.list_jobs(store, owner, limit=limit, cursor=cursor)
     jobs = [{k: v for k, v in status_view(r, base).items() if v is not None} for r in page.records]
     return JSONResponse({"jobs": jobs, "next_cursor": page.next_cursor})
 

@@ -2,7 +2,7 @@
 # Create the uploads and results buckets once (s3-init in docker-compose.yml). Idempotent:
 # 's3.bucket.create' fails on an existing bucket, so only missing ones are created, and the
 # script exits non-zero unless both are listed afterwards. '--check' only checks (healthcheck).
-# Bucket defaults equal the Settings defaults; tests/test_deploy_config.py keeps them in step.
+# Bucket defaults equal the Settings defaults; tests/deploy/test_deploy_config.py keeps them in step.
 set -eu
 
 uploads="${IDBODY_S3_BUCKET_UPLOADS:-idbody-uploads}"

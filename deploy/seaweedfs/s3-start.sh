@@ -2,7 +2,7 @@
 # Start SeaweedFS (master, volume, filer and the S3 gateway in one process) with the S3
 # credentials the application uses. The identities file is written at start from the environment
 # (the same S3 access key names shared.settings reads), so no secret lives in an image or in git.
-# The defaults equal the Settings defaults; tests/test_deploy_config.py keeps them in step.
+# The defaults equal the Settings defaults; tests/deploy/test_deploy_config.py keeps them in step.
 set -eu
 umask 077
 

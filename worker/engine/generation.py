@@ -105,8 +105,10 @@ def generate_images(engine, inputs: GenerationInputs, progress: Progress | None 
     import torch
 
     pipe, sync = engine.pipe, _sync_for(engine.policy.device)
+    from worker.engine.instantid_pipeline import guidance_applies
+
     engine.modes.use(inputs.mode)
-    guidance_on = inputs.guidance > 1
+    guidance_on = guidance_applies(pipe, inputs.guidance)
     generators = [torch.Generator(engine.policy.generator_device()).manual_seed(inputs.seed + i)
                   for i in range(inputs.num_images)]
     t0 = time.perf_counter()

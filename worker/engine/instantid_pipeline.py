@@ -1,17 +1,21 @@
-"""InstantID on diffusers' SDXL ControlNet pipeline: the one thing stock diffusers does not do.
+"""InstantID on SDXL: the one thing stock diffusers does not do, written where it happens.
 
-InstantID's IdentityNet is a plain ``ControlNetModel`` whose cross-attention must see the 16
-projected face tokens instead of the text embeddings, while the UNet sees text + face tokens
-through diffusers' IP-Adapter machinery. ``StableDiffusionXLControlNetPipeline`` always hands
-its ControlNet the text embeddings, so this subclass swaps them for the face tokens with a
-forward pre-hook on the ControlNet that lives only for the duration of one call. Everything else
-(prompt encoding, latents, denoise loop, IP-Adapter embeds, callbacks, decode) is the stock
-pipeline's own ``__call__``.
+InstantID's IdentityNet is a plain ``ControlNetModel`` whose cross-attention sees the 16
+projected face tokens and never the text, while the UNet sees text + face tokens through
+diffusers' IP-Adapter machinery. ``StableDiffusionXLControlNetPipeline`` always hands its
+ControlNet the text embeddings, so this pipeline has its own ``__call__``, in the stock
+pipeline's reading order, built from the stock helpers (``encode_prompt``, ``prepare_image``,
+``prepare_latents``, ``_get_add_time_ids``, the scheduler, the image processor). Step 4 is the
+InstantID-specific one, and step 8 is where IdentityNet is given the face tokens.
 
 The face tokens are the UNet's loaded IP-Adapter projection
 (``unet.encoder_hid_proj.image_projection_layers[0]``, a Resampler) applied to the face
 embedding; under classifier-free guidance the negative half is the projection of a zero
-embedding, in the same [negative, positive] order the pipeline concatenates prompts in.
+embedding, in the same [negative, positive] order the prompts are concatenated in.
+
+Every image of a call may have its own face: ``face_embedding`` is [512] (one face for all
+images) or [N, 512] (one per image), and ``image`` (the keypoint condition) one PIL image or a
+list of N. That is what lets the engine batch several jobs into one denoise pass.
 
 Example::
 
@@ -23,17 +27,30 @@ Example::
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from typing import Any, Callable
 
 import torch
 from diffusers import StableDiffusionXLControlNetPipeline
+from diffusers.pipelines.stable_diffusion_xl.pipeline_output import StableDiffusionXLPipelineOutput
+from diffusers.utils.torch_utils import is_compiled_module
+from PIL import Image
 
 from worker.engine.vae_memory import VaeMemoryMethods
+
+StepCallback = Callable[[Any, int, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+def guidance_applies(pipe: Any, guidance_scale: float) -> bool:
+    """The one guidance on/off rule (diffusers' own, for every SDXL pipeline): classifier-free
+    guidance runs above a scale of 1, and never for a UNet that takes the scale as an embedding.
+    Prompt encoding asks it too, so negative embeddings exist exactly when the loop uses them."""
+    return guidance_scale > 1 and pipe.unet.config.time_cond_proj_dim is None
 
 
 class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
     """SDXL + IdentityNet + IP-Adapter, as InstantID wires them."""
 
+    # --- the InstantID-specific pieces ---------------------------------------------------
     def face_projection(self) -> torch.nn.Module:
         proj = getattr(self.unet, "encoder_hid_proj", None)
         if proj is None:
@@ -47,45 +64,164 @@ class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
         param = next(proj.parameters())
         return proj(face_embedding.to(device=param.device, dtype=param.dtype)[:, None, :])
 
-    @staticmethod
-    def ip_adapter_embeds(face_embedding: torch.Tensor, guidance: bool) -> list[torch.Tensor]:
-        """The 4-D [batch, images, seq, 512] embeds diffusers expects for a Resampler projection;
-        with guidance, zeros first (the pipeline splits them with .chunk(2))."""
-        emb = face_embedding.reshape(1, 1, 1, -1)
-        return [torch.cat([torch.zeros_like(emb), emb]) if guidance else emb]
+    def identity_conditioning(self, face_embedding: torch.Tensor, count: int,
+                              guidance: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(IdentityNet's encoder states, the UNet's IP-Adapter embeds) for ``count`` images.
 
-    @contextmanager
-    def identitynet_sees(self, tokens: torch.Tensor):
-        """Within the block, the ControlNet's encoder_hidden_states are ``tokens``."""
-
-        def swap(_module, args, kwargs):
-            text = kwargs["encoder_hidden_states"]
-            if text.shape[0] != tokens.shape[0]:
-                raise RuntimeError(f"IdentityNet batch {text.shape[0]} != face token batch {tokens.shape[0]}")
-            kwargs["encoder_hidden_states"] = tokens.to(device=text.device, dtype=text.dtype)
-            return args, kwargs
-
-        handle = self.controlnet.register_forward_pre_hook(swap, with_kwargs=True)
-        try:
-            yield
-        finally:
-            handle.remove()
-
-    def _guidance_on(self, guidance_scale: float) -> bool:
-        return guidance_scale > 1 and self.unet.config.time_cond_proj_dim is None
-
-    def __call__(self, *args, face_embedding: torch.Tensor, num_images_per_prompt: int = 1,
-                 guidance_scale: float = 5.0, **kwargs):
-        """The stock call, plus ``face_embedding`` ([512] raw antelopev2 embedding). Pass the
-        prompt as a single string: one prompt, ``num_images_per_prompt`` images."""
-        guidance = self._guidance_on(guidance_scale)
-        face_embedding = face_embedding.reshape(1, -1).float()
-        positive = self.face_tokens(face_embedding).repeat(num_images_per_prompt, 1, 1)
-        tokens = positive
+        IdentityNet: the face tokens, [negative (zero face), positive] under guidance.
+        UNet: the raw embeddings as diffusers' IP-Adapter expects them for a Resampler,
+        [batch, images=1, seq=1, 512], zeros first under guidance (it splits them with chunk(2)).
+        """
+        faces = face_embedding.float().reshape(-1, face_embedding.shape[-1])
+        if faces.shape[0] not in (1, count):
+            raise ValueError(f"face_embedding holds {faces.shape[0]} faces for {count} images")
+        faces = faces.expand(count, -1)
+        tokens, embeds = self.face_tokens(faces), faces[:, None, None, :]
         if guidance:
-            negative = self.face_tokens(torch.zeros_like(face_embedding)).repeat(num_images_per_prompt, 1, 1)
-            tokens = torch.cat([negative, positive])
-        embeds = [e.to(self.unet.dtype) for e in self.ip_adapter_embeds(face_embedding, guidance)]
-        with self.identitynet_sees(tokens):
-            return super().__call__(*args, ip_adapter_image_embeds=embeds, num_images_per_prompt=num_images_per_prompt,
-                                    guidance_scale=guidance_scale, **kwargs)
+            tokens = torch.cat([self.face_tokens(torch.zeros_like(faces)), tokens])
+            embeds = torch.cat([torch.zeros_like(embeds), embeds])
+        return tokens, [embeds.to(device=self._execution_device, dtype=self.unet.dtype)]
+
+    # --- the call, in the stock pipeline's order -------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        image: Image.Image | list[Image.Image] | None = None,
+        *,
+        face_embedding: torch.Tensor,
+        negative_prompt: str | list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        pooled_prompt_embeds: torch.Tensor | None = None,
+        negative_pooled_prompt_embeds: torch.Tensor | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 30,
+        guidance_scale: float = 5.0,
+        controlnet_conditioning_scale: float = 0.8,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        callback_on_step_end: StepCallback | None = None,
+        return_dict: bool = True,
+    ):
+        """One prompt (or N prompt embeddings), N = prompts x ``num_images_per_prompt`` images.
+
+        ``callback_on_step_end(pipe, step, timestep, {"latents": ...})`` is called after every
+        step and may return new latents; setting ``pipe._interrupt`` stops the loop.
+        """
+        # 1. check inputs; guidance is on only above 1 and only for a UNet without guidance embedding
+        height = height or self.default_sample_size * self.vae_scale_factor
+        width = width or self.default_sample_size * self.vae_scale_factor
+        self._guidance_scale, self._interrupt = guidance_scale, False
+        self._cross_attention_kwargs, self._clip_skip, self._denoising_end = None, None, None
+        guidance = guidance_applies(self, guidance_scale)
+        device = self._execution_device
+
+        # 2. encode the prompt (or take the given embeddings) for every image
+        prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds = (
+            self.encode_prompt(
+                prompt, None, device, num_images_per_prompt, guidance, negative_prompt, None,
+                prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+                pooled_prompt_embeds=pooled_prompt_embeds,
+                negative_pooled_prompt_embeds=negative_pooled_prompt_embeds))
+        count = prompt_embeds.shape[0]
+
+        # 3. the IdentityNet condition: the face keypoints drawn at the output size, one per image
+        control = self._keypoint_condition(image, count, width, height, device, guidance)
+        height, width = control.shape[-2:]
+
+        # 4. InstantID: face tokens for IdentityNet, IP-Adapter embeds for the UNet
+        face_tokens, ip_embeds = self.identity_conditioning(torch.as_tensor(face_embedding), count, guidance)
+        face_tokens = face_tokens.to(device=device, dtype=prompt_embeds.dtype)
+
+        # 5. timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+
+        # 6. initial latents, one seeded generator per image
+        latents = self.prepare_latents(count, self.unet.config.in_channels, height, width,
+                                       prompt_embeds.dtype, device, generator, latents)
+        step_kwargs = self.prepare_extra_step_kwargs(generator, 0.0)
+
+        # 7. SDXL's added conditioning (pooled text + size ids), [negative, positive] under guidance
+        text_embeds, time_ids = self._added_conditioning(pooled_prompt_embeds, (height, width), count)
+        if guidance:
+            prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds])
+            text_embeds = torch.cat([negative_pooled_prompt_embeds, text_embeds])
+            time_ids = torch.cat([time_ids, time_ids])
+        added = {"text_embeds": text_embeds.to(device), "time_ids": time_ids.to(device)}
+        timestep_cond = self._guidance_embedding(count, device, latents.dtype)
+
+        # 8. denoise: IdentityNet sees the face tokens, never the text; the UNet sees text + face
+        graphs = torch.cuda.is_available() and is_compiled_module(self.unet)
+        with self.progress_bar(total=len(timesteps)) as bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    break
+                if graphs:
+                    torch.compiler.cudagraph_mark_step_begin()
+                model_input = self.scheduler.scale_model_input(
+                    torch.cat([latents] * 2) if guidance else latents, t)
+                down, mid = self.controlnet(
+                    model_input, t, encoder_hidden_states=face_tokens, controlnet_cond=control,
+                    conditioning_scale=controlnet_conditioning_scale, added_cond_kwargs=added,
+                    return_dict=False)
+                noise = self.unet(
+                    model_input, t, encoder_hidden_states=prompt_embeds, timestep_cond=timestep_cond,
+                    down_block_additional_residuals=down, mid_block_additional_residual=mid,
+                    added_cond_kwargs={**added, "image_embeds": ip_embeds}, return_dict=False)[0]
+                if guidance:
+                    uncond, cond = noise.chunk(2)
+                    noise = uncond + guidance_scale * (cond - uncond)
+                latents = self.scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    latents = callback_on_step_end(self, i, t, {"latents": latents}).pop("latents", latents)
+                bar.update()
+
+        # 9. decode
+        images = latents if output_type == "latent" else self._decode(latents, output_type)
+        self.maybe_free_model_hooks()
+        return StableDiffusionXLPipelineOutput(images=images) if return_dict else (images,)
+
+    # --- steps 3, 7, 8, 9 in detail ---------------------------------------------------------
+    def _keypoint_condition(self, image, count: int, width: int, height: int, device, guidance: bool):
+        images = image if isinstance(image, list) else [image]
+        if len(images) not in (1, count):
+            raise ValueError(f"{len(images)} keypoint images for {count} images")
+        per_image = count if len(images) == 1 else 1
+        conditions = [self.prepare_image(image=img, width=width, height=height, batch_size=per_image,
+                                         num_images_per_prompt=1, device=device, dtype=self.controlnet.dtype,
+                                         do_classifier_free_guidance=False) for img in images]
+        control = torch.cat(conditions)
+        return torch.cat([control] * 2) if guidance else control
+
+    def _added_conditioning(self, pooled: torch.Tensor, size: tuple[int, int], count: int):
+        projection_dim = (int(pooled.shape[-1]) if self.text_encoder_2 is None
+                          else self.text_encoder_2.config.projection_dim)
+        time_ids = self._get_add_time_ids(size, (0, 0), size, dtype=pooled.dtype,
+                                          text_encoder_projection_dim=projection_dim)
+        return pooled, time_ids.repeat(count, 1)
+
+    def _guidance_embedding(self, count: int, device, dtype) -> torch.Tensor | None:
+        """LCM-distilled UNets take the guidance scale as an embedding (SDXL + LCM-LoRA does not)."""
+        if self.unet.config.time_cond_proj_dim is None:
+            return None
+        scale = torch.tensor(self.guidance_scale - 1).repeat(count)
+        return self.get_guidance_scale_embedding(
+            scale, embedding_dim=self.unet.config.time_cond_proj_dim).to(device=device, dtype=dtype)
+
+    def _decode(self, latents: torch.Tensor, output_type: str):
+        upcast = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
+        if upcast:
+            self.upcast_vae()
+            latents = latents.to(next(iter(self.vae.post_quant_conv.parameters())).dtype)
+        image = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
+        if upcast:
+            self.vae.to(dtype=torch.float16)
+        if self.watermark is not None:
+            image = self.watermark.apply_watermark(image)
+        return self.image_processor.postprocess(image, output_type=output_type)

@@ -1,5 +1,5 @@
 """Load the engine from one model folder: the same code path for the released weights and the
-tiny profile (worker.model_layout says where each part lives).
+tiny profile (worker.models.layout says where each part lives).
 
 Order: SDXL base (required) -> fp16-fix VAE -> IdentityNet + ip-adapter.bin (InstantID; on any
 failure the engine falls back to plain SDXL) -> LCM-LoRA (fused) -> schedulers -> device.
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import ErrorCode, IdentityBodyError
-from worker import model_layout as layout
+from worker.models import layout
 from worker.engine.devices import DevicePolicy
 
 log = logging.getLogger(__name__)

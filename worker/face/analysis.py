@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from shared.errors import ErrorCode, IdentityBodyError
-from worker.model_layout import ANTELOPEV2_DIR, DETECTOR_FILE, RECOGNIZER_FILE
+from worker.models.layout import ANTELOPEV2_DIR, DETECTOR_FILE, RECOGNIZER_FILE
 
 PACK_NAME = "antelopev2"
 REQUIRED_FILES = (DETECTOR_FILE, RECOGNIZER_FILE)

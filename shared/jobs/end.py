@@ -1,0 +1,85 @@
+"""What happens once a job has ended (succeeded, failed or canceled), wherever it ended: the GPU
+worker's ``finish_job`` and the gateway's cancel both call ``JobEnd.after_finish``.
+
+1. the webhook delivery task is enqueued on ``io`` once per (job, final status);
+2. the face upload is deleted (or scheduled, see ``shared.jobs.retention``) and the results' expiry set;
+3. the API key's unfinished-job slot is given back;
+4. the end is counted for ``/metrics``.
+
+Every step is idempotent, so calling it again for the same ended job (a redelivered GPU task that
+found the job finished) repairs a step a crash skipped and repeats nothing — pass ``count=False``
+then, so the metric is not counted twice.
+
+Example::
+
+    JobEnd.from_settings(settings, celery_app, storage, store).after_finish(record)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from shared.jobs.record import JobRecord
+from shared.jobs.store import JobStore
+from shared.access.rate_limit import RateLimiter
+from shared.jobs.retention import Retention
+from shared.storage import Storage
+from shared.jobs.webhook_ledger import WebhookLedger
+
+log = logging.getLogger(__name__)
+
+FINISHED_COUNTS = "stats:jobs-finished"  # hash: final status -> jobs that ended so
+
+
+@dataclass
+class JobEnd:
+    client: redis.Redis
+    celery: Any
+    ledger: WebhookLedger
+    retention: Retention
+    limiter: RateLimiter
+
+    @classmethod
+    def from_settings(cls, settings: Any, celery: Any, storage: Storage, store: JobStore) -> "JobEnd":
+        client = store.client
+        return cls(
+            client=client,
+            celery=celery,
+            ledger=WebhookLedger(client, settings.job_retention_s),
+            retention=Retention.from_settings(settings, storage, store),
+            limiter=RateLimiter(client, stale_after_s=settings.job_retention_s),
+        )
+
+    def after_finish(self, record: JobRecord, count: bool = True) -> None:
+        """Run every end-of-job step; a failing step is logged and does not stop the others."""
+        if not record.status.finished:
+            raise ValueError(f"job {record.request_id} is {record.status.value}, not finished")
+        steps = [
+            ("webhook", self._enqueue_webhook),
+            ("retention", self.retention.job_finished),
+            ("key slot", self._release_slot),
+        ]
+        if count:
+            steps.append(("count", self._count))
+        for name, step in steps:
+            try:
+                step(record)
+            except (redis.RedisError, OSError) as exc:
+                log.error("job %s: end step %s failed: %s", record.request_id, name, type(exc).__name__)
+            except Exception as exc:  # boto3/kombu raise their own types; a step must not stop the rest
+                log.error("job %s: end step %s failed: %s: %s", record.request_id, name, type(exc).__name__, exc)
+
+    def _enqueue_webhook(self, record: JobRecord) -> None:
+        if record.webhook_url:
+            self.ledger.enqueue_once(self.celery, record.request_id, record.status.value)
+
+    def _release_slot(self, record: JobRecord) -> None:
+        if record.owner:
+            self.limiter.release_job_slot(record.owner, record.request_id)
+
+    def _count(self, record: JobRecord) -> None:
+        self.client.hincrby(FINISHED_COUNTS, record.status.value, 1)

@@ -1,0 +1,112 @@
+"""The job record and its state machine. Pure: no Redis here (see ``shared.jobs.store``).
+
+A job moves only forward::
+
+    queued ──▶ running ──▶ succeeded | failed | canceled
+       └────────────────────────────▶ failed | canceled
+
+Finished states are final: a late or duplicate write can never move a job backwards.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+
+ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELED}),
+    # running -> running lets a redelivered task (worker died mid-job) take the job again
+    JobStatus.RUNNING: frozenset({JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED}),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELED: frozenset(),
+}
+
+
+def can_transition(current: JobStatus | str, new: JobStatus | str) -> bool:
+    """True when ``current -> new`` is a legal move.
+
+    Example::
+
+        can_transition("succeeded", "running")   # False
+    """
+    return JobStatus(new) in ALLOWED[JobStatus(current)]
+
+
+class Progress(BaseModel):
+    step: int = 0
+    total: int = 0
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+def result_image_id(index: int) -> str:
+    """The id a result image has in the seed's response shape (and in ``idbody generate``'s files).
+
+    Example::
+
+        result_image_id(0)   # "identity_body_0"
+    """
+    return f"identity_body_{int(index)}"
+
+
+class ResultImage(BaseModel):
+    id: str
+    key: str  # object key in the results bucket; URLs are made when read
+    width: int
+    height: int
+
+
+class JobResult(BaseModel):
+    images: list[ResultImage] = Field(default_factory=list)
+    analysis: dict[str, Any] = Field(default_factory=dict)
+    method: str = "instantid"
+    note: str | None = None
+
+
+class WebhookAttempt(BaseModel):
+    attempt: int
+    at: float
+    status_code: int | None = None
+    error: str | None = None
+
+
+class JobRecord(BaseModel):
+    """One job, as stored under ``job:{request_id}``. Timestamps are Unix seconds."""
+
+    request_id: str
+    status: JobStatus = JobStatus.QUEUED
+    params: dict[str, Any] = Field(default_factory=dict)
+    upload_key: str | None = None
+    owner: str | None = None  # API key id; None when auth is disabled
+    webhook_url: str | None = None
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: Progress = Field(default_factory=Progress)
+    result: JobResult | None = None
+    error: JobError | None = None
+    attempts: int = 0  # how many times a worker took the job (redelivery makes it > 1)
+    worker: str | None = None
+    webhook_attempts: list[WebhookAttempt] = Field(default_factory=list)

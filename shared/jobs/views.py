@@ -1,0 +1,86 @@
+"""What clients see of a job: the status JSON (also the webhook body) and the seed's result JSON.
+Pure functions of a JobRecord, so the gateway and the io worker render the same thing.
+
+Example::
+
+    status_view(record, base_url="https://api.example", queue_position=3)
+    result_view(record, url_for=storage.result_url)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.jobs.record import JobRecord, JobStatus
+
+API_PREFIX = "/api/v1"
+
+
+def job_urls(base_url: str, request_id: str) -> dict[str, str]:
+    """Absolute status, result and cancel URLs of a job.
+
+    Example::
+
+        job_urls("http://127.0.0.1:8000", "r1")["status_url"]  # http://127.0.0.1:8000/api/v1/jobs/r1
+    """
+    base = base_url.rstrip("/") + f"{API_PREFIX}/jobs/{request_id}"
+    return {"status_url": base, "result_url": f"{base}/result", "cancel_url": f"{base}/cancel"}
+
+
+def iso8601(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def status_view(record: JobRecord, base_url: str, queue_position: int | None = None) -> dict[str, Any]:
+    """The status JSON: position while queued, progress while running, error when failed or
+    canceled, result_url once succeeded."""
+    view: dict[str, Any] = {
+        "request_id": record.request_id,
+        "status": record.status.value,
+        "created_at": iso8601(record.created_at),
+        "started_at": iso8601(record.started_at),
+        "finished_at": iso8601(record.finished_at),
+    }
+    if record.status is JobStatus.QUEUED:
+        view["queue_position"] = queue_position
+    if record.status is JobStatus.RUNNING:
+        view["progress"] = record.progress.model_dump()
+    if record.error is not None and record.status in (JobStatus.FAILED, JobStatus.CANCELED):
+        view["error"] = {"code": record.error.code, "message": record.error.message}
+    if record.status is JobStatus.SUCCEEDED:
+        view["result_url"] = job_urls(base_url, record.request_id)["result_url"]
+    if record.webhook_url:
+        view["webhook_attempts"] = [a.model_dump() for a in record.webhook_attempts]
+    return view
+
+
+def result_view(record: JobRecord, url_for: Callable[[str], str]) -> dict[str, Any]:
+    """The seed's response: ``success, request_id, count, images[{id, url}], analysis, method, note``.
+
+    A failed or canceled job answers ``success: false`` with no images and its ``error``; the
+    caller must not pass a job that is still queued or running.
+    """
+    if not record.status.finished:
+        raise ValueError(f"job {record.request_id} is {record.status.value}, not finished")
+    result = record.result
+    succeeded = record.status is JobStatus.SUCCEEDED
+    images = [{"id": im.id, "url": url_for(im.key)} for im in result.images] if (succeeded and result) else []
+    view: dict[str, Any] = {
+        "success": succeeded,
+        "request_id": record.request_id,
+        "count": len(images),
+        "images": images,
+        "analysis": dict(result.analysis) if result else {},
+        "method": result.method if result else "instantid",
+        "note": result.note if result else None,
+    }
+    if not succeeded:
+        error = record.error
+        view["error"] = (
+            {"code": error.code, "message": error.message}
+            if error
+            else {"code": "job_canceled", "message": "The job was canceled."}
+        )
+    return view

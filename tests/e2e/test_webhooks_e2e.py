@@ -1,0 +1,133 @@
+"""Webhooks, API keys and cancel on the whole stack as real processes: the gateway, a GPU worker on
+the tiny profile, an io worker, Valkey, SeaweedFS, and a webhook receiver on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from shared.access.api_keys import ApiKeyStore
+from shared.jobs.store import JobStore
+from shared.storage import Storage
+from idbody.stack.service import drawn_face_jpeg, running_stack, stack_settings
+from tests.e2e.limits import StackLimits, measure_limits
+from idbody.stack.polling import until
+from tests.webhook_receiver import Receiver
+
+pytestmark = pytest.mark.integration
+
+SUBMIT = "/api/v1/generate-identity-body"
+FIELDS = {"body_type": "athletic", "height_cm": "170", "num_images": "1", "width": "128", "height": "128",
+          "num_inference_steps": "4"}
+
+
+
+@pytest.fixture(scope="module")
+def limits(tiny_engine) -> StackLimits:
+    return measure_limits(tiny_engine)
+
+
+@pytest.fixture(scope="module")
+def stack(valkey, s3_server, tmp_path_factory, limits):
+    settings = stack_settings(
+        valkey, s3_server, 6, "wh", tiny_model_dir=tmp_path_factory.getbasetemp() / "tiny-models",
+        model_profile="tiny", device="cpu", auth_disabled=False, webhook_allow_hosts=["127.0.0.1"],
+        webhook_backoff_base_s=0.2, worker_heartbeat_ttl_s=6, **limits.settings(),
+    )
+    with running_stack(settings, tmp_path_factory.mktemp("webhook-e2e-logs")) as s:
+        yield s
+
+
+@pytest.fixture
+def key(stack):
+    created = ApiKeyStore(JobStore.from_settings(stack.settings).client).create("e2e", 600, 10)
+    return {"Authorization": f"Bearer {created.token}"}, created.key.webhook_secret
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def _submit(stack, headers, **fields) -> dict:
+    r = httpx.post(stack.base_url + SUBMIT, data={**FIELDS, **fields}, headers=headers, timeout=60,
+                   files={"face_image": ("me.jpg", drawn_face_jpeg(), "image/jpeg")})
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def _status(stack, headers, rid) -> dict:
+    return httpx.get(f"{stack.base_url}/api/v1/jobs/{rid}", headers=headers, timeout=10).json()
+
+
+def _finished(stack, headers, rid, deadline_s=90) -> dict:
+    return until(lambda: (b := _status(stack, headers, rid))["status"] in ("succeeded", "failed", "canceled") and b,
+                  deadline_s, f"job {rid} to finish")
+
+
+def test_finished_job_webhook_retried_then_delivered_once_and_upload_deleted(stack, key, receiver):
+    headers, secret = key
+    receiver.script = [503, 200]
+    rid = _submit(stack, headers, webhook_url=receiver.url())["request_id"]
+    assert _finished(stack, headers, rid)["status"] == "succeeded"
+    body = until(lambda: (b := _status(stack, headers, rid))["webhook_attempts"][-1:]
+                  and b["webhook_attempts"][-1]["status_code"] == 200 and b, 60, "the delivery")
+    assert [a["status_code"] for a in body["webhook_attempts"]] == [503, 200]
+    assert len(receiver.requests) == 2
+    delivered = receiver.requests[-1]
+    event = Webhook(secret).verify(delivered.body, delivered.headers)
+    assert event["request_id"] == rid and event["status"] == "succeeded" and event["result_url"].endswith("/result")
+    storage = Storage.from_settings(stack.settings)
+    assert storage.client.list_objects_v2(Bucket=storage.uploads_bucket, Prefix=f"{rid}/").get("KeyCount") == 0
+
+
+def test_cancel_running_and_queued_jobs_on_a_real_worker(stack, key, receiver):
+    headers, secret = key
+    # 40 steps: fast (LCM) mode refuses more than 50 inside diffusers
+    slow = _submit(stack, headers, num_inference_steps="40", webhook_url=receiver.url())["request_id"]
+    until(lambda: _status(stack, headers, slow).get("progress", {}).get("step", 0) >= 1, 60, "the slow job to run")
+    queued = _submit(stack, headers)["request_id"]
+    assert _status(stack, headers, queued)["status"] == "queued"
+    r = httpx.post(f"{stack.base_url}/api/v1/jobs/{queued}/cancel", headers=headers, timeout=10)
+    assert r.status_code == 200 and r.json()["status"] == "canceled"
+    r = httpx.post(f"{stack.base_url}/api/v1/jobs/{slow}/cancel", headers=headers, timeout=10)
+    assert r.status_code == 200 and r.json()["status"] == "canceled"
+    # the worker stops the slow job at its next step and is free again: a new job succeeds
+    after = _submit(stack, headers)["request_id"]
+    assert _finished(stack, headers, after)["status"] == "succeeded"
+    store = JobStore.from_settings(stack.settings)
+    never_ran = store.get(queued)
+    assert never_ran.started_at is None and never_ran.attempts == 0 and never_ran.status == "canceled"
+    stopped = store.get(slow)
+    assert stopped.status == "canceled" and stopped.result is None and stopped.progress.step < 40
+    until(lambda: receiver.requests, 30, "the canceled webhook")
+    event = Webhook(secret).verify(receiver.requests[0].body, receiver.requests[0].headers)
+    assert event["request_id"] == slow and event["status"] == "canceled"
+    again = httpx.post(f"{stack.base_url}/api/v1/jobs/{slow}/cancel", headers=headers, timeout=10)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "job_already_finished"
+
+
+def test_gpu_worker_sigkilled_mid_job_still_one_delivery(stack, key, receiver, limits):
+    headers, _ = key
+    stack.start_worker("gpu1")
+    stack.wait_ready(timeout_s=150, workers=2)
+    store = JobStore.from_settings(stack.settings)
+    rid = _submit(stack, headers, num_inference_steps="12", webhook_url=receiver.url())["request_id"]
+    record = until(lambda: (r := store.get(rid)).status == "running" and r.progress.step >= 1 and r, 60, "running")
+    victim = int(record.worker.rsplit(":", 1)[1])
+    os.kill(victim, signal.SIGKILL)
+    final = _finished(stack, headers, rid, deadline_s=limits.redelivered_within_s())
+    assert final["status"] == "succeeded", (
+        f"the killed worker's job did not succeed after redelivery ({limits.describe()}): {final}\n"
+        f"record: {store.get(rid)}\n--- gpu1 log:\n{stack.log('gpu1')}")
+    assert store.get(rid).attempts == 2, f"expected one redelivery: {store.get(rid)}"
+    until(lambda: receiver.requests, 30, "the delivery")
+    until(lambda: store.client.llen("io") == 0, 10, "the io queue to drain")
+    assert len(receiver.requests) == 1
+    assert len(store.get(rid).webhook_attempts) == 1

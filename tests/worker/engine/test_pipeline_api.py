@@ -1,0 +1,156 @@
+"""The seed's Python API end to end on the tiny profile: a real photo through the tiny antelopev2
+models, the prompt, the retargeted keypoints and the batched pipeline."""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.errors import ErrorCode, IdentityBodyError
+from shared.settings import Settings
+from worker.models import layout
+from worker.engine.loading import FALLBACK_NOTE
+from worker.identity_pipeline import IdentityPipeline, get_identity_pipeline
+
+insightface = pytest.importorskip("insightface")
+PHOTO = Path(insightface.__file__).parent / "data" / "images" / "Tom_Hanks_54745.png"
+SMALL = {"width": 128, "height": 128, "num_inference_steps": 2}
+
+
+def face_photo() -> Image.Image:
+    return Image.open(PHOTO).convert("RGB").resize((448, 448), Image.BICUBIC)
+
+
+def _settings(**kw) -> Settings:
+    return Settings(_env_file=None, device="cpu", onnx_providers=["CPUExecutionProvider"], **kw)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_model_dir) -> IdentityPipeline:
+    return IdentityPipeline(_settings(model_profile="tiny", tiny_model_dir=tiny_model_dir)).load_models()
+
+
+class Appearance:
+    """An in-process appearance analyzer with the hook's contract: submit(pil) -> Future[dict]."""
+
+    def __init__(self, answer: dict) -> None:
+        self.answer, self.seen = answer, []
+        self.pool = ThreadPoolExecutor(1)
+
+    def submit(self, image: Image.Image) -> Future:
+        self.seen.append(image.size)
+        return self.pool.submit(lambda: dict(self.answer))
+
+
+def test_seed_call_returns_images_analysis_method_note(pipeline):
+    body = {"body_type": "athletic", "height_cm": 170, "weight_kg": 65, "gender": "female"}
+    result = pipeline(face_image=face_photo(), body_params=body, num_images=4, seed=3, **SMALL)
+    assert len(result["images"]) == 4 and all(i.size == (128, 128) for i in result["images"])
+    assert result["method"] == "instantid" and result["note"] is None
+    assert result["analysis"]["face"]["face_count"] == 1
+    assert result["analysis"]["appearance"]["status"] == "skipped"
+    assert "athletic" in result["prompt"] and "woman" in result["prompt"]
+    timings = result["timings"]
+    assert len(timings["denoise_step_s"]) == 2 and 0 < timings["face_analysis_s"] < timings["total_s"]
+    assert pipeline.pipe is pipeline.engine.pipe
+
+
+def test_generate_validates_and_reports_progress(pipeline):
+    with pytest.raises(IdentityBodyError) as err:
+        pipeline.generate(face_photo(), height_cm=20)
+    assert err.value.code == ErrorCode.INVALID_PARAMETER and err.value.field == "height_cm"
+    steps = []
+    result = pipeline.generate(face_photo(), pose="sitting", num_images=1, seed=5, mode="quality",
+                               progress=lambda s, t: steps.append((s, t)), **SMALL)
+    assert steps == [(1, 2), (2, 2)] and len(result["images"]) == 1
+    with pytest.raises(IdentityBodyError) as err:
+        pipeline.generate(face_photo(), num_images=1, progress=lambda s, t: False, **SMALL)
+    assert err.value.code == ErrorCode.JOB_CANCELED
+
+
+def test_no_face_is_refused_before_generation(pipeline):
+    with pytest.raises(IdentityBodyError) as err:
+        pipeline.generate(Image.new("RGB", (448, 448), (128, 128, 128)), **SMALL)
+    assert err.value.code == ErrorCode.NO_FACE_DETECTED
+
+
+def test_appearance_fills_only_what_the_user_left_empty(pipeline):
+    pipeline.appearance_analyzer = Appearance({"status": "ok", "skin_tone": "olive", "ethnicity": "Nordic"})
+    try:
+        result = pipeline.generate(face_photo(), ethnicity="East Asian", num_images=1, seed=1,
+                                   use_gemini_analysis=True, **SMALL)
+    finally:
+        pipeline.appearance_analyzer = None
+    assert result["analysis"]["appearance"]["status"] == "ok" and result["analysis"]["skin_tone"] == "olive"
+    assert "East Asian" in result["prompt"] and "Nordic" not in result["prompt"] and "olive" in result["prompt"]
+
+
+def test_vae_tiling_switch_works_on_pipe(pipeline):
+    pipeline.pipe.enable_vae_tiling()
+    try:
+        assert pipeline.pipe.vae.use_tiling
+    finally:
+        pipeline.pipe.disable_vae_tiling()
+
+
+def test_fallback_through_the_api(tiny_model_dir, tmp_path):
+    folder = tmp_path / "models"
+    shutil.copytree(tiny_model_dir, folder)
+    shutil.rmtree(layout.part(folder, layout.CONTROLNET_DIR))
+    pipe = IdentityPipeline(_settings(model_profile="instantid", model_dir=folder)).load_models()
+    result = pipe(face_image=face_photo(), body_params={"gender": "male"}, num_images=2, seed=1, **SMALL)
+    assert result["method"] == "sdxl_fallback" and result["note"] == FALLBACK_NOTE
+    assert len(result["images"]) == 2 and np.asarray(result["images"][0]).std() > 0
+
+
+def test_one_pipeline_per_process():
+    first = get_identity_pipeline(_settings(model_profile="tiny"))
+    assert get_identity_pipeline() is first and get_identity_pipeline(_settings()) is first
+
+
+def test_auto_profile_is_the_workers_decision_taken_once(tiny_model_dir, tmp_path, monkeypatch):
+    from worker.models import profile
+
+    partial = tmp_path / "models"
+    shutil.copytree(layout.part(tiny_model_dir, layout.SDXL_DIR), layout.part(partial, layout.SDXL_DIR))
+    auto = _settings(model_profile="auto", model_dir=partial, tiny_model_dir=tiny_model_dir)
+    decisions = []
+    real = profile.choose_profile
+    monkeypatch.setattr(profile, "choose_profile", lambda s: decisions.append(real(s)) or decisions[-1])
+    pipe = IdentityPipeline(auto).load_models()
+    pipe.load_models()
+    assert len(decisions) == 1 and pipe.choice == decisions[0]
+    assert pipe.profile == "tiny" and pipe.info()["profile"] == "tiny"  # the folder does not verify
+    assert real(auto.model_copy(update={"model_profile": "instantid"})).model_dir == partial
+
+
+class BrokenAppearance:
+    """A hook whose future fails, or never resolves."""
+
+    def __init__(self, raises: bool) -> None:
+        self.raises = raises
+
+    def submit(self, image: Image.Image) -> Future:
+        future: Future = Future()
+        if self.raises:
+            future.set_exception(ConnectionError("socket closed"))
+        return future
+
+
+@pytest.mark.parametrize("raises,reason", [(True, "internal_error"), (False, "timeout")])
+def test_a_broken_appearance_hook_gives_the_schema_shape_and_the_job_succeeds(pipeline, raises, reason):
+    quick = pipeline.settings.model_copy(update={"gemini_timeout_s": 0.05})
+    pipeline.settings, saved = quick, pipeline.settings
+    pipeline.appearance_analyzer = BrokenAppearance(raises)
+    try:
+        result = pipeline.generate(face_photo(), num_images=1, seed=1, use_gemini_analysis=True, **SMALL)
+    finally:
+        pipeline.appearance_analyzer, pipeline.settings = None, saved
+    appearance = result["analysis"]["appearance"]
+    assert (appearance["status"], appearance["reason"]) == ("failed", reason)
+    assert "the job ran without it" in appearance["message"] and len(result["images"]) == 1

@@ -1,0 +1,192 @@
+"""Webhook delivery against real Valkey and a real HTTP receiver on loopback."""
+
+import time
+import uuid
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from shared.celery_app import make_celery
+from shared.jobs.record import JobRecord, JobStatus
+from shared.jobs.store import JobStore
+from shared.url_guard import WebhookResolutionError
+from shared.jobs.webhook_ledger import WebhookLedger
+from shared.access.api_keys import new_webhook_secret
+from idbody.stack.polling import until
+from tests.webhook_receiver import Receiver
+from worker.webhooks.delivery import DeliveryDeps, attempt_delivery
+from worker.webhooks.schedule import Outcome
+
+SECRET = new_webhook_secret()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def wh_settings(settings):
+    return settings.model_copy(update={
+        "webhook_allow_hosts": ["127.0.0.1"], "webhook_backoff_base_s": 0.0, "webhook_max_attempts": 4,
+        "webhook_timeout_s": 5.0,
+    })
+
+
+def _deps(settings, redis_client, resolver=None, outcomes=None):
+    store = JobStore(redis_client, settings.job_retention_s)
+    extra = {} if resolver is None else {"resolver": resolver}
+    return DeliveryDeps(
+        settings=settings, store=store, ledger=WebhookLedger(redis_client, settings.job_retention_s),
+        payload_for=lambda r: {"request_id": r.request_id, "status": r.status.value},
+        secret_for=lambda r: SECRET,
+        on_outcome=(outcomes.append if outcomes is not None else (lambda o: None)), **extra,
+    )
+
+
+def _finished_job(deps, url, status=JobStatus.SUCCEEDED) -> str:
+    rid = uuid.uuid4().hex
+    deps.store.create(JobRecord(request_id=rid, created_at=time.time(), webhook_url=url))
+    deps.store.transition(rid, JobStatus.RUNNING, worker="w")
+    deps.store.transition(rid, status)
+    return rid
+
+
+def _deliver_until_done(deps, rid, event):
+    reports = []
+    while True:
+        report = attempt_delivery(deps, rid, event)
+        reports.append(report)
+        if report.outcome is not Outcome.RETRY:
+            return reports
+        assert report.retry_in_s == 0.0  # base 0 in these tests: no waiting
+
+
+def test_fails_twice_then_succeeds_exactly_one_delivery(wh_settings, redis_client, receiver):
+    receiver.script = [503, (429, {"retry-after": "0"}), 200]
+    outcomes = []
+    deps = _deps(wh_settings, redis_client, outcomes=outcomes)
+    rid = _finished_job(deps, receiver.url())
+    reports = _deliver_until_done(deps, rid, "succeeded")
+    assert [r.outcome for r in reports] == [Outcome.RETRY, Outcome.RETRY, Outcome.DELIVERED]
+    assert outcomes == [Outcome.RETRY, Outcome.RETRY, Outcome.DELIVERED]
+    # a redelivered task, or a second one, must not post again
+    assert attempt_delivery(deps, rid, "succeeded").outcome is None
+    assert len(receiver.requests) == 3
+    attempts = deps.store.get(rid).webhook_attempts
+    assert [(a.attempt, a.status_code) for a in attempts] == [(1, 503), (2, 429), (3, 200)]
+    assert all(a.at > 0 and a.error is None for a in attempts)
+    ids = {r.headers["webhook-id"] for r in receiver.requests}
+    assert ids == {f"{rid}_succeeded"}  # the same id on every retry
+
+
+def test_receiver_verifies_signature_with_the_package(wh_settings, redis_client, receiver):
+    deps = _deps(wh_settings, redis_client)
+    rid = _finished_job(deps, receiver.url(), JobStatus.FAILED)
+    assert attempt_delivery(deps, rid, "failed").outcome is Outcome.DELIVERED
+    got = receiver.requests[0]
+    assert Webhook(SECRET).verify(got.body, got.headers) == {"request_id": rid, "status": "failed"}
+
+
+def test_410_is_not_retried(wh_settings, redis_client, receiver):
+    receiver.script = [410]
+    deps = _deps(wh_settings, redis_client)
+    rid = _finished_job(deps, receiver.url())
+    reports = _deliver_until_done(deps, rid, "succeeded")
+    assert [r.outcome for r in reports] == [Outcome.REJECTED]
+    assert len(receiver.requests) == 1
+    assert [a.status_code for a in deps.store.get(rid).webhook_attempts] == [410]
+
+
+def test_attempts_are_bounded(wh_settings, redis_client, receiver):
+    receiver.script = [500]
+    deps = _deps(wh_settings, redis_client)
+    rid = _finished_job(deps, receiver.url())
+    reports = _deliver_until_done(deps, rid, "succeeded")
+    assert reports[-1].outcome is Outcome.EXHAUSTED and len(reports) == 4
+    assert len(receiver.requests) == 4
+    assert attempt_delivery(deps, rid, "succeeded").outcome is Outcome.EXHAUSTED
+    assert len(receiver.requests) == 4
+
+
+def test_loopback_refused_at_delivery_without_connecting(settings, redis_client, receiver):
+    # not allow-listed: the guard refuses before any socket is opened
+    deps = _deps(settings.model_copy(update={"webhook_backoff_base_s": 0.0}), redis_client)
+    for host in ("127.0.0.1", "[::ffff:127.0.0.1]", "localhost"):
+        rid = _finished_job(deps, receiver.url(host=host))
+        report = attempt_delivery(deps, rid, "succeeded")
+        assert report.outcome is Outcome.REFUSED, host
+        assert deps.store.get(rid).webhook_attempts[0].error.startswith("refused")
+    assert receiver.connections == 0
+
+
+def test_hostname_resolving_private_refused_dns_failure_retried(wh_settings, redis_client, receiver):
+    table = {"rebind.example": ["10.0.0.7"]}
+
+    def resolver(host, port):
+        if host not in table:
+            raise WebhookResolutionError(host)
+        return table[host]
+
+    deps = _deps(wh_settings, redis_client, resolver=resolver)
+    rid = _finished_job(deps, f"http://rebind.example:{receiver.port}/hook")
+    assert attempt_delivery(deps, rid, "succeeded").outcome is Outcome.REFUSED
+    rid = _finished_job(deps, "http://gone.example/hook")
+    assert attempt_delivery(deps, rid, "succeeded").outcome is Outcome.RETRY
+    assert receiver.connections == 0
+
+
+def test_redirect_to_loopback_is_not_followed(wh_settings, redis_client, receiver):
+    target = Receiver()
+    try:
+        receiver.script = [(307, {"location": target.url(host="localhost")})]
+        deps = _deps(wh_settings, redis_client)
+        rid = _finished_job(deps, receiver.url())
+        assert attempt_delivery(deps, rid, "succeeded").outcome is Outcome.REJECTED
+        assert target.connections == 0
+    finally:
+        target.close()
+
+
+def test_attempt_in_flight_elsewhere_is_skipped(wh_settings, redis_client, receiver):
+    deps = _deps(wh_settings, redis_client)
+    rid = _finished_job(deps, receiver.url())
+    token = deps.ledger.lock(rid, "succeeded", hold_s=30)
+    assert attempt_delivery(deps, rid, "succeeded").outcome is None
+    deps.ledger.unlock(rid, "succeeded", token)
+    assert attempt_delivery(deps, rid, "succeeded").outcome is Outcome.DELIVERED
+    assert len(receiver.requests) == 1
+
+
+def test_enqueue_once_per_job_and_event(wh_settings, redis_client):
+    app = make_celery(wh_settings)
+    ledger = WebhookLedger(redis_client, 600)
+    assert ledger.enqueue_once(app, "r1", "succeeded") is True
+    assert ledger.enqueue_once(app, "r1", "succeeded") is False  # the redelivered GPU task
+    assert ledger.enqueue_once(app, "r1", "canceled") is True
+    assert redis_client.llen("io") == 2  # what the broker holds for the io queue
+    ledger.forget("r1")
+    assert not list(redis_client.scan_iter("webhook:*r1*"))
+
+
+class _KilledWhileSending:
+    """A Celery app whose process dies inside send_task (BaseException: no handler runs)."""
+
+    def send_task(self, *args: object, **kwargs: object) -> None:
+        raise SystemExit(137)
+
+
+def test_a_finisher_killed_while_sending_leaves_the_event_to_the_next_one(wh_settings, redis_client):
+    ledger = WebhookLedger(redis_client, 600, sending_s=0.3)
+    with pytest.raises(SystemExit):
+        ledger.enqueue_once(_KilledWhileSending(), "r2", "succeeded")
+    assert redis_client.exists("webhook:enqueued:r2:succeeded")  # left behind, as a crash would
+    app = make_celery(wh_settings)
+    # the marker blocks only while a send could still be in flight, then the redelivered task sends
+    assert ledger.enqueue_once(app, "r2", "succeeded") is False
+    until(lambda: ledger.enqueue_once(app, "r2", "succeeded"), 5, "the in-flight marker to expire")
+    assert redis_client.llen("io") == 1
+    # once sent, the marker lasts the job's life
+    assert 590 < redis_client.ttl("webhook:enqueued:r2:succeeded") <= 600

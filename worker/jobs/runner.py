@@ -1,0 +1,165 @@
+"""One generation job, from its record to its finished record. Plain functions: the Celery task in
+``worker.jobs.tasks`` only wires them to the resident pipeline, the job store and storage.
+
+Every way a job can end goes through ``finish_job``, the single place that writes a finished
+record (and, later, hands the job to the webhook sender and the upload retention).
+
+Example::
+
+    run_job(request_id, pipeline, store, storage, deadline_s=540)
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import socket
+import time
+from typing import Any, Callable
+
+from shared.errors import ErrorCode, IdentityBodyError
+from shared.jobs.record import JobError, JobRecord, JobResult, JobStatus, ResultImage, result_image_id
+from shared.params import parse_params
+
+log = logging.getLogger(__name__)
+
+INTERNAL_MESSAGE = "The worker hit an unexpected error while generating; please try again later."
+OOM_MESSAGE = "The GPU ran out of memory for this job; try fewer images or a smaller size."
+TIMEOUT_MESSAGE = "Generation took longer than the worker's time limit; try fewer steps or a smaller size."
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def finish_job(
+    store: Any,
+    request_id: str,
+    status: JobStatus,
+    *,
+    result: JobResult | None = None,
+    error: JobError | None = None,
+) -> JobRecord | None:
+    """Move a job to a finished state, once. Returns the finished record, or None when the record
+    was already finished (a duplicate or late write loses; the guard lives in the store).
+
+    Example::
+
+        finish_job(store, rid, JobStatus.FAILED, error=JobError(code="no_face_detected", message="..."))
+    """
+    fields: dict[str, Any] = {}  # the store stamps finished_at
+    if result is not None:
+        fields["result"] = result
+    if error is not None:
+        fields["error"] = error
+    record = store.transition(request_id, status, **fields)
+    if record is None:
+        log.info("job %s was already finished; %s not recorded", request_id, status.value)
+        return None
+    log.info("job %s finished %s%s", request_id, status.value, f" ({error.code})" if error else "")
+    return record
+
+
+def start_job(store: Any, record: JobRecord) -> JobRecord | None:
+    """queued|running -> running; the store counts the attempt (a redelivered task makes it 2) and
+    stamps started_at."""
+    return store.transition(record.request_id, JobStatus.RUNNING, worker=worker_name())
+
+
+def progress_writer(store: Any, request_id: str, deadline: float) -> Callable[[int, int], bool]:
+    """The per-step callback: records progress, stops a canceled job (returns False), and enforces the
+    soft time limit itself because Celery's time limits do not apply to the solo pool."""
+
+    from worker.metrics import process_metrics
+
+    step_timer = process_metrics()
+
+    def on_step(step: int, total: int) -> bool:
+        if time.monotonic() > deadline:
+            raise IdentityBodyError(ErrorCode.GENERATION_TIMEOUT, TIMEOUT_MESSAGE)
+        step_timer.step_done()
+        # the store writes progress only while the job runs: False means canceled (or purged)
+        return bool(store.set_progress(request_id, step, total))
+
+    return on_step
+
+
+def generate_job_result(
+    record: JobRecord, pipeline: Any, storage: Any, on_step: Callable[[int, int], bool]
+) -> JobResult:
+    """Fetch the upload, generate, upload PNGs; returns the JobResult to store."""
+    from PIL import Image
+
+    params = parse_params(record.params)
+    face = Image.open(io.BytesIO(storage.get_upload(record.upload_key))).convert("RGB")
+    out = pipeline.generate(face, params, progress=on_step)
+    images = []
+    for index, image in enumerate(out["images"]):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        key = storage.put_result(record.request_id, index, buf.getvalue())
+        images.append(ResultImage(id=result_image_id(index), key=key, width=image.width, height=image.height))
+    return JobResult(images=images, analysis=out.get("analysis") or {}, method=out.get("method", "instantid"), note=out.get("note"))
+
+
+def error_for(exc: BaseException) -> JobError:
+    """The stable code and message a job failure is recorded with. Details stay in the log."""
+    if isinstance(exc, IdentityBodyError):
+        return JobError(code=exc.code.value, message=exc.message, field=exc.field)
+    if _is_cuda_oom(exc):
+        return JobError(code=ErrorCode.OUT_OF_MEMORY.value, message=OOM_MESSAGE)
+    if type(exc).__name__ == "SoftTimeLimitExceeded":
+        return JobError(code=ErrorCode.GENERATION_TIMEOUT.value, message=TIMEOUT_MESSAGE)
+    return JobError(code=ErrorCode.INTERNAL_ERROR.value, message=INTERNAL_MESSAGE)
+
+
+def run_job(request_id: str, pipeline: Any, store: Any, storage: Any, deadline_s: float) -> JobRecord | None:
+    """Run one job to a finished record; never raises for a job failure so the worker keeps serving.
+
+    Returns the finished record, or None when there was nothing to do (unknown id, already finished).
+    """
+    record = store.get(request_id)
+    if record is None:
+        log.warning("job %s has no record (expired or purged); skipping", request_id)
+        return None
+    if record.status.finished:
+        log.info("job %s is already %s; redelivery ignored", request_id, record.status.value)
+        return None
+    running = start_job(store, record)
+    if running is None:
+        log.info("job %s could not start (finished meanwhile)", request_id)
+        return None
+    on_step = progress_writer(store, request_id, time.monotonic() + deadline_s)
+    try:
+        result = generate_job_result(running, pipeline, storage, on_step)
+    except Exception as exc:  # every failure ends the job, never the worker; SystemExit still stops it
+        return fail_job(store, request_id, exc)
+    return finish_job(store, request_id, JobStatus.SUCCEEDED, result=result)
+
+
+def fail_job(store: Any, request_id: str, exc: Exception) -> JobRecord | None:
+    """Finish a job from the exception that stopped it (canceled, or failed with its stable code)."""
+    error = error_for(exc)
+    if error.code == ErrorCode.JOB_CANCELED.value:
+        return finish_job(store, request_id, JobStatus.CANCELED, error=error)
+    if error.code == ErrorCode.INTERNAL_ERROR.value:
+        log.exception("job %s failed with an unexpected error", request_id)
+    else:
+        log.info("job %s failed: %s", request_id, type(exc).__name__)
+    if error.code == ErrorCode.OUT_OF_MEMORY.value:
+        _free_cuda_cache()
+    return finish_job(store, request_id, JobStatus.FAILED, error=error)
+
+
+def _is_cuda_oom(exc: BaseException) -> bool:
+    if type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc)
+
+
+def _free_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
