@@ -20,10 +20,12 @@ from api.errors import install_error_handlers
 from api.metrics import install_metrics
 from api.rate_limit_headers import RateLimitHeaders
 from api.routes import health, jobs
+from shared.deployment import check_deployment
 from shared.jobs.store import JobStore
 from shared.log_redaction import install_log_redaction
 from shared.settings import Settings, get_settings
 from shared.storage import Storage
+from shared.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ DESCRIPTION = (
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    setup_tracing(settings, "idbody-api")  # off (and nothing imported) unless IDBODY_OTEL_ENDPOINT is set
     # celery costs ~0.2 s to import; the gateway's import stays light and pays it at start
     from shared.celery_app import make_celery
 
@@ -91,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     app.state.settings = settings or get_settings()
+    check_deployment(app.state.settings)  # a container without its public URL does not start
     install_error_handlers(app)
     app.add_middleware(RateLimitHeaders)
     _install_cors(app, app.state.settings)

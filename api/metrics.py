@@ -10,6 +10,11 @@
 
 Each app has its own registry (no process-global state), so tests can build several apps.
 
+With several gateway processes (``idbody api --workers N``) each process counts only the requests it
+answered, and a scrape lands on any one of them. ``idbody api`` then sets prometheus-client's
+multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, api.gateway_metrics_dir): every process writes its
+counters to files there and a scrape sums them all; the job counts come from Redis either way.
+
 Example::
 
     metrics = install_metrics(app)            # in create_app
@@ -71,7 +76,17 @@ class GatewayMetrics:
         self.latency.labels(route, method).observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        from api.gateway_metrics_dir import multiprocess_dir
+
+        if multiprocess_dir() is None:
+            return generate_latest(self.registry)
+        # the sum over every gateway process's files, plus the Redis-backed job counts once
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        registry.register(self.jobs)
+        return generate_latest(registry)
 
 
 class MetricsMiddleware:

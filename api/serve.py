@@ -22,17 +22,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """One process: uvicorn serves the factory's app. N processes: uvicorn's supervisor starts N,
     each building its own app (and clients) from the factory, all accepting on one socket."""
+    import sys
+
     import uvicorn
 
+    from shared.deployment import DeploymentSettingsError, check_deployment
     from shared.settings import get_settings
+    from shared.structured_logs import logging_config
 
     settings = get_settings()
+    try:
+        check_deployment(settings)
+    except DeploymentSettingsError as exc:
+        print(f"idbody api: not starting: {exc}", file=sys.stderr)
+        return 2
     options = {
         "factory": True,
         "host": args.host or settings.api_host,
         "port": args.port or settings.api_port,
         "workers": args.workers or settings.api_workers,
         "log_level": settings.log_level.lower(),
+        "log_config": logging_config(settings),  # JSON or text lines, uvicorn's own included
         "proxy_headers": True,
     }
     if options["workers"] == 1:
@@ -40,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from uvicorn.supervisors import Multiprocess
 
+    from api.gateway_metrics_dir import prepare_multiprocess_dir
+
+    # before the processes start: prometheus-client reads it at import (every request counted once)
+    prepare_multiprocess_dir(options["workers"])
     config = uvicorn.Config("api.main:create_app", **options)
     try:
         Multiprocess(config, sockets=[with_tcp_proto(config.bind_socket())]).run()

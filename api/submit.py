@@ -31,6 +31,7 @@ from shared.jobs.store import JobStore
 from shared.params import GenerationParams, parse_params
 from shared.queues import GENERATE_TASK, GPU_QUEUE
 from shared.storage import Storage
+from shared.tracing import span, trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +222,9 @@ def accept_job(
         raise _unavailable("The job store is unreachable; try again in a moment.") from None
     # 5. enqueue the GPU task
     try:
-        celery.send_task(GENERATE_TASK, args=[request_id], queue=GPU_QUEUE, task_id=request_id,
-                         retry=True, retry_policy=_ENQUEUE_RETRY)
+        with span("idbody.submit", request_id=request_id):  # the gpu task continues this trace
+            celery.send_task(GENERATE_TASK, args=[request_id], queue=GPU_QUEUE, task_id=request_id,
+                             retry=True, retry_policy=_ENQUEUE_RETRY, headers=trace_headers())
     except Exception as exc:  # kombu raises transport-specific errors; all mean "not queued"
         log.error("enqueueing job %s failed: %s", request_id, type(exc).__name__)
         message = "The job queue is unreachable; the job was not started. Try again in a moment."
@@ -230,6 +232,8 @@ def accept_job(
                          error=JobError(code=ErrorCode.SERVICE_UNAVAILABLE.value, message=message))
         _forget_upload(storage, upload_key)
         raise _unavailable(message) from None
+    log.info("job %s queued at position %s", request_id, position,
+             extra={"event": "job.submitted", "status": JobStatus.QUEUED.value, "request_id": request_id})
     return AcceptedJob(record, position)
 
 

@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     # --- gateway -----------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address the gateway binds to.")
     api_port: int = Field(8000, description="Port the gateway listens on.")
-    public_api_url: str | None = Field(None, description="Base URL used in status_url/result_url; default: the request's own.")
+    public_api_url: str | None = Field(None, description="Base URL clients reach the gateway at, used in status_url/result_url of responses and webhooks; required when deployment is container. Default: the request's own (webhooks: this machine's loopback).")
+    deployment: Literal["local", "container"] = Field("local", description="container: set by the images; the gateway and io workers then refuse to start without public_api_url.")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Larger uploads get 413.")
     max_image_pixels: int = Field(40_000_000, ge=10_000, description="Decompression-bomb cap on width*height.")
     min_image_side: int = Field(64, ge=16, description="Uploads with a shorter side are refused.")
@@ -91,6 +92,8 @@ class Settings(BaseSettings):
     worker_metrics_host: str = Field("127.0.0.1", description="Address the worker metrics port binds to (0.0.0.0 in containers).")
 
     log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
+    log_format: Literal["auto", "json", "text"] = Field("auto", description="json: one JSON object per line (request_id, event, status, worker, timings); text: for a terminal; auto: json when deployment is container.")
+    otel_endpoint: str | None = Field(None, description="OTLP/HTTP endpoint (http://collector:4318) to send traces of submit -> task -> webhook to; none: tracing off. Needs the `otel` extra.")
 
 
 @lru_cache

@@ -129,8 +129,9 @@ class Storage:
         self.client.put_object(Bucket=self.results_bucket, Key=key, Body=png, ContentType="image/png")
         return key
 
-    def result_url(self, key: str) -> str:
-        """A URL a browser can GET: public base + key, or a presigned GET valid presign_expiry_s.
+    def result_url(self, key: str, expires_in_s: int | None = None) -> str:
+        """A URL a browser can GET: public base + key, or a presigned GET valid ``expires_in_s``
+        (default presign_expiry_s; webhooks ask for longer: worker.webhooks.links).
 
         Example::
 
@@ -141,7 +142,7 @@ class Storage:
         return self.presign_client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.results_bucket, "Key": key},
-            ExpiresIn=self.presign_expiry_s,
+            ExpiresIn=int(expires_in_s or self.presign_expiry_s),
         )
 
     def delete_results(self, request_id: str) -> int:

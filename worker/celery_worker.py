@@ -30,6 +30,14 @@ def consumes_gpu_queue() -> bool:
     return GPU_QUEUE in set(app.amqp.queues.consume_from or ())
 
 
+@signals.setup_logging.connect
+def _logging(**_: object) -> None:
+    """Our JSON/text configuration instead of Celery's own (a receiver here stops Celery's)."""
+    from shared.structured_logs import configure_logging
+
+    configure_logging(get_settings())
+
+
 @signals.worker_init.connect
 def _observability(**_: object) -> None:
     """Log redaction for every record of this process; the metrics port when configured."""
@@ -38,6 +46,9 @@ def _observability(**_: object) -> None:
 
     install_log_redaction()
     settings = get_settings()
+    from shared.tracing import setup_tracing
+
+    setup_tracing(settings, "idbody-worker")  # off unless IDBODY_OTEL_ENDPOINT is set
     if settings.worker_metrics_port is not None:
         port = process_metrics().serve(settings.worker_metrics_port, settings.worker_metrics_host)
         log.info("worker metrics on http://%s:%d/metrics", settings.worker_metrics_host, port)

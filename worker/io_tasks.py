@@ -25,15 +25,17 @@ log = logging.getLogger(__name__)
 
 @lru_cache(maxsize=1)
 def delivery_deps() -> Any:
+    from shared.deployment import public_api_base
     from shared.jobs.webhook_ledger import WebhookLedger
-    from worker.webhooks.delivery import DeliveryDeps, webhook_payload
+    from worker.webhooks.delivery import DeliveryDeps
+    from worker.webhooks.links import webhook_payload_with_links
 
     from worker.clients import process_clients
     from worker.metrics import process_metrics
 
     c = process_clients()
     settings = c.settings
-    base_url = settings.public_api_url or f"http://{settings.api_host}:{settings.api_port}"
+    base_url = public_api_base(settings)
 
     def secret_for(record: Any) -> str | None:
         if record.owner:
@@ -43,7 +45,8 @@ def delivery_deps() -> Any:
 
     return DeliveryDeps(
         settings=settings, store=c.store, ledger=WebhookLedger(c.store.client, settings.job_retention_s),
-        payload_for=lambda record: webhook_payload(record, base_url), secret_for=secret_for,
+        payload_for=lambda record: webhook_payload_with_links(record, base_url, c.storage, settings),
+        secret_for=secret_for,
         on_outcome=process_metrics().webhook_outcome,
     )
 
@@ -51,13 +54,19 @@ def delivery_deps() -> Any:
 @shared_task(name=DELIVER_WEBHOOK_TASK, queue=IO_QUEUE, bind=True, ignore_result=True, max_retries=None)
 def deliver_webhook(self: Any, request_id: str, event: str) -> str | None:
     """One delivery attempt; schedules the next one itself when the failure is retryable."""
-    from worker.webhooks.schedule import Outcome
+    from shared.structured_logs import bind_request_id
+    from shared.tracing import span, task_headers
     from worker.webhooks.delivery import attempt_delivery
+    from worker.webhooks.schedule import Outcome
 
-    report = attempt_delivery(delivery_deps(), request_id, event)
-    outcome = report.outcome.value if report.outcome else None
-    log.info("webhook %s/%s attempt %d: %s%s", request_id, event, report.attempt, outcome or "skipped",
-             f" ({report.reason})" if report.reason else "")
+    with bind_request_id(request_id), span("idbody.webhook", carrier=task_headers(self), request_id=request_id,
+                                           event=event):
+        report = attempt_delivery(delivery_deps(), request_id, event)
+        outcome = report.outcome.value if report.outcome else None
+        log.info("webhook %s/%s attempt %d: %s%s", request_id, event, report.attempt, outcome or "skipped",
+                 f" ({report.reason})" if report.reason else "",
+                 extra={"event": "webhook.attempt", "status": event, "attempt": report.attempt,
+                        "outcome": outcome or "skipped"})
     if report.outcome is Outcome.RETRY:
         raise self.retry(countdown=report.retry_in_s)
     return outcome

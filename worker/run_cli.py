@@ -4,7 +4,8 @@ Example::
 
     idbody worker                     # gpu queue: --pool solo, one process, prefetch 1
     idbody worker --queues io --concurrency 8
-    idbody worker ready               # exit 0 when this host's GPU worker heartbeat is fresh
+    idbody worker ready               # readiness: pipeline loaded and broker reachable (heartbeat fresh)
+    idbody worker alive               # liveness: the worker process runs (no broker needed)
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from shared.queues import GPU_QUEUE, IO_QUEUE
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("worker", help="Run a Celery worker (gpu or io queue), or check its readiness.")
-    parser.add_argument("action", nargs="?", choices=("run", "ready"), default="run",
-                        help="run (default) or ready: exit 0 when this host's worker heartbeat is fresh.")
+    parser.add_argument("action", nargs="?", choices=("run", "ready", "alive"), default="run",
+                        help="run (default); ready: exit 0 when this host's gpu worker has its pipeline loaded "
+                             "and reaches the broker (readiness probe); alive: exit 0 while the worker "
+                             "process of --queues/--hostname runs, broker or not (liveness probe).")
     parser.add_argument("--queues", choices=(GPU_QUEUE, IO_QUEUE), default=GPU_QUEUE,
                         help="gpu: one process per GPU with the pipeline resident; io: webhooks and sweeps.")
     parser.add_argument("--concurrency", type=int, default=None,
@@ -32,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def celery_argv(queue: str, concurrency: int | None, hostname: str | None, loglevel: str,
-                beat: bool = False) -> list[str]:
+                beat: bool = False, quiet: bool = False) -> list[str]:
     """The ``celery worker`` arguments for a queue. Pure, so the gpu guarantees can be tested.
 
     Example::
@@ -49,10 +52,17 @@ def celery_argv(queue: str, concurrency: int | None, hostname: str | None, logle
     if beat and queue != IO_QUEUE:
         raise SystemExit("--beat belongs on an io worker (--queues io): the sweep must never wait behind a GPU job")
     return [
+        # JSON logs: no multi-line start banner among the JSON lines (a global option: before `worker`)
+        *(["--quiet"] if quiet else []),
         "worker", *(["--beat"] if beat else []), "-Q", queue, "--pool", pool, "--concurrency", str(procs),
         "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle", "--without-heartbeat",
-        "--hostname", hostname or f"{queue}@{socket.gethostname()}", "--loglevel", loglevel,
+        "--hostname", hostname or default_node(queue), "--loglevel", loglevel,
     ]
+
+
+def default_node(queue: str) -> str:
+    """The Celery node name a worker of ``queue`` takes unless --hostname says otherwise."""
+    return f"{queue}@{socket.gethostname()}"
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -61,11 +71,22 @@ def _main(args: argparse.Namespace) -> int:
     settings = get_settings()
     if args.action == "ready":
         return _ready(settings)
-    _configure_logging(settings.log_level)
+    node = args.hostname or default_node(args.queues)
+    if args.action == "alive":
+        return _alive(node)
+    if args.queues == IO_QUEUE and (refusal := _deployment_refusal(settings)):
+        print(f"idbody worker: not starting: {refusal}", file=sys.stderr)
+        return 2
+    from shared.structured_logs import configure_logging, log_format
+
+    configure_logging(settings)
     from worker.celery_worker import app
+    from worker.jobs.liveness import LivenessBeacon, alive_path
+
+    LivenessBeacon(alive_path(node)).start()
 
     app.worker_main(celery_argv(args.queues, args.concurrency, args.hostname, args.loglevel or settings.log_level,
-                                args.beat))
+                                args.beat, quiet=log_format(settings) == "json"))
     return 0
 
 
@@ -86,11 +107,25 @@ def _ready(settings) -> int:
     return 0
 
 
+def _alive(node: str) -> int:
+    from worker.jobs.liveness import alive_path, check_alive
+
+    alive, sentence = check_alive(alive_path(node))
+    print(sentence, file=sys.stdout if alive else sys.stderr)
+    return 0 if alive else 1
+
+
+def _deployment_refusal(settings) -> str | None:
+    """The io worker renders webhook bodies: it needs the public API URL as the gateway does."""
+    from shared.deployment import DeploymentSettingsError, check_deployment
+
+    try:
+        check_deployment(settings)
+    except DeploymentSettingsError as exc:
+        return str(exc)
+    return None
+
+
 def _info(worker) -> dict:
     return worker if isinstance(worker, dict) else getattr(worker, "info", None) or dict(worker)
 
-
-def _configure_logging(level: str) -> None:
-    import logging
-
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -55,7 +55,11 @@ class WebhookLedger:
         if not self.client.set(key, "1", nx=True, px=max(1, int(self.sending_s * 1000))):
             return False
         try:
-            celery_app.send_task(DELIVER_WEBHOOK_TASK, args=[request_id, event], queue=IO_QUEUE)
+            from shared.tracing import trace_headers
+
+            # the delivery continues the job's trace (empty headers when tracing is off)
+            celery_app.send_task(DELIVER_WEBHOOK_TASK, args=[request_id, event], queue=IO_QUEUE,
+                                 headers=trace_headers())
         except Exception:
             self.client.delete(key)
             raise

@@ -320,7 +320,8 @@ def test_k8s_ports_match_settings_defaults() -> None:
     config = _k8s("ConfigMap", "idbody-settings")["data"]
     trigger = _k8s("ScaledObject", "idbody-worker-gpu")["spec"]["triggers"][0]["metadata"]
     redis = urlsplit(config["IDBODY_REDIS_URL"])
-    assert trigger["address"] == f"{redis.hostname}:{redis.port}"
+    keda_redis = _k8s("Secret", "idbody-keda-redis")["stringData"]  # via the TriggerAuthentication
+    assert keda_redis["address"] == f"{redis.hostname}:{redis.port}"
     assert trigger["databaseIndex"] == redis.path.strip("/")
 
 

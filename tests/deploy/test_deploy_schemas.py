@@ -25,7 +25,8 @@ TINY = ROOT / "docker-compose.tiny.yml"
 K8S = ROOT / "deploy" / "k8s"
 KEDA_SCHEMA = ROOT / "deploy" / "schemas" / "keda-scaledobject-v1alpha1.json"
 # validated against our own schema, or (kustomize's file) checked by test_kustomization_lists_every_manifest
-NOT_IN_K8S_SCHEMAS = {"ScaledObject", "Kustomization"}
+NOT_IN_K8S_SCHEMAS = {"ScaledObject", "TriggerAuthentication", "Kustomization"}
+KEDA_AUTH_SCHEMA = ROOT / "deploy" / "schemas" / "keda-triggerauthentication-v1alpha1.json"
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema comes with the test extra")
 
@@ -121,6 +122,34 @@ def test_keda_scaledobject_matches_the_documented_fields() -> None:
     assert any("listLength" in e for e in errors)
     assert any("listLenght" in e for e in errors)
     assert any("minReplicas" in e for e in errors)
+
+
+def test_keda_reads_redis_address_and_password_from_a_secret() -> None:
+    """No Redis address in the trigger: KEDA gets it, and the password, from a Secret through a
+    TriggerAuthentication, so the scaler works on a managed Redis with AUTH."""
+    schema = json.loads(KEDA_AUTH_SCHEMA.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    validator.check_schema(schema)
+    docs = _manifests()
+    (scaled,) = [doc for _, doc in docs if doc["kind"] == "ScaledObject"]
+    (auth,) = [doc for _, doc in docs if doc["kind"] == "TriggerAuthentication"]
+    assert _errors(validator, auth) == []
+    trigger = scaled["spec"]["triggers"][0]
+    assert not {"address", "host", "port", "addressFromEnv"} & set(trigger["metadata"])
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    refs = {ref["parameter"]: ref for ref in auth["spec"]["secretTargetRef"]}
+    assert {"address", "password"} <= set(refs)
+    secrets = {doc["metadata"]["name"]: doc for _, doc in docs if doc["kind"] == "Secret"}
+    for ref in refs.values():
+        assert ref["key"] in secrets[ref["name"]]["stringData"], ref
+    broken = copy.deepcopy(auth)
+    broken["spec"]["secretTargetRef"][0]["parameter"] = "adress"
+    assert any("adress" in e for e in _errors(validator, broken))
+    # without the authenticationRef the trigger must say where Redis is
+    keda = jsonschema.Draft202012Validator(json.loads(KEDA_SCHEMA.read_text()))
+    unauthenticated = copy.deepcopy(scaled)
+    del unauthenticated["spec"]["triggers"][0]["authenticationRef"]
+    assert _errors(keda, unauthenticated)
 
 
 def test_kustomization_lists_every_manifest() -> None:

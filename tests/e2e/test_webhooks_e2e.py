@@ -3,6 +3,7 @@ the tiny profile, an io worker, Valkey, SeaweedFS, and a webhook receiver on loo
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -32,11 +33,20 @@ def limits(tiny_engine) -> StackLimits:
 
 
 @pytest.fixture(scope="module")
-def stack(valkey, s3_server, tmp_path_factory, limits):
+def collector():
+    """An OTLP/HTTP trace collector on loopback: every export the processes send, recorded."""
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def stack(valkey, s3_server, tmp_path_factory, limits, collector):
     settings = stack_settings(
         valkey, s3_server, 6, "wh", tiny_model_dir=tmp_path_factory.getbasetemp() / "tiny-models",
         model_profile="tiny", device="cpu", auth_disabled=False, webhook_allow_hosts=["127.0.0.1"],
-        webhook_backoff_base_s=0.2, worker_heartbeat_ttl_s=6, **limits.settings(),
+        webhook_backoff_base_s=0.2, worker_heartbeat_ttl_s=6, **limits.settings(), log_format="json",
+        otel_endpoint=f"http://127.0.0.1:{collector.port}",
     )
     with running_stack(settings, tmp_path_factory.mktemp("webhook-e2e-logs")) as s:
         yield s
@@ -83,8 +93,74 @@ def test_finished_job_webhook_retried_then_delivered_once_and_upload_deleted(sta
     delivered = receiver.requests[-1]
     event = Webhook(secret).verify(delivered.body, delivered.headers)
     assert event["request_id"] == rid and event["status"] == "succeeded" and event["result_url"].endswith("/result")
+    # the links a receiver acts on: the job's URLs on the public base, and images that download
+    assert event["status_url"] == f"{stack.base_url}/api/v1/jobs/{rid}"
+    assert httpx.get(event["status_url"], headers=headers, timeout=10).json()["status"] == "succeeded"
+    assert httpx.get(event["result_url"], headers=headers, timeout=10).json()["count"] == 1
+    assert [image["id"] for image in event["images"]] == [
+        image["id"] for image in httpx.get(event["result_url"], headers=headers, timeout=10).json()["images"]]
+    for image in event["images"]:
+        fetched = httpx.get(image["url"], timeout=10)
+        assert fetched.status_code == 200 and fetched.content.startswith(b"\x89PNG"), image["url"]
     storage = Storage.from_settings(stack.settings)
     assert storage.client.list_objects_v2(Bucket=storage.uploads_bucket, Prefix=f"{rid}/").get("KeyCount") == 0
+
+
+def _json_lines(stack, name: str) -> list[dict]:
+    """The process's log lines that are log records (JSON objects); each must parse."""
+    text = (stack.log_dir / f"{name}.log").read_text(errors="replace")
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def _event(stack, name: str, rid: str, event: str) -> dict | None:
+    return next((line for line in _json_lines(stack, name)
+                 if line.get("request_id") == rid and line.get("event") == event), None)
+
+
+def test_json_logs_follow_one_request_id_from_submit_to_webhook(stack, key, receiver):
+    headers, _ = key
+    rid = _submit(stack, headers, webhook_url=receiver.url())["request_id"]
+    assert _finished(stack, headers, rid)["status"] == "succeeded"
+    delivered = until(lambda: _event(stack, "io0", rid, "webhook.attempt"), 60, "the webhook's log line")
+    submitted = _event(stack, "api", rid, "job.submitted")
+    started = _event(stack, "gpu0", rid, "job.started")
+    finished = _event(stack, "gpu0", rid, "job.finished")
+    assert submitted and submitted["status"] == "queued" and submitted["level"] == "INFO"
+    assert started and started["queue_wait_s"] >= 0 and started["attempt"] == 1
+    assert finished and finished["status"] == "succeeded" and finished["duration_s"] > 0
+    assert finished["worker"] and finished["worker"] == started["worker"]
+    assert delivered["outcome"] == "delivered" and delivered["status"] == "succeeded"
+    # the gateway's access lines are JSON as well
+    assert any("/api/v1/generate-identity-body" in line["message"] for line in _json_lines(stack, "api"))
+
+
+def _spans(collector) -> list:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    found = []
+    for request in list(collector.requests):
+        export = ExportTraceServiceRequest.FromString(request.body)
+        found += [s for rs in export.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    return found
+
+
+def _job_spans(collector, rid: str) -> dict:
+    def request_id(s) -> str | None:
+        return next((a.value.string_value for a in s.attributes if a.key == "idbody.request_id"), None)
+
+    return {s.name: s for s in _spans(collector) if request_id(s) == rid}
+
+
+def test_one_trace_spans_submit_task_and_webhook(stack, key, receiver, collector):
+    headers, _ = key
+    rid = _submit(stack, headers, webhook_url=receiver.url())["request_id"]
+    assert _finished(stack, headers, rid)["status"] == "succeeded"
+    names = {"idbody.submit", "idbody.generate", "idbody.webhook"}
+    spans = until(lambda: names <= set(found := _job_spans(collector, rid)) and found, 60, "the three spans exported")
+    submit, generate, webhook = spans["idbody.submit"], spans["idbody.generate"], spans["idbody.webhook"]
+    assert submit.trace_id == generate.trace_id == webhook.trace_id
+    assert generate.parent_span_id == submit.span_id
+    assert webhook.parent_span_id == generate.span_id
 
 
 def test_cancel_running_and_queued_jobs_on_a_real_worker(stack, key, receiver):

@@ -94,6 +94,10 @@ class FaceAnalyzer:
         folder = resolve_antelopev2_root(self.model_dir)
         available = set(onnxruntime.get_available_providers())
         providers = [p for p in self.providers if p in available] or ["CPUExecutionProvider"]
+        if "CUDAExecutionProvider" in providers and hasattr(onnxruntime, "preload_dlls"):
+            # the gpu image's only CUDA runtime and cuDNN are torch's wheels (nvidia/* in
+            # site-packages), not on the loader's path: load them before the CUDA provider does
+            onnxruntime.preload_dlls()
         app = FaceAnalysis(
             name=str(folder),
             root=str(self.model_dir),

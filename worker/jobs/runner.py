@@ -57,8 +57,14 @@ def finish_job(
     if record is None:
         log.info("job %s was already finished; %s not recorded", request_id, status.value)
         return None
-    log.info("job %s finished %s%s", request_id, status.value, f" ({error.code})" if error else "")
+    log.info("job %s finished %s%s", request_id, status.value, f" ({error.code})" if error else "",
+             extra={"event": "job.finished", "status": status.value, "error_code": error.code if error else None,
+                    "duration_s": _seconds(record.started_at, record.finished_at)})
     return record
+
+
+def _seconds(start: float | None, end: float | None) -> float | None:
+    return round(end - start, 3) if start is not None and end is not None else None
 
 
 def start_job(store: Any, record: JobRecord) -> JobRecord | None:
@@ -130,6 +136,9 @@ def run_job(request_id: str, pipeline: Any, store: Any, storage: Any, deadline_s
     if running is None:
         log.info("job %s could not start (finished meanwhile)", request_id)
         return None
+    log.info("job %s started (attempt %d)", request_id, running.attempts,
+             extra={"event": "job.started", "status": running.status.value, "attempt": running.attempts,
+                    "queue_wait_s": _seconds(running.created_at, running.started_at)})
     on_step = progress_writer(store, request_id, time.monotonic() + deadline_s)
     try:
         result = generate_job_result(running, pipeline, storage, on_step)

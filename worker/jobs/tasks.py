@@ -15,6 +15,18 @@ from shared.queues import GENERATE_TASK, GPU_QUEUE
 @shared_task(name=GENERATE_TASK, queue=GPU_QUEUE, ignore_result=True)
 def generate(request_id: str) -> None:
     """Run one generation job on the resident pipeline. Job failures end in the record, never here."""
+    from celery import current_task
+
+    from shared.structured_logs import bind_request_id
+    from shared.tracing import span, task_headers
+
+    # every line of this job carries its id; the span continues the submit's trace (if tracing is on)
+    with bind_request_id(request_id), span("idbody.generate", carrier=task_headers(current_task),
+                                           request_id=request_id):
+        _generate(request_id)
+
+
+def _generate(request_id: str) -> None:
     from worker.clients import process_clients
     from worker.identity_pipeline import get_identity_pipeline
     from worker.jobs.runner import fail_job, run_job
