@@ -19,7 +19,8 @@ from fastapi.routing import APIRoute
 from api.errors import install_error_handlers
 from api.metrics import install_metrics
 from api.rate_limit_headers import RateLimitHeaders
-from api.routes import health, jobs
+from api.routes import health, info, jobs
+from api.routes.page import install_page
 from shared.deployment import check_deployment
 from shared.jobs.store import JobStore
 from shared.log_redaction import install_log_redaction
@@ -31,8 +32,9 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = (
     "One face photo in, full-body images that keep the person's identity out. Submit a job, poll "
-    "its status (or send `Prefer: wait` / `Prefer: wait=N`), then read the result. Every error is "
-    '`{"error": {"code", "message", "field"}}` with a stable code.'
+    "its status (or send `Prefer: wait` / `Prefer: wait=N`, or follow `/api/v1/jobs/{id}/events`), then read "
+    'the result. Every error is `{"error": {"code", "message", "field"}}` with a stable code. A web page for '
+    "people is served at `/`."
 )
 
 
@@ -101,7 +103,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_metrics(app)
     install_log_redaction()
     app.include_router(jobs.router)
+    app.include_router(info.router)
     app.include_router(health.router)
+    install_page(app)
     return app
 
 

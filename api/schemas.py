@@ -35,8 +35,10 @@ class SubmitResponse(BaseModel):
 
 
 class ProgressOut(BaseModel):
-    step: int
-    total: int
+    step: int = Field(description="Denoise steps done.")
+    total: int = Field(description="Denoise steps in all.")
+    stage: str | None = Field(None, description="analyzing_face, denoising, face_detail or uploading.")
+    eta_s: float | None = Field(None, description="Seconds left of the denoise loop, from the step times measured on this job.")
 
 
 class JobErrorOut(BaseModel):
@@ -55,9 +57,11 @@ class JobStatusResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"request_id": _RID, "status": "queued", "queue_position": 2, "created_at": "2026-03-01T12:00:00Z",
          "started_at": None, "finished_at": None},
-        {"request_id": _RID, "status": "running", "progress": {"step": 3, "total": 8},
+        {"request_id": _RID, "status": "running",
+         "progress": {"step": 3, "total": 8, "stage": "denoising", "eta_s": 2.5},
          "created_at": "2026-03-01T12:00:00Z", "started_at": "2026-03-01T12:00:01Z", "finished_at": None},
         {"request_id": _RID, "status": "succeeded", "result_url": f"{_BASE}/result",
+         "input_face": {"det_score": 0.87, "box_size": [212.0, 268.5]},
          "created_at": "2026-03-01T12:00:00Z", "started_at": "2026-03-01T12:00:01Z",
          "finished_at": "2026-03-01T12:00:09Z"},
         {"request_id": _RID, "status": "failed",
@@ -69,9 +73,10 @@ class JobStatusResponse(BaseModel):
     request_id: str
     status: JobStatus
     queue_position: int | None = Field(None, description="Only while queued.")
-    progress: ProgressOut | None = Field(None, description="Only while running: denoise step of total.")
+    progress: ProgressOut | None = Field(None, description="Only while running: stage, denoise step of total, seconds left.")
     error: JobErrorOut | None = Field(None, description="Only when failed or canceled.")
     result_url: str | None = Field(None, description="Only when succeeded.")
+    input_face: InputFaceOut | None = Field(None, description="Only when succeeded: the uploaded face as found.")
     created_at: str = Field(description="ISO-8601, UTC.")
     started_at: str | None = None
     finished_at: str | None = None
@@ -101,6 +106,18 @@ class DeletedResponse(BaseModel):
 class ResultImageOut(BaseModel):
     id: str = Field(description="identity_body_0, identity_body_1, ...")
     url: str = Field(description="Presigned GET (or CDN) URL of the PNG.")
+    identity_score: float | None = Field(None, description=(
+        "Cosine similarity between the uploaded face's recognition embedding and the largest face in this "
+        "image (same recognizer); 1 is the same face. Null when no face was found."))
+    face_found: bool | None = Field(None, description="Whether a face was found in this image.")
+    below_threshold: bool = Field(False, description=(
+        "True when min_identity_score was given and this image scores below it (or shows no face)."))
+    seed: int | None = Field(None, description="The seed that reproduces this image (seed + its place in the batch).")
+
+
+class InputFaceOut(BaseModel):
+    det_score: float = Field(description="The detector's confidence for the uploaded face, 0-1.")
+    box_size: list[float] = Field(description="Width and height of the face's box in the upload, pixels.")
 
 
 class JobResultResponse(BaseModel):
@@ -109,11 +126,15 @@ class JobResultResponse(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"success": True, "request_id": _RID, "count": 2,
-         "images": [{"id": "identity_body_0", "url": "https://s3.example.com/idbody-results/...0.png?X-Amz-Signature=..."},
-                    {"id": "identity_body_1", "url": "https://s3.example.com/idbody-results/...1.png?X-Amz-Signature=..."}],
-         "analysis": {"skin_tone": "warm ivory", "ethnicity": "East Asian"}, "method": "instantid", "note": None},
+         "images": [{"id": "identity_body_0", "url": "https://s3.example.com/idbody-results/...0.png?X-Amz-Signature=...",
+                     "identity_score": 0.71, "face_found": True, "below_threshold": False, "seed": 1236},
+                    {"id": "identity_body_1", "url": "https://s3.example.com/idbody-results/...1.png?X-Amz-Signature=...",
+                     "identity_score": None, "face_found": False, "below_threshold": True, "seed": 1234}],
+         "analysis": {"skin_tone": "warm ivory", "ethnicity": "East Asian"}, "method": "instantid",
+         "profile": "instantid", "note": None, "input_face": {"det_score": 0.87, "box_size": [212.0, 268.5]}},
         {"success": False, "request_id": _RID, "count": 0, "images": [], "analysis": {}, "method": "instantid",
-         "note": None, "error": {"code": "no_face_detected", "message": "No face was found in the photo."}},
+         "profile": None, "note": None, "input_face": None,
+         "error": {"code": "no_face_detected", "message": "No face was found in the photo."}},
     ]})
 
     success: bool
@@ -121,8 +142,11 @@ class JobResultResponse(BaseModel):
     count: int
     images: list[ResultImageOut]
     analysis: dict[str, Any]
-    method: str
+    method: str = Field(description="instantid, or sdxl_fallback when the InstantID parts could not load.")
+    profile: str | None = Field(None, description=(
+        "Which weights made the images: instantid (the released ones) or tiny (random weights: noise)."))
     note: str | None
+    input_face: InputFaceOut | None = Field(None, description="The uploaded face as found: detection score and box size.")
     error: JobErrorOut | None = Field(None, description="Only when the job failed or was canceled.")
 
 

@@ -30,6 +30,7 @@ from shared.jobs.record import JobError, JobRecord, JobStatus
 from shared.jobs.store import JobStore
 from shared.params import GenerationParams, parse_params
 from shared.queues import GENERATE_TASK, GPU_QUEUE
+from shared.size_presets import size_defaults
 from shared.storage import Storage
 from shared.tracing import span, trace_headers
 
@@ -75,7 +76,7 @@ def submit_job(ctx: SubmitContext, form: "SubmitForm", key: Any, idempotency_key
     """Steps 1-5 for one parsed form (blocking: run it in the threadpool)."""
     settings = ctx.settings
     # 1. check the fields and the upload (ranges in shared.params; image checks in api.upload)
-    params, form_webhook_url = parse_submit_fields(form.fields)
+    params, form_webhook_url = parse_submit_fields(form.fields, defaults=size_defaults(settings))
     image = normalize_upload(form.image, settings.max_upload_bytes, settings.max_image_pixels,
                              settings.min_image_side)
     # 2. admit: the webhook URL, an idempotent replay, the key's cap on unfinished jobs
@@ -153,9 +154,12 @@ async def _read_capped(upload: UploadFile, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_submit_fields(fields: list[tuple[str, str]]) -> tuple[GenerationParams, str | None]:
+def parse_submit_fields(
+    fields: list[tuple[str, str]], defaults: dict[str, Any] | None = None
+) -> tuple[GenerationParams, str | None]:
     """Form fields → (GenerationParams, webhook_url). Empty values count as absent; a field sent
     twice or unknown is refused, naming it; ranges are checked once, by ``parse_params``.
+    ``defaults`` (the deployment's, e.g. a small size) fill what the form leaves out.
 
     Example::
 
@@ -168,7 +172,7 @@ def parse_submit_fields(fields: list[tuple[str, str]]) -> tuple[GenerationParams
         if value.strip() != "":
             data[name] = value
     webhook_url = data.pop(WEBHOOK_FIELD, None)
-    params = parse_params(data)
+    params = parse_params({**(defaults or {}), **data})
     return params, check_webhook_url(webhook_url) if webhook_url else None
 
 

@@ -68,14 +68,19 @@ def assemble_engine(policy: DevicePolicy, seed: int = 0, unet_config: dict | Non
                     vae_config: dict | None = None, text_configs: tuple[dict, dict] | None = None):
     """Build the components on ``policy.device`` from the given configs (default: SDXL's)."""
     import torch
-    from diffusers import AutoencoderKL, ControlNetModel, EulerDiscreteScheduler, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        ControlNetModel,
+        EulerDiscreteScheduler,
+        UNet2DConditionModel,
+    )
 
     from worker.engine.instantid_pipeline import InstantIDPipeline
-    from worker.tiny.ip_adapter_layout import ResamplerShape, ip_adapter_state_dict
     from worker.engine.lcm_mode import LCM_ADAPTER
     from worker.engine.loading import finish_engine
-    from worker.tiny.model_dir import _scheduler
+    from worker.tiny.ip_adapter_layout import ResamplerShape, ip_adapter_state_dict
     from worker.tiny.lcm_lora import lcm_lora_state_dict
+    from worker.tiny.model_dir import _scheduler
 
     torch.manual_seed(seed)
     tok1, tok2 = _tokenizers()

@@ -29,11 +29,15 @@ from PIL import Image
 
 from bench.cpu_account import CpuAccount
 from bench.raw_http import RawConnection
-from shared.jobs.store import JobStore
 from idbody.stack.servers import SeaweedS3Server, ValkeyServer
+from idbody.stack.service import ServiceStack
+from shared.jobs.store import JobStore
 from shared.settings import Settings
 from shared.storage import Storage
-from idbody.stack.service import ServiceStack, drawn_face_jpeg
+
+# the shipped example photo (public domain; the web page's tests use it too): a real face the tiny
+# profile's dlib analyzer finds
+EXAMPLE_FACE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "face.jpg"
 
 SUBMIT = "/api/v1/generate-identity-body"
 FIELDS = {"body_type": "athletic", "height_cm": "170", "weight_kg": "65", "gender": "female", "num_images": "1"}
@@ -154,7 +158,7 @@ def bench_enqueue_to_start(stack: ServiceStack, store: JobStore, probes: int) ->
     """Sequential tiny jobs on an idle worker: record created_at (gateway) → started_at (worker).
     ``created_at`` is stamped after the upload is stored and before the record is written and the
     task enqueued, so this slightly over-counts enqueue → task start (one Redis write more)."""
-    face = drawn_face_jpeg()
+    face = EXAMPLE_FACE.read_bytes()
     delays = []
     fields = {**FIELDS, "width": "64", "height": "64", "num_inference_steps": "1"}
     for _ in range(probes):

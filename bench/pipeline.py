@@ -49,7 +49,8 @@ def _peak_memory() -> dict:
 
 
 def _print_table(title: str, cases: dict[str, dict], per_image: int) -> None:
-    stages = ["face_analysis_s", "prompt_encode_s", "denoise_step_s", "decode_s", "generate_s", "total_s"]
+    stages = ["face_analysis_s", "prompt_encode_s", "denoise_step_s", "decode_s", "generate_s", "identity_score_s",
+              "total_s"]
     names = list(cases)
     print(f"\n{title}")
     print(f"{'stage':<22}" + "".join(f"{n:>28}" for n in names))
@@ -89,12 +90,11 @@ def bench_full_size(repeats: int) -> dict:
     import numpy as np
     import torch
 
+    from bench.full_size import build_full_size_engine
     from shared.settings import Settings
     from worker.engine.devices import DevicePolicy
     from worker.engine.generation import GenerationInputs, generate_images
     from worker.face.keypoints import draw_kps, retarget_kps
-
-    from bench.full_size import build_full_size_engine
 
     if not torch.cuda.is_available():
         print("--full-size needs a CUDA GPU; none is visible here. Nothing was measured.", file=sys.stderr)

@@ -28,6 +28,8 @@ MODE_DEFAULTS: dict[str, dict[str, float | int]] = {
 }
 
 LCM_MAX_STEPS = 50
+# Re-ranking generates up to this many images in the one batch (memory grows with the batch).
+MAX_CANDIDATES = 8
 
 # The seed's body_params keys (what ``pipeline(face_image=..., body_params={...})`` accepts).
 BODY_PARAM_KEYS = ("body_type", "height_cm", "weight_kg", "gender", "ethnicity", "skin_tone", "pose", "clothing")
@@ -56,6 +58,14 @@ class GenerationParams(BaseModel):
     width: int = Field(768, ge=64, le=2048, multiple_of=8, description="Output width in pixels, multiple of 8.")
     height: int = Field(1024, ge=64, le=2048, multiple_of=8, description="Output height in pixels, multiple of 8.")
     use_gemini_analysis: bool = Field(False, description="Send the face to Gemini for skin tone/ethnicity/age (opt-in).")
+    candidates: int | None = Field(
+        None, ge=1, le=MAX_CANDIDATES,
+        description=f"Images generated in one batch to choose from, 1-{MAX_CANDIDATES} and at least num_images; "
+                    "the num_images with the highest identity score are returned, best first. Default: num_images.")
+    min_identity_score: float | None = Field(
+        None, ge=-1, le=1,
+        description="Returned images whose identity score is below it (or that show no face) are marked "
+                    "below_threshold: true; they are still returned. Default: no threshold.")
 
     # mode is declared before these fields, so their validators can read it
     @field_validator("guidance_scale")
@@ -72,6 +82,18 @@ class GenerationParams(BaseModel):
             # LCMScheduler samples from a 50-step original schedule and refuses more steps
             raise ValueError(f"must be at most {LCM_MAX_STEPS} in fast (LCM) mode; use mode=quality for more steps")
         return value
+
+    @field_validator("candidates")
+    @classmethod
+    def _enough_candidates(cls, value: int | None, info: ValidationInfo) -> int | None:
+        wanted = info.data.get("num_images")
+        if value is not None and wanted is not None and value < wanted:
+            raise ValueError(f"must be at least num_images ({wanted}): the best num_images are chosen from them")
+        return value
+
+    def candidate_count(self) -> int:
+        """How many images the batch generates (re-ranking keeps the best ``num_images``)."""
+        return int(self.candidates or self.num_images)
 
     def steps(self) -> int:
         return int(self.num_inference_steps or MODE_DEFAULTS[self.mode]["num_inference_steps"])

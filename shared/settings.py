@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     min_image_side: int = Field(64, ge=16, description="Uploads with a shorter side are refused.")
     max_wait_s: int = Field(60, ge=0, le=600, description="Largest N honoured in 'Prefer: wait=N'.")
     api_workers: int = Field(1, ge=1, le=64, description="Gateway processes started by 'idbody api'.")
+    default_width: int | None = Field(None, ge=64, le=2048, multiple_of=8, description="Output width of jobs that do not send one (empty: 768, the parameter's own default); 'idbody up' sets 256 on the tiny profile.")
+    default_height: int | None = Field(None, ge=64, le=2048, multiple_of=8, description="Output height of jobs that do not send one (empty: 1024); 'idbody up' sets 256 on the tiny profile.")
     max_waiting_requests: int = Field(64, ge=1, le=10_000, description="Most 'Prefer: wait' requests held at once per gateway process; the rest answer 202 at once.")
     cors_origins: list[str] = Field([], description='Browser origins allowed to call the API from another site (CORS), e.g. ["https://app.example.com"]; empty: CORS off.')
 

@@ -12,7 +12,7 @@ first on stderr (``error: no_face_detected: ...``) and written to result.json to
 
 Example::
 
-    idbody generate examples/face.jpg -o out/ --body-type athletic --num-images 2 --seed 7
+    idbody generate docs/examples/face.jpg -o out/ --body-type athletic --num-images 2 --seed 7
 """
 
 from __future__ import annotations

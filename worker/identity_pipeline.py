@@ -10,7 +10,10 @@ Example::
                       body_params={"body_type": "athletic", "height_cm": 170, "weight_kg": 65,
                                    "gender": "female"}, num_images=4)
     result["images"], result["method"], result["note"], result["timings"]
+    result["image_details"][0]     # {"identity_score": 0.71, "face_found": True,
+                                   #  "below_threshold": False, "seed": 1234}, best image first
     pipeline.generate(face_image=face, params=GenerationParams(body_type="slim", num_images=2))
+    pipeline.generate(face, num_images=2, candidates=6, min_identity_score=0.4)   # re-ranking
     pipeline.pipe.enable_vae_tiling()       # the diffusers pipeline itself
 
 The same object is what a GPU worker keeps resident: ``get_identity_pipeline()`` is the one
@@ -20,7 +23,8 @@ worker's heartbeat publishes.
 
 The result's ``analysis`` dict::
 
-    {"face": {"bbox": [x1, y1, x2, y2], "det_score": 0.9, "face_count": 1, "image_size": [w, h]},
+    {"face": {"bbox": [x1, y1, x2, y2], "det_score": 0.9, "box_size": [w, h], "face_count": 1,
+              "image_size": [w, h]},
      "appearance": {"status": "ok" | "skipped" | "failed", "reason": "..." (unless ok), ...fields},
      "skin_tone": ..., "ethnicity": ..., ...}     # appearance fields, flat, when status is ok
 
@@ -46,6 +50,19 @@ from shared.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], "bool | None"]
+TINY_NOTE = ("Tiny model profile: the generator's weights are random (for tests and demos), so the images "
+             "are noise, not likenesses; face analysis and identity scores use real models (dlib).")
+
+
+def face_analyzer_for(profile: str, model_dir: Path, settings: Settings):
+    """antelopev2 (insightface) for the released weights; dlib's real detector and recognizer
+    for the tiny profile, whose random weights could not recognise anyone (same interface)."""
+    if profile == "tiny":
+        from worker.face.dlib_analyzer import DlibFaceAnalyzer as Analyzer
+    else:
+        from worker.face.analysis import FaceAnalyzer as Analyzer
+    return Analyzer(model_dir, providers=settings.onnx_providers, det_size=(640, 640),
+                    min_face_px=settings.min_face_px)
 
 
 class IdentityPipeline:
@@ -72,15 +89,14 @@ class IdentityPipeline:
                 return self
             from worker.engine.devices import DevicePolicy
             from worker.engine.loading import load_engine
-            from worker.face.analysis import FaceAnalyzer
             from worker.models.profile import choose_profile
 
             started = time.perf_counter()
             self.choice = choose_profile(self.settings)
             log.info("model profile: %s (%s)", self.choice.profile, self.choice.reason)
             model_dir = self._model_dir()
-            analyzer = FaceAnalyzer(model_dir, providers=self.settings.onnx_providers,
-                                    det_size=(640, 640), min_face_px=self.settings.min_face_px)
+            # an analyzer set before loading is kept (as the appearance analyzer is)
+            analyzer = self.face_analyzer or face_analyzer_for(self.profile, model_dir, self.settings)
             analyzer.load()
             self.engine = load_engine(model_dir, DevicePolicy.decide(self.settings))
             self.face_analyzer = analyzer
@@ -178,7 +194,7 @@ class IdentityPipeline:
         self.load_models()
         started = time.perf_counter()
         timings: dict[str, Any] = {}
-        # submitted before face analysis so both run at the same time
+        # 1. face analysis; the optional appearance analysis is submitted first so both run at once
         pending = start_analysis(self.appearance_analyzer, face_image, params.use_gemini_analysis)
         t = time.perf_counter()
         face = self.face_analyzer.analyze(face_image)
@@ -186,22 +202,47 @@ class IdentityPipeline:
         analysis = {"face": _face_summary(face), **_appearance_fields(
             wait_for_analysis(pending, self.settings.gemini_timeout_s))}
         timings["appearance_wait_s"] = time.perf_counter() - t - timings["face_analysis_s"]
+        # 2. prompt and IdentityNet condition
         prompt = build_prompt(params.body_params(), analysis)
         kps = retarget_kps(face.kps, params.width, params.height, params.pose)
-        seed = params.seed if params.seed is not None else random.randint(0, 2**32 - 1 - params.num_images)
+        count = params.candidate_count()
+        seed = params.seed if params.seed is not None else random.randint(0, 2**32 - 1 - count)
         inputs = GenerationInputs(
             prompt=prompt.positive, negative_prompt=prompt.negative, seed=seed,
             face_embedding=face.embedding, kps_image=draw_kps(params.width, params.height, kps),
-            num_images=params.num_images, width=params.width, height=params.height, mode=params.mode,
+            num_images=count, width=params.width, height=params.height, mode=params.mode,
             steps=params.steps(), guidance=params.guidance(),
             controlnet_conditioning_scale=params.controlnet_conditioning_scale,
             ip_adapter_scale=params.ip_adapter_scale)
+        # 3. base generation: all candidates in one batch
         with self._run_lock:
             out = generate_images(self.engine, inputs, progress=progress)
+        # 4. identity score per candidate, then keep the best num_images
+        images, details = self._rank_by_identity(out.images, face.embedding, params, seed, timings)
         timings.update(out.timings, total_s=time.perf_counter() - started)
-        return {"images": out.images, "analysis": analysis, "method": self.engine.method,
-                "note": self.engine.note, "seed": seed, "prompt": prompt.positive,
-                "negative_prompt": prompt.negative, "timings": timings}
+        return {"images": images, "image_details": details, "analysis": analysis,
+                "method": self.engine.method, "profile": self.profile, "note": self.note, "seed": seed,
+                "prompt": prompt.positive, "negative_prompt": prompt.negative, "timings": timings}
+
+    def _rank_by_identity(self, images: list[Image.Image], reference, params: GenerationParams,
+                          seed: int, timings: dict[str, Any]) -> tuple[list[Image.Image], list[dict[str, Any]]]:
+        """Score every candidate against the upload's embedding with the loaded recognizer and
+        return the ``num_images`` best, best first, with each one's entry for the result."""
+        from worker.face.identity_score import rank_candidates, score_images
+
+        t = time.perf_counter()
+        scores = score_images(self.face_analyzer, reference, images)
+        timings["identity_score_s"] = time.perf_counter() - t
+        ranked = rank_candidates(scores, keep=params.num_images, min_score=params.min_identity_score)
+        details = [{"identity_score": r.identity_score, "face_found": r.face_found,
+                    "below_threshold": r.below_threshold, "seed": seed + r.index} for r in ranked]
+        return [images[r.index] for r in ranked], details
+
+    @property
+    def note(self) -> str | None:
+        """What a caller must know about how the images were made (fallback, tiny weights)."""
+        notes = [self.engine.note, TINY_NOTE if self.profile == "tiny" else None]
+        return " ".join(n for n in notes if n) or None
 
 
 def _appearance_fields(found: dict[str, Any]) -> dict[str, Any]:
@@ -213,7 +254,9 @@ def _appearance_fields(found: dict[str, Any]) -> dict[str, Any]:
 
 
 def _face_summary(face) -> dict[str, Any]:
-    return {"bbox": [float(v) for v in face.bbox], "det_score": float(face.det_score),
+    x1, y1, x2, y2 = (float(v) for v in face.bbox)
+    return {"bbox": [x1, y1, x2, y2], "det_score": round(float(face.det_score), 4),
+            "box_size": [round(x2 - x1, 1), round(y2 - y1, 1)],
             "face_count": int(face.face_count), "image_size": list(face.image_size)}
 
 

@@ -6,6 +6,8 @@
 - ``idbody_gpu_memory_bytes{kind}``: allocated/reserved CUDA memory, only where torch is already
   loaded and CUDA is present (an io worker never imports torch for this);
 - ``idbody_webhook_attempts_total{outcome}``: delivered, retry, rejected, exhausted, refused.
+- ``idbody_identity_score``: each returned image's identity score (cosine, -1..1);
+  ``idbody_output_faces_missing_total``: returned images in which no face was found.
 
 Example::
 
@@ -70,6 +72,11 @@ class WorkerMetrics:
         self.model_load_seconds = Gauge("idbody_model_load_seconds", "Time the pipeline took to load.", registry=r)
         self.webhook_attempts = Counter("idbody_webhook_attempts", "Webhook delivery attempts by outcome.",
                                         ["outcome"], registry=r)
+        self.identity_score = Histogram(
+            "idbody_identity_score", "Identity score (cosine to the upload's face) of each returned image.",
+            registry=r, buckets=(0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0))
+        self.faces_missing = Counter("idbody_output_faces_missing", "Returned images in which no face was found.",
+                                     registry=r)
         if redis_client is not None:
             r.register(QueueDepthCollector(redis_client))
         r.register(GpuMemoryCollector())
@@ -94,6 +101,13 @@ class WorkerMetrics:
         if self._last_step is not None:
             self.step_seconds.observe(now - self._last_step)
         self._last_step = now
+
+    def identity_scored(self, score: float | None) -> None:
+        """One returned image: its score, or None when no face was found in it."""
+        if score is None:
+            self.faces_missing.inc()
+        else:
+            self.identity_score.observe(score)
 
     def webhook_outcome(self, outcome: Any) -> None:
         if outcome is not None:

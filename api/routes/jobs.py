@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Header, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import (
@@ -21,6 +21,7 @@ from api.deps import (
     StoreDep,
     SubmitDep,
 )
+from api.job_events import status_events
 from api.prefer import wait_seconds
 from api.schemas import (
     DeletedResponse,
@@ -170,6 +171,34 @@ async def job_status(request_id: RequestId, request: Request, store: StoreDep, o
     if not record.status.finished:
         headers["Retry-After"] = str(POLL_AFTER_S)
     return JSONResponse(status_view(record, base, position), headers=headers or None)
+
+
+@router.get(
+    "/jobs/{request_id}/events",
+    summary="Live status of a job as server-sent events",
+    description=(
+        "`text/event-stream`: an `event: status` whose data is the status JSON (as `GET /jobs/{id}`) each "
+        "time it changes — queue position while queued; stage, step and `eta_s` while running — ending "
+        "after the finished status. An `event: error` with `{error: {code, message}}` ends it when the job "
+        "is deleted meanwhile. Comment lines keep a quiet stream open; a stream still open after 10 minutes "
+        "ends, and the client opens it again. Browsers that cannot send the Authorization header with "
+        "EventSource can read it with fetch()."
+    ),
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {"example": (
+        'id: 1\nevent: status\ndata: {"request_id":"...","status":"queued","queue_position":1,...}\n\n'
+        'id: 2\nevent: status\ndata: {"request_id":"...","status":"running","progress":{"step":3,'
+        '"total":8,"stage":"denoising","eta_s":2.5},...}\n\n')}}},
+               **error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.INVALID_PARAMETER, ErrorCode.UNAUTHORIZED,
+                                 ErrorCode.RATE_LIMITED)},
+)
+async def job_events(request_id: RequestId, request: Request, store: StoreDep, owner: OwnerDep,
+                     base: BaseUrlDep) -> StreamingResponse:
+    record, position = await run_in_threadpool(store.get_with_position, request_id)
+    first = status_view(_check_visible(record, owner), base, position)
+    stream = status_events(store, request_id, base, first, request.is_disconnected)
+    return StreamingResponse(stream, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.get(

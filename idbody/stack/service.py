@@ -12,7 +12,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import signal
 import subprocess
@@ -23,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from PIL import Image, ImageDraw, ImageFilter
 
 from idbody.stack.polling import answers, until
 from idbody.stack.servers import free_port
@@ -165,30 +163,3 @@ def running_stack(settings: Settings, log_dir: Path, ready_timeout_s: float = 15
         stack.wait_ready(timeout_s=ready_timeout_s)
         yield stack
 
-
-def drawn_face_jpeg(size: tuple[int, int] = (512, 640), face_w: int = 300) -> bytes:
-    """A drawn portrait: bright face oval with dark eyes, brows and mouth at ArcFace's canonical
-    alignment points, on a darker background. The tiny profile's detector finds it; a uniform image
-    has no face."""
-    w, h = size
-    img = Image.new("RGB", size, (70, 80, 95))
-    draw = ImageDraw.Draw(img)
-    s = face_w / 112.0
-    ox, oy = (w - face_w) / 2, (h - face_w * 1.1) / 2
-
-    def pt(x: float, y: float) -> tuple[float, float]:
-        return ox + x * s, oy + y * s
-
-    def ellipse(cx: float, cy: float, rx: float, ry: float, fill) -> None:
-        (x, y) = pt(cx, cy)
-        draw.ellipse([x - rx * s, y - ry * s, x + rx * s, y + ry * s], fill=fill)
-
-    ellipse(56, 62, 42, 54, (225, 190, 165))
-    for ex, ey in ((38.29, 51.70), (73.53, 51.50)):
-        ellipse(ex, ey, 11, 6, (30, 25, 25))
-        ellipse(ex, ey - 13, 13, 4, (90, 70, 60))
-    ellipse(56.1, 92.3, 17, 6, (110, 40, 45))
-    img = img.filter(ImageFilter.GaussianBlur(3 * s))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=92)
-    return buf.getvalue()

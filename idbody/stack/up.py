@@ -1,8 +1,8 @@
 """``idbody up``: the whole service on this machine in one command.
 
 Starts Valkey and SeaweedFS S3 on loopback (unless the settings point at running ones), then the
-gateway and the workers as child processes, waits for ``/readyz``, prints the URLs, and stops
-everything (whole process groups, no orphans) on Ctrl-C or SIGTERM.
+gateway and the workers as child processes, waits for ``/readyz``, prints the URLs, then one line
+per job event, and stops everything (whole process groups, no orphans) on Ctrl-C or SIGTERM.
 
 Example::
 
@@ -30,17 +30,20 @@ from urllib.parse import urlparse
 from pydantic import SecretStr
 
 from idbody.stack.polling import answers, until
+from idbody.stack.preflight import check_configured, check_port_free, with_tiny_default_size
 from shared.settings import ENV_PREFIX, Settings
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("up", help="Run Valkey, S3, the gateway and workers locally; Ctrl-C stops all.")
+    parser = subparsers.add_parser("up", help="Run Valkey, S3, the gateway (web page at /) and workers locally; "
+                                              "Ctrl-C or SIGTERM stops all.")
     parser.add_argument("--workers", type=int, default=1, help="GPU-queue worker processes (one per GPU).")
     parser.add_argument("--profile", choices=("auto", "tiny", "instantid"), default=None,
                         help="Model profile (default: settings.model_profile).")
-    parser.add_argument("--port", type=int, default=None, help="Gateway port (default: settings.api_port).")
+    parser.add_argument("--port", type=int, default=None,
+                        help="Gateway port (default: IDBODY_API_PORT, 8000); a taken port is an error.")
     parser.add_argument("--data-dir", type=Path, default=Path(".cache/stack"), help="Where Valkey and S3 keep data and logs.")
     parser.add_argument("--ready-timeout", type=float, default=600, help="Seconds to wait for /readyz.")
     parser.set_defaults(func=_main)
@@ -143,6 +146,7 @@ def ensure_servers(settings: Settings, data_dir: Path, stack: Stack) -> Settings
     update: dict[str, object] = {}
     redis_host, redis_port = _host_port(settings.redis_url, 6379)
     if _reachable(redis_host, redis_port):
+        check_configured(settings, "redis_url", "redis://127.0.0.1:6380/0")
         print(f"Valkey/Redis: using the running server at {settings.redis_url}")
     elif redis_host in LOOPBACK:
         valkey = ValkeyServer.start(data_dir / "valkey", port=redis_port, appendonly=True)
@@ -155,6 +159,7 @@ def ensure_servers(settings: Settings, data_dir: Path, stack: Stack) -> Settings
     endpoint = settings.s3_endpoint_url
     s3_host, s3_port = _host_port(endpoint or "", 443)
     if endpoint and _reachable(s3_host, s3_port):
+        check_configured(settings, "s3_endpoint_url", "http://127.0.0.1:8334")
         print(f"S3: using the running endpoint at {endpoint}")
     elif endpoint and s3_host in LOOPBACK:
         s3 = SeaweedS3Server.start(
@@ -204,11 +209,15 @@ def _main(args: argparse.Namespace) -> int:
     stack = Stack()
     _stop_on_sigterm()
     try:
+        check_port_free(settings.api_host, port)
         settings = ensure_servers(settings, data_dir, stack)
         if choice.profile == "tiny":
+            from idbody.stack.quiet_libraries import quiet_libraries
             from worker.tiny.model_dir import build_tiny_model_dir
 
-            build_tiny_model_dir(settings.tiny_model_dir)  # once here, so workers do not race to build it
+            with quiet_libraries():
+                build_tiny_model_dir(settings.tiny_model_dir)  # once here, so workers do not race to build it
+            settings = with_tiny_default_size(settings)
         settings = _with_webhook_secret(settings)
         env = child_env(settings, choice.profile, port)
         py = sys.executable
@@ -223,9 +232,10 @@ def _main(args: argparse.Namespace) -> int:
         base = f"http://{settings.api_host}:{port}"
         print(f"Waiting for {base}/readyz (loading the pipeline; logs in {logs}) ...")
         wait_ready(f"{base}/readyz", stack.children, args.ready_timeout)
-        print(f"\nAPI:   {base}/api/v1/generate-identity-body\nDocs:  {base}/docs\nS3:    {settings.s3_endpoint_url}"
-              f"\nRedis: {settings.redis_url}\nCtrl-C stops everything.")
-        _watch(stack.children)
+        print(f"\nWeb:   {base}/\nAPI:   {base}/api/v1/generate-identity-body\nDocs:  {base}/docs"
+              f"\nS3:    {settings.s3_endpoint_url}\nRedis: {settings.redis_url}\nLogs:  {logs}"
+              "\nCtrl-C stops everything. One line per job event follows.", flush=True)
+        _watch(stack.children, settings)
         return 1
     except KeyboardInterrupt:
         print("\nStopping ...")
@@ -234,13 +244,21 @@ def _main(args: argparse.Namespace) -> int:
         stack.stop()
 
 
-def _watch(children: list[Child]) -> None:
-    while True:
-        for child in children:
-            if child.proc.poll() is not None:
-                print(f"{child.name} exited with {child.proc.returncode}; stopping the stack (see {child.log})")
-                return
-        time.sleep(1)
+def _watch(children: list[Child], settings: Settings) -> None:
+    from idbody.stack.job_console import JobConsole
+    from shared.jobs.store import JobStore
+
+    console = JobConsole(JobStore.from_settings(settings), out=lambda line: print(line, flush=True))
+    try:
+        while True:
+            for child in children:
+                if child.proc.poll() is not None:
+                    print(f"{child.name} exited with {child.proc.returncode}; stopping the stack (see {child.log})")
+                    return
+            console.poll()
+            time.sleep(0.5)
+    finally:
+        console.close()
 
 
 def _stop_on_sigterm() -> None:

@@ -53,6 +53,8 @@ def can_transition(current: JobStatus | str, new: JobStatus | str) -> bool:
 class Progress(BaseModel):
     step: int = 0
     total: int = 0
+    stage: str | None = None  # a shared.jobs.progress.JobStage value
+    eta_s: float | None = None  # seconds left, from the step times measured on this job
 
 
 class JobError(BaseModel):
@@ -76,12 +78,18 @@ class ResultImage(BaseModel):
     key: str  # object key in the results bucket; URLs are made when read
     width: int
     height: int
+    # likeness: cosine of the upload's face embedding and this image's largest face (None: no face)
+    identity_score: float | None = None
+    face_found: bool | None = None
+    below_threshold: bool = False
+    seed: int | None = None
 
 
 class JobResult(BaseModel):
     images: list[ResultImage] = Field(default_factory=list)
     analysis: dict[str, Any] = Field(default_factory=dict)
     method: str = "instantid"
+    profile: str | None = None  # "instantid" (released weights) or "tiny" (random weights)
     note: str | None = None
 
 

@@ -151,13 +151,15 @@ class JobStore:
 
         return self._modify(request_id, move, also=side_effects)
 
-    def set_progress(self, request_id: str, step: int, total: int) -> bool:
-        """Record denoise progress; True when written (only while the job is running)."""
+    def set_progress(self, request_id: str, step: int, total: int, stage: str | None = None,
+                     eta_s: float | None = None) -> bool:
+        """Record progress (step of total, the stage, seconds left); True when written (only while
+        the job is running)."""
 
         def progress(record: JobRecord) -> JobRecord | None:
             if record.status is not JobStatus.RUNNING:
                 return None
-            record.progress = Progress(step=int(step), total=int(total))
+            record.progress = Progress(step=int(step), total=int(total), stage=stage, eta_s=eta_s)
             return record
 
         try:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.jobs.record import JobRecord, JobStatus
+from shared.jobs.record import JobRecord, JobStatus, ResultImage
 
 API_PREFIX = "/api/v1"
 
@@ -51,6 +51,7 @@ def status_view(record: JobRecord, base_url: str, queue_position: int | None = N
         view["error"] = {"code": record.error.code, "message": record.error.message}
     if record.status is JobStatus.SUCCEEDED:
         view["result_url"] = job_urls(base_url, record.request_id)["result_url"]
+        view["input_face"] = input_face(record)
     if record.webhook_url:
         view["webhook_attempts"] = [a.model_dump() for a in record.webhook_attempts]
     return view
@@ -66,7 +67,7 @@ def result_view(record: JobRecord, url_for: Callable[[str], str]) -> dict[str, A
         raise ValueError(f"job {record.request_id} is {record.status.value}, not finished")
     result = record.result
     succeeded = record.status is JobStatus.SUCCEEDED
-    images = [{"id": im.id, "url": url_for(im.key)} for im in result.images] if (succeeded and result) else []
+    images = [image_entry(im, url_for) for im in result.images] if (succeeded and result) else []
     view: dict[str, Any] = {
         "success": succeeded,
         "request_id": record.request_id,
@@ -74,7 +75,9 @@ def result_view(record: JobRecord, url_for: Callable[[str], str]) -> dict[str, A
         "images": images,
         "analysis": dict(result.analysis) if result else {},
         "method": result.method if result else "instantid",
+        "profile": result.profile if result else None,
         "note": result.note if result else None,
+        "input_face": input_face(record),
     }
     if not succeeded:
         error = record.error
@@ -84,3 +87,20 @@ def result_view(record: JobRecord, url_for: Callable[[str], str]) -> dict[str, A
             else {"code": "job_canceled", "message": "The job was canceled."}
         )
     return view
+
+
+def image_entry(image: ResultImage, url_for: Callable[[str], str]) -> dict[str, Any]:
+    """One image of the result: its URL and its likeness (``identity_score`` None with
+    ``face_found: false`` when no face was found in it)."""
+    return {"id": image.id, "url": url_for(image.key), "identity_score": image.identity_score,
+            "face_found": image.face_found, "below_threshold": image.below_threshold, "seed": image.seed}
+
+
+def input_face(record: JobRecord) -> dict[str, Any] | None:
+    """The uploaded face as the worker found it: detection score and box size (w, h) in pixels."""
+    face = (record.result.analysis.get("face") if record.result else None) or {}
+    if "det_score" not in face:
+        return None
+    bbox = face.get("bbox") or [0, 0, 0, 0]
+    size = face.get("box_size") or [round(bbox[2] - bbox[0], 1), round(bbox[3] - bbox[1], 1)]
+    return {"det_score": face["det_score"], "box_size": size}

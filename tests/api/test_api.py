@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import base64
 import io
 import json
@@ -219,7 +220,7 @@ def test_missing_photo(gateway, redis_client):
 
 def test_enqueue_failure_fails_the_job_and_answers_503(gateway, gateway_settings, redis_client):
     dead = gateway_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
-    gateway.app.state.celery = make_celery(dead)
+    gateway.app.state.submit = dataclasses.replace(gateway.app.state.submit, celery=make_celery(dead))
     resp = _submit(gateway)
     assert resp.status_code == 503 and resp.json()["error"]["code"] == "service_unavailable"
     [key] = list(redis_client.scan_iter("job:*"))
@@ -237,9 +238,12 @@ def _finish(gw: Gateway, rid: str, n: int = 2) -> None:
     images = []
     for i in range(n):
         png = samples.photo(64, 96, fmt="PNG")
-        images.append({"id": f"identity_body_{i}", "key": gw.storage.put_result(rid, i, png), "width": 64, "height": 96})
+        images.append({"id": f"identity_body_{i}", "key": gw.storage.put_result(rid, i, png), "width": 64, "height": 96,
+                       "identity_score": round(0.9 - i / 10, 2), "face_found": True, "seed": 7 + i})
+    face = {"bbox": [10.0, 20.0, 110.0, 150.0], "det_score": 0.93, "box_size": [100.0, 130.0]}
     done = gw.store.transition(rid, JobStatus.SUCCEEDED, result={
-        "images": images, "analysis": {"skin_tone": "warm ivory"}, "method": "instantid", "note": None})
+        "images": images, "analysis": {"skin_tone": "warm ivory", "face": face}, "method": "instantid",
+        "profile": "tiny", "note": None})
     assert done is not None
 
 
@@ -253,7 +257,8 @@ def test_status_through_the_lifecycle(gateway):
     gateway.store.transition(rid, JobStatus.RUNNING, worker="w")
     gateway.store.set_progress(rid, 3, 8)
     running = gateway.client.get(url).json()
-    assert running["status"] == "running" and running["progress"] == {"step": 3, "total": 8}
+    assert running["status"] == "running"
+    assert running["progress"] == {"step": 3, "total": 8, "stage": None, "eta_s": None}
     assert "queue_position" not in running and running["started_at"]
 
     gateway.store.transition(rid, JobStatus.FAILED, error={"code": "no_face_detected", "message": "No face."})
@@ -271,10 +276,15 @@ def test_result_shapes(gateway):
     status = gateway.client.get(f"/api/v1/jobs/{rid}").json()
     assert status["status"] == "succeeded" and status["result_url"].endswith(f"/api/v1/jobs/{rid}/result")
     result = gateway.client.get(f"/api/v1/jobs/{rid}/result").json()
-    assert set(result) == {"success", "request_id", "count", "images", "analysis", "method", "note"}
+    assert set(result) == {"success", "request_id", "count", "images", "analysis", "method", "profile", "note",
+                           "input_face"}
     assert result["success"] is True and result["count"] == 2 and result["method"] == "instantid"
+    assert result["profile"] == "tiny"
     assert [im["id"] for im in result["images"]] == ["identity_body_0", "identity_body_1"]
-    assert result["analysis"] == {"skin_tone": "warm ivory"}
+    assert [(im["identity_score"], im["face_found"], im["below_threshold"], im["seed"]) for im in result["images"]] == [
+        (0.9, True, False, 7), (0.8, True, False, 8)]
+    assert result["analysis"]["skin_tone"] == "warm ivory"
+    assert result["input_face"] == status["input_face"] == {"det_score": 0.93, "box_size": [100.0, 130.0]}
     png = httpx.get(result["images"][1]["url"])
     assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size == (64, 96)
 
@@ -370,7 +380,8 @@ def test_openapi_has_examples_for_every_route_and_error(gateway):
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
             for status, response in op["responses"].items():
-                content = response.get("content", {}).get("application/json", {})
+                media = response.get("content", {})  # JSON, or the event stream's text/event-stream
+                content = media.get("application/json") or next(iter(media.values()), {})
                 ref = content.get("schema", {}).get("$ref", "")
                 model = schemas.get(ref.rsplit("/", 1)[-1], {})
                 has_example = "example" in content or "examples" in content or "examples" in model

@@ -26,7 +26,7 @@ from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
 
-PHOTO = Path(__file__).resolve().parents[2] / "examples" / "face.jpg"
+PHOTO = Path(__file__).resolve().parents[2] / "docs" / "examples" / "face.jpg"
 SMALL = {"num_images": 2, "width": 128, "height": 128, "num_inference_steps": 2}
 # a job of SMALL finishes in well under a second of denoising on two busy cores; the deadline
 # covers a worker that is still loading and a machine that is shared

@@ -88,8 +88,8 @@ def test_readme_polling_loop_stops_on_an_error_answer(up):
 @pytest.mark.integration
 def test_readme_python_client_example_against_idbody_up(up, tmp_path):
     (code,) = blocks_under("### Python client", "python")
-    (tmp_path / "examples").mkdir()
-    shutil.copy(REPO / "examples" / "face.jpg", tmp_path / "examples" / "face.jpg")
+    (tmp_path / "docs" / "examples").mkdir(parents=True)
+    shutil.copy(REPO / "docs" / "examples" / "face.jpg", tmp_path / "docs" / "examples" / "face.jpg")
     env = {k: v for k, v in os.environ.items() if k != "IDBODY_KEY"}
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False,
                          env={**env, "API": up, "PYTHONPATH": str(REPO)}, timeout=JOB_LIMIT_S)

@@ -13,10 +13,11 @@ from PIL import Image
 
 from shared.jobs.store import JobStore
 from shared.storage import Storage
-from idbody.stack.service import ServiceStack, drawn_face_jpeg, stack_settings
-from tests.image_samples import uniform_jpeg
-from tests.e2e.limits import StackLimits, measure_limits
 from idbody.stack.polling import until
+from idbody.stack.service import ServiceStack, stack_settings
+from tests.e2e.limits import StackLimits, measure_limits
+from tests.face_photos import tom_jpeg
+from tests.image_samples import uniform_jpeg
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +91,7 @@ def assert_seed_result(result: dict, request_id: str, count: int, size: tuple[in
 
 
 def test_seed_curl_to_result_images(service):
-    resp = submit(service, drawn_face_jpeg())
+    resp = submit(service, tom_jpeg())
     assert resp.status_code == 202, resp.text
     accepted = resp.json()
     assert set(accepted) >= {"request_id", "status", "status_url", "result_url", "cancel_url", "queue_position"}
@@ -109,10 +110,16 @@ def test_seed_curl_to_result_images(service):
     result = httpx.get(accepted["result_url"], timeout=10)
     assert result.status_code == 200
     assert_seed_result(result.json(), accepted["request_id"], 4, (128, 128))
+    # a real photo, found by the tiny profile's real analyzer; every image says whether it shows a face
+    body = result.json()
+    assert body["profile"] == "tiny" and "random" in body["note"]
+    assert body["input_face"] == final["input_face"] and body["input_face"]["det_score"] > 0.5
+    for image in body["images"]:
+        assert image["face_found"] is (image["identity_score"] is not None)
 
 
 def test_prefer_wait_answers_with_the_result(service):
-    resp = submit(service, drawn_face_jpeg(), headers={"Prefer": "wait=60"}, num_images="1")
+    resp = submit(service, tom_jpeg(), headers={"Prefer": "wait=60"}, num_images="1")
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert_seed_result(body, body["request_id"], 1, (128, 128))
@@ -130,7 +137,7 @@ def test_no_face_fails_and_the_same_worker_serves_the_next_job(service):
     result = httpx.get(resp.json()["result_url"], timeout=10)
     assert result.status_code == 409 or result.json().get("success") is False
 
-    good = submit(service, drawn_face_jpeg(), num_images="1")
+    good = submit(service, tom_jpeg(), num_images="1")
     final, _ = poll(service, good.json()["status_url"])
     assert final["status"] == "succeeded", str(final)
     store = JobStore.from_settings(service.settings)
@@ -146,7 +153,7 @@ def test_worker_sigkilled_mid_job_is_redelivered_and_finishes_once(service, limi
     storage = Storage.from_settings(service.settings)
 
     # a slower job so the kill lands mid-generation
-    resp = submit(service, drawn_face_jpeg(), num_images="1", num_inference_steps="12")
+    resp = submit(service, tom_jpeg(), num_images="1", num_inference_steps="12")
     assert resp.status_code == 202, resp.text
     rid = resp.json()["request_id"]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 
 import httpx
 import pytest
@@ -14,9 +15,10 @@ from standardwebhooks.webhooks import Webhook
 from shared.access.api_keys import ApiKeyStore
 from shared.jobs.store import JobStore
 from shared.storage import Storage
-from idbody.stack.service import drawn_face_jpeg, running_stack, stack_settings
-from tests.e2e.limits import StackLimits, measure_limits
 from idbody.stack.polling import until
+from idbody.stack.service import ServiceStack, stack_settings
+from tests.e2e.limits import StackLimits, measure_limits
+from tests.face_photos import tom_jpeg
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
@@ -48,7 +50,13 @@ def stack(valkey, s3_server, tmp_path_factory, limits, collector):
         webhook_backoff_base_s=0.2, worker_heartbeat_ttl_s=6, **limits.settings(), log_format="json",
         otel_endpoint=f"http://127.0.0.1:{collector.port}",
     )
-    with running_stack(settings, tmp_path_factory.mktemp("webhook-e2e-logs")) as s:
+    JobStore.from_settings(settings).client.flushdb()
+    Storage.from_settings(settings).ensure_buckets()
+    with ServiceStack(settings, tmp_path_factory.mktemp("webhook-e2e-logs")) as s:
+        s.start_gateway()
+        s.start_worker("gpu0")
+        s._start("io0", [sys.executable, "-m", "idbody.cli", "worker", "--queues", "io", "--hostname", "io0@test"])
+        s.wait_ready(timeout_s=150)
         yield s
 
 
@@ -67,7 +75,7 @@ def receiver():
 
 def _submit(stack, headers, **fields) -> dict:
     r = httpx.post(stack.base_url + SUBMIT, data={**FIELDS, **fields}, headers=headers, timeout=60,
-                   files={"face_image": ("me.jpg", drawn_face_jpeg(), "image/jpeg")})
+                   files={"face_image": ("me.jpg", tom_jpeg(), "image/jpeg")})
     assert r.status_code == 202, r.text
     return r.json()
 

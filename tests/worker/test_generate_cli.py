@@ -18,7 +18,7 @@ from shared.params_cli import option_name
 from tests.image_samples import uniform_jpeg
 
 REPO = Path(__file__).resolve().parents[2]
-PHOTO = REPO / "examples" / "face.jpg"
+PHOTO = REPO / "docs" / "examples" / "face.jpg"
 SMALL = ["--num-images", "2", "--width", "64", "--height", "96", "--num-inference-steps", "2"]
 # loading the tiny profile and two steps: seconds on an idle machine, a few minutes on a busy one
 RUN_LIMIT_S = 600

@@ -126,8 +126,10 @@ def _components(base) -> dict[str, Any]:
 
 
 def _fallback(base):
-    if getattr(base.unet, "encoder_hid_proj", None) is not None:
-        base.unload_ip_adapter()  # a half-loaded IP-Adapter would make the UNet demand face embeds
+    # Always: diffusers installs the IP-Adapter attention processors before it builds the image
+    # projection, so a load that failed between the two leaves them in with no encoder_hid_proj;
+    # they would then read the last 16 text tokens as image tokens (wrong images, no error).
+    base.unload_ip_adapter()
     return base
 
 

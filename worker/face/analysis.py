@@ -14,6 +14,9 @@ Example::
     analyzer = FaceAnalyzer(model_dir, ["CUDAExecutionProvider", "CPUExecutionProvider"])
     analyzer.load()
     info = analyzer.analyze(Image.open("me.jpg"))   # FaceInfo(embedding (512,), kps (5, 2), ...)
+    analyzer.largest_face(output_image)            # FaceInfo or None: any size, no error
+
+The tiny profile's analyzer (worker.face.dlib_analyzer) answers the same three calls.
 """
 
 from __future__ import annotations
@@ -116,38 +119,56 @@ class FaceAnalyzer:
             info = analyzer.analyze(Image.open("me.jpg"))
             info.face_count    # 1
         """
+        return pick_upload_face(self.detect(image), self.min_face_px)
+
+    def largest_face(self, image: Image.Image) -> FaceInfo | None:
+        """The largest face of a generated image, or None; no size check."""
+        faces = self.detect(image)
+        return faces[0] if faces else None
+
+    def detect(self, image: Image.Image) -> list[FaceInfo]:
+        """Every face with its embedding, largest first."""
         if self.app is None:
             self.load()
         upright = ImageOps.exif_transpose(image).convert("RGB")
         bgr = np.ascontiguousarray(np.asarray(upright)[:, :, ::-1])
-        faces = self.app.get(bgr)
-        if not faces:
-            raise IdentityBodyError(
-                ErrorCode.NO_FACE_DETECTED,
-                "No face was found in the photo. Upload a well-lit photo where the face is clearly "
-                f"visible and at least {self.min_face_px} px wide.",
-                field="face_image",
+        faces = sorted(self.app.get(bgr), key=lambda f: -_bbox_area(f))
+        return [
+            FaceInfo(
+                embedding=np.asarray(face.embedding, dtype=np.float32).reshape(-1),
+                kps=np.asarray(face.kps, dtype=np.float32).reshape(5, 2),
+                bbox=np.asarray(face.bbox, dtype=np.float32).reshape(4),
+                det_score=float(face.det_score),
+                face_count=len(faces),
+                image_size=upright.size,
             )
-        face = max(faces, key=_bbox_area)
-        x1, y1, x2, y2 = (float(v) for v in face.bbox)
-        shorter = min(x2 - x1, y2 - y1)
-        if shorter < self.min_face_px:
-            raise IdentityBodyError(
-                ErrorCode.FACE_TOO_SMALL,
-                f"The face in the photo is only {shorter:.0f} px across; it must be at least "
-                f"{self.min_face_px} px. Upload a larger or closer photo of the face.",
-                field="face_image",
-                face_px=round(shorter),
-                min_face_px=self.min_face_px,
-            )
-        return FaceInfo(
-            embedding=np.asarray(face.embedding, dtype=np.float32).reshape(-1),
-            kps=np.asarray(face.kps, dtype=np.float32).reshape(5, 2),
-            bbox=np.asarray(face.bbox, dtype=np.float32).reshape(4),
-            det_score=float(face.det_score),
-            face_count=len(faces),
-            image_size=upright.size,
+            for face in faces
+        ]
+
+
+def pick_upload_face(faces: list[FaceInfo], min_face_px: int) -> FaceInfo:
+    """The largest of ``faces`` (largest first), or the error a person can act on: no face, or a
+    face under ``min_face_px`` across. Shared by every analyzer behind this interface."""
+    if not faces:
+        raise IdentityBodyError(
+            ErrorCode.NO_FACE_DETECTED,
+            "No face was found in the photo. Upload a well-lit photo where the face is clearly "
+            f"visible and at least {min_face_px} px wide.",
+            field="face_image",
         )
+    face = faces[0]
+    x1, y1, x2, y2 = (float(v) for v in face.bbox)
+    shorter = min(x2 - x1, y2 - y1)
+    if shorter < min_face_px:
+        raise IdentityBodyError(
+            ErrorCode.FACE_TOO_SMALL,
+            f"The face in the photo is only {shorter:.0f} px across; it must be at least "
+            f"{min_face_px} px. Upload a larger or closer photo of the face.",
+            field="face_image",
+            face_px=round(shorter),
+            min_face_px=min_face_px,
+        )
+    return face
 
 
 def _bbox_area(face: Any) -> float:

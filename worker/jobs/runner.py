@@ -16,9 +16,10 @@ import logging
 import os
 import socket
 import time
-from typing import Any, Callable
+from typing import Any
 
 from shared.errors import ErrorCode, IdentityBodyError
+from shared.jobs.progress import JobStage, StepEta
 from shared.jobs.record import JobError, JobRecord, JobResult, JobStatus, ResultImage, result_image_id
 from shared.params import parse_params
 
@@ -73,40 +74,78 @@ def start_job(store: Any, record: JobRecord) -> JobRecord | None:
     return store.transition(record.request_id, JobStatus.RUNNING, worker=worker_name())
 
 
-def progress_writer(store: Any, request_id: str, deadline: float) -> Callable[[int, int], bool]:
-    """The per-step callback: records progress, stops a canceled job (returns False), and enforces the
-    soft time limit itself because Celery's time limits do not apply to the solo pool."""
+class ProgressWriter:
+    """The per-step callback: records progress with its stage and ETA, stops a canceled job
+    (returns False), and enforces the soft time limit itself because Celery's time limits do not
+    apply to the solo pool. ``stage()`` records the stages that have no steps."""
 
-    from worker.metrics import process_metrics
+    def __init__(self, store: Any, request_id: str, deadline: float) -> None:
+        from worker.metrics import process_metrics
 
-    step_timer = process_metrics()
+        self.store, self.request_id, self.deadline = store, request_id, deadline
+        self.step_timer = process_metrics()
+        self.eta: StepEta | None = None
+        self._stage_started = time.monotonic()
+        self.last = (0, 0)  # the step and total reported last, kept by the stages without steps
 
-    def on_step(step: int, total: int) -> bool:
-        if time.monotonic() > deadline:
+    def stage(self, stage: JobStage) -> None:
+        # advisory: a canceled job is stopped by the next denoise step, not here
+        self.store.set_progress(self.request_id, *self.last, stage=stage.value)
+
+    def __call__(self, step: int, total: int, stage: JobStage | str = JobStage.DENOISING) -> bool:
+        if time.monotonic() > self.deadline:
             raise IdentityBodyError(ErrorCode.GENERATION_TIMEOUT, TIMEOUT_MESSAGE)
-        step_timer.step_done()
+        self.step_timer.step_done()
+        self.last = (step, total)
+        stage, eta_s = JobStage(stage), None
+        if stage is JobStage.DENOISING:
+            if self.eta is None or self.eta.total != total:
+                self.eta = StepEta(total=total, started=self._stage_started)
+            self.eta.step_done()
+            eta_s = self.eta.seconds_left(step)
         # the store writes progress only while the job runs: False means canceled (or purged)
-        return bool(store.set_progress(request_id, step, total))
+        return bool(self.store.set_progress(self.request_id, step, total, stage=stage.value, eta_s=eta_s))
 
-    return on_step
+    def start(self, total: int) -> None:
+        """The job starts: the face is analysed first; the first step is timed from here."""
+        self._stage_started = time.monotonic()
+        self.last = (0, total)
+        self.stage(JobStage.ANALYZING_FACE)
 
 
-def generate_job_result(
-    record: JobRecord, pipeline: Any, storage: Any, on_step: Callable[[int, int], bool]
-) -> JobResult:
+def progress_writer(store: Any, request_id: str, deadline: float) -> ProgressWriter:
+    return ProgressWriter(store, request_id, deadline)
+
+
+def generate_job_result(record: JobRecord, pipeline: Any, storage: Any, on_step: ProgressWriter) -> JobResult:
     """Fetch the upload, generate, upload PNGs; returns the JobResult to store."""
     from PIL import Image
 
     params = parse_params(record.params)
+    on_step.start(params.steps())
     face = Image.open(io.BytesIO(storage.get_upload(record.upload_key))).convert("RGB")
     out = pipeline.generate(face, params, progress=on_step)
+    on_step.stage(JobStage.UPLOADING)
+    details = out.get("image_details") or [{} for _ in out["images"]]
+    observe_identity_scores(details)
     images = []
-    for index, image in enumerate(out["images"]):
+    for index, (image, detail) in enumerate(zip(out["images"], details)):
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         key = storage.put_result(record.request_id, index, buf.getvalue())
-        images.append(ResultImage(id=result_image_id(index), key=key, width=image.width, height=image.height))
-    return JobResult(images=images, analysis=out.get("analysis") or {}, method=out.get("method", "instantid"), note=out.get("note"))
+        images.append(ResultImage(id=result_image_id(index), key=key, width=image.width,
+                                  height=image.height, **detail))
+    return JobResult(images=images, analysis=out.get("analysis") or {}, method=out.get("method", "instantid"),
+                     profile=out.get("profile"), note=out.get("note"))
+
+
+def observe_identity_scores(details: list[dict[str, Any]]) -> None:
+    """Feed the returned images' identity scores to the worker's histogram."""
+    from worker.metrics import process_metrics
+
+    for detail in details:
+        if "face_found" in detail:
+            process_metrics().identity_scored(detail.get("identity_score"))
 
 
 def error_for(exc: BaseException) -> JobError:

@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     download = commands.add_parser(
         "download", help="Fetch the released weights into the model folder (resumable).",
         description="Fetch SDXL base (fp16), the fp16-fix VAE, InstantID, LCM-LoRA and the antelopev2 "
-        "face pack into one folder. Parts that already verify are skipped; an interrupted run "
+        "face pack into one folder. Each part's licence is printed first (InstantID with antelopev2: "
+        "non-commercial research only). Parts that already verify are skipped; an interrupted run "
         "resumes where it stopped.",
     )
     _add_model_dir(download)
@@ -109,6 +110,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_download(args: argparse.Namespace) -> int:
     from worker.models.download import download
+    from worker.models.manifest import INSTANTID_MANIFEST
     from worker.models.store import verify
 
     settings = _settings()
@@ -116,6 +118,7 @@ def run_download(args: argparse.Namespace) -> int:
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
     only = args.only.split(",") if args.only else None
     try:
+        announce_licences(INSTANTID_MANIFEST.select(only))
         download(model_dir, token=token, progress=not args.no_progress, only=only)
         report = verify(model_dir, only=only)
     except IdentityBodyError as exc:
@@ -123,6 +126,14 @@ def run_download(args: argparse.Namespace) -> int:
         return 1
     print_report(report)
     return 0 if report.complete else 1
+
+
+def announce_licences(manifest) -> None:
+    """Print each part's licence before anything is fetched: whoever downloads decides."""
+    print("Model licences (read them before you deploy; the images inherit their terms):")
+    for line in manifest.licence_lines():
+        print(f"  {line}")
+    sys.stdout.flush()
 
 
 def run_build_tiny(args: argparse.Namespace) -> int:

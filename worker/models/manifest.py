@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from urllib.parse import urlparse
 
 from shared.errors import ErrorCode, IdentityBodyError
 from worker.models import layout
@@ -35,6 +36,14 @@ class RemoteFile:
 
 
 @dataclass(frozen=True)
+class Licence:
+    """A model's licence as its publisher states it, and what that means for using it."""
+
+    name: str
+    terms: str
+
+
+@dataclass(frozen=True)
 class HubSource:
     """Files of one hub repository, fetched into ``folder`` with the repo's own relative paths."""
 
@@ -43,6 +52,11 @@ class HubSource:
     revision: str
     folder: str
     files: tuple[RemoteFile, ...]
+    licence: Licence
+
+    @property
+    def origin(self) -> str:
+        return f"{self.repo_id} @ {self.revision[:12]}"
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,11 @@ class ArchiveSource:
     member_folder: str
     folder: str
     files: tuple[RemoteFile, ...]
+    licence: Licence
+
+    @property
+    def origin(self) -> str:
+        return PurePosixPath(urlparse(self.url).path).name + (f" (sha256 {self.sha256[:12]})" if self.sha256 else "")
 
 
 Source = HubSource | ArchiveSource
@@ -86,6 +105,16 @@ class Manifest:
             for f in source.files
         )
 
+    def licence_lines(self) -> list[str]:
+        """One line per part: what it is, where it comes from, its licence and what that allows.
+
+        Example::
+
+            INSTANTID_MANIFEST.select(["vae"]).licence_lines()
+            # ['vae         madebyollin/sdxl-vae-fp16-fix @ 207b116dae70  MIT: ...']
+        """
+        return [f"{s.key:<11} {s.origin}  {s.licence.name}: {s.licence.terms}" for s in self.sources]
+
     def select(self, keys: Iterable[str] | None) -> Manifest:
         """The sub-manifest for ``keys`` (all when None), refusing names it does not know."""
         if keys is None:
@@ -107,6 +136,17 @@ def _files(*rows: tuple[str, int | None, str | None]) -> tuple[RemoteFile, ...]:
 
 
 INSTANTID_DIR = str(PurePosixPath(layout.IP_ADAPTER_FILE).parent)
+
+# Licences as each publisher states them on its model card or release page (checked 2026-11).
+OPENRAIL_PP = Licence("CreativeML Open RAIL++-M",
+                      "commercial use allowed; its use-based restrictions pass on to you and your users")
+INSIGHTFACE_MODELS = Licence("InsightFace pretrained models",
+                             "non-commercial research purposes only")
+# The checkpoints' own card says Apache-2.0, but they were trained on, and only work with,
+# antelopev2's embedding and keypoints: using them means using antelopev2.
+INSTANTID_LICENCE = Licence("Apache-2.0 (model card)",
+                            "but usable only with antelopev2 (non-commercial research only), "
+                            "so in practice non-commercial research only")
 
 # stabilityai/stable-diffusion-xl-base-1.0: only what StableDiffusionXLPipeline loads with
 # variant="fp16" (no fp32 weights, no .bin duplicates, no refiner/onnx/openvino folders).
@@ -135,6 +175,7 @@ SDXL = HubSource(
         ("vae/config.json", 642, "0b331c8ac22ded5f9997a144a575c1d113d6169aff262c353f39015bd24a6264"),
         ("vae/diffusion_pytorch_model.fp16.safetensors", 167_335_342, "bcb60880a46b63dea58e9bc591abe15f8350bde47b405f9c38f4be70c6161e68"),
     ),
+    licence=OPENRAIL_PP,
 )
 
 # madebyollin/sdxl-vae-fp16-fix: its weights are only published in fp32 layout; the loader casts.
@@ -147,6 +188,7 @@ VAE = HubSource(
         ("config.json", 631, "f18b16fa4381c90ab44a3d7abd2e90afd05a2c31b8ca69998bc93c6453aeb7b7"),
         ("diffusion_pytorch_model.safetensors", 334_643_238, "1b909373b28f2137098b0fd9dbc6f97f8410854f31f84ddc9fa04b077b0ace2c"),
     ),
+    licence=Licence("MIT", "commercial use allowed"),
 )
 
 INSTANTID = HubSource(
@@ -160,6 +202,7 @@ INSTANTID = HubSource(
         ("ControlNetModel/diffusion_pytorch_model.safetensors", 2_502_139_136, "c8127be9f174101ebdafee9964d856b49b634435cf6daa396d3f593cf0bbbb05"),
         ("ip-adapter.bin", 1_691_134_141, "02b3618e36d803784166660520098089a81388e61a93ef8002aa79a5b1c546e1"),
     ),
+    licence=INSTANTID_LICENCE,
 )
 
 LCM_LORA = HubSource(
@@ -170,6 +213,7 @@ LCM_LORA = HubSource(
     files=_files(
         (PurePosixPath(layout.LCM_LORA_FILE).name, 393_855_224, "a764e6859b6e04047cd761c08ff0cee96413a8e004c9f07707530cd776b19141"),
     ),
+    licence=OPENRAIL_PP,
 )
 
 # The antelopev2 pack, not buffalo_l: InstantID's face embedding comes from glintr100 and its
@@ -188,6 +232,7 @@ ANTELOPEV2 = ArchiveSource(
         (layout.RECOGNIZER_FILE, 260_665_334, "4ab1d6435d639628a6f3e5008dd4f929edf4c4124b1a7169e1048f9fef534cdf"),
         (layout.DETECTOR_FILE, 16_923_827, "5838f7fe053675b1c7a08b633df49e7af5495cee0493c7dcf6697200b85b5b91"),
     ),
+    licence=INSIGHTFACE_MODELS,
 )
 
 INSTANTID_MANIFEST = Manifest((SDXL, VAE, INSTANTID, LCM_LORA, ANTELOPEV2))

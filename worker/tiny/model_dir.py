@@ -2,7 +2,9 @@
 components of the same classes, built offline in a few seconds.
 
 Everything is written with ``save_pretrained`` / the released file formats, so the very same
-loading code (worker.engine.loading) that loads the real weights loads this folder.
+loading code (worker.engine.loading) that loads the real weights loads this folder. The face
+models are not here: the tiny profile analyses faces with dlib's real, trained models, which ship
+in a wheel (worker.face.dlib_analyzer).
 
 Example::
 
@@ -22,7 +24,7 @@ from worker.models import layout
 log = logging.getLogger(__name__)
 
 # Bump when anything below changes what is written: an older folder is then rebuilt.
-BUILD_VERSION = "tiny-6"
+BUILD_VERSION = "tiny-8"  # tiny-7: slimmer SDXL shapes; tiny-8: no hand-built face models (dlib does faces)
 MARKER = ".tiny-build.json"
 
 # Tiny text encoders: hidden 32 each -> UNet cross_attention_dim 64 (SDXL: 768 + 1280 = 2048).
@@ -43,8 +45,6 @@ def expected_files(model_dir: Path) -> list[Path]:
         f"{layout.CONTROLNET_DIR}/diffusion_pytorch_model.safetensors",
         layout.IP_ADAPTER_FILE,
         layout.LCM_LORA_FILE,
-        f"{layout.ANTELOPEV2_DIR}/{layout.DETECTOR_FILE}",
-        f"{layout.ANTELOPEV2_DIR}/{layout.RECOGNIZER_FILE}",
     ]
     return [layout.part(model_dir, r) for r in rel]
 
@@ -61,11 +61,14 @@ def _unet(seed: int):
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
+    # SDXL's shape (no attention at full latent size, attention from the second level on) with few
+    # channels: a 4 x 768x1024 step costs ~1.1 CPU-seconds (the former two levels of 32/64 channels
+    # with attention at half size: ~5); bench/README.md has the numbers
     return UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=2, norm_num_groups=8,
-        block_out_channels=(32, 64), attention_head_dim=(2, 4), transformer_layers_per_block=(1, 2),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, norm_num_groups=8,
+        block_out_channels=(8, 16, 32), attention_head_dim=(1, 2, 4), transformer_layers_per_block=(1, 1, 2),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         use_linear_projection=True, cross_attention_dim=CROSS_ATTENTION_DIM,
         addition_embed_type="text_time", addition_time_embed_dim=TIME_EMBED_DIM,
         projection_class_embeddings_input_dim=TEXT2_PROJECTION + 6 * TIME_EMBED_DIM,
@@ -79,7 +82,8 @@ def _identitynet(unet, seed: int):
     from diffusers import ControlNetModel
 
     torch.manual_seed(seed)
-    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 16, 32))
+    # the condition embedding runs at full pixel size on every step: few channels keep it cheap
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 4, 8, 16))
     with torch.no_grad():
         for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
             conv.weight.normal_(0.0, 0.05)
@@ -92,12 +96,13 @@ def _vae(seed: int):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    # Four levels: an 8x latent scale like SDXL's VAE. force_upcast False like the fp16-fix VAE.
+    # Four levels: an 8x latent scale like SDXL's VAE. force_upcast False like the fp16-fix VAE. No
+    # mid-block attention: over every latent pixel (12,288 at 768x1024) it cost more than the rest.
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
-        block_out_channels=(8, 16, 16, 16), down_block_types=("DownEncoderBlock2D",) * 4,
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=4,
+        block_out_channels=(4, 8, 8, 16), down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4, sample_size=128, scaling_factor=0.13025,
-        force_upcast=False,
+        force_upcast=False, mid_block_add_attention=False,
     )
 
 
@@ -186,8 +191,6 @@ def _write_lcm_lora(model_dir: Path, unet, seed: int) -> None:
 
 def build_tiny_model_dir(model_dir: Path, seed: int = 0) -> Path:
     """Write (or reuse) the tiny profile in ``model_dir``; returns ``model_dir``."""
-    from worker.tiny.antelopev2 import write_tiny_antelopev2
-
     model_dir = Path(model_dir)
     if is_complete(model_dir, seed):
         return model_dir
@@ -199,6 +202,5 @@ def build_tiny_model_dir(model_dir: Path, seed: int = 0) -> Path:
     _vae(seed + 21).save_pretrained(layout.part(model_dir, layout.VAE_DIR), safe_serialization=True)
     _write_instantid(model_dir, unet, seed)
     _write_lcm_lora(model_dir, unet, seed)
-    write_tiny_antelopev2(layout.part(model_dir, layout.ANTELOPEV2_DIR))
     (model_dir / MARKER).write_text(json.dumps({"version": BUILD_VERSION, "seed": seed}))
     return model_dir

@@ -134,7 +134,7 @@ def test_progress_only_while_running(store):
     assert store.set_progress(rid, 1, 8) is False
     store.transition(rid, JobStatus.RUNNING, worker="w")
     assert store.set_progress(rid, 3, 8) is True
-    assert store.get(rid).progress.model_dump() == {"step": 3, "total": 8}
+    assert store.get(rid).progress.model_dump() == {"step": 3, "total": 8, "stage": None, "eta_s": None}
     store.transition(rid, JobStatus.SUCCEEDED)
     assert store.set_progress(rid, 4, 8) is False
     assert store.get(rid).progress.step == 3

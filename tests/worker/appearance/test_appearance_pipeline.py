@@ -35,7 +35,7 @@ def pipeline_settings(tmp_root: Path, **gemini: object) -> Settings:
 
 
 def face() -> Image.Image:
-    # The wheel's aligned 112 px crop, enlarged as an upload would be; the tiny detector finds it.
+    # The wheel's aligned 112 px crop, enlarged as an upload would be; the tiny profile's dlib detector finds it.
     photo = Path(insightface.__file__).parent / "data" / "images" / "Tom_Hanks_54745.png"
     return Image.open(photo).convert("RGB").resize((448, 448), Image.BICUBIC)
 
@@ -135,6 +135,9 @@ class _FaceAnalyzerThatWaitsForGemini:
         answers(lambda: until(lambda: self.gemini.count, 2.0, "the Gemini request", interval_s=0.01), TimeoutError)
         self.saw_request = self.gemini.count == 1
         return self.real.analyze(image)
+
+    def largest_face(self, image: Image.Image):  # the identity score of each output
+        return self.real.largest_face(image)
 
 
 def test_gemini_runs_beside_face_analysis(pipeline: IdentityPipeline, gemini: GeminiServer) -> None:

@@ -15,7 +15,8 @@ from shared.errors import ErrorCode, IdentityBodyError
 from shared.settings import Settings
 from worker.models import layout
 from worker.engine.loading import FALLBACK_NOTE
-from worker.identity_pipeline import IdentityPipeline, get_identity_pipeline
+from worker.face.dlib_analyzer import DlibFaceAnalyzer
+from worker.identity_pipeline import TINY_NOTE, IdentityPipeline, get_identity_pipeline
 
 insightface = pytest.importorskip("insightface")
 PHOTO = Path(insightface.__file__).parent / "data" / "images" / "Tom_Hanks_54745.png"
@@ -51,8 +52,13 @@ def test_seed_call_returns_images_analysis_method_note(pipeline):
     body = {"body_type": "athletic", "height_cm": 170, "weight_kg": 65, "gender": "female"}
     result = pipeline(face_image=face_photo(), body_params=body, num_images=4, seed=3, **SMALL)
     assert len(result["images"]) == 4 and all(i.size == (128, 128) for i in result["images"])
-    assert result["method"] == "instantid" and result["note"] is None
+    # honest about the weights: InstantID's pipeline, but the tiny profile's random weights
+    assert result["method"] == "instantid" and result["profile"] == "tiny"
+    assert result["note"] == TINY_NOTE and "random" in result["note"]
     assert result["analysis"]["face"]["face_count"] == 1
+    face = result["analysis"]["face"]
+    assert 0.5 < face["det_score"] <= 1 and min(face["box_size"]) >= 128
+    assert len(result["image_details"]) == 4 and timings_has_score(result)
     assert result["analysis"]["appearance"]["status"] == "skipped"
     assert "athletic" in result["prompt"] and "woman" in result["prompt"]
     timings = result["timings"]
@@ -98,11 +104,35 @@ def test_vae_tiling_switch_works_on_pipe(pipeline):
         pipeline.pipe.disable_vae_tiling()
 
 
+def timings_has_score(result) -> bool:
+    return 0 < result["timings"]["identity_score_s"] < result["timings"]["total_s"]
+
+
+def test_candidates_are_one_batch_and_each_kept_image_is_its_seeds(pipeline):
+    steps = []
+    result = pipeline.generate(face_photo(), num_images=2, candidates=3, seed=11, min_identity_score=0.5,
+                               progress=lambda s, t: steps.append(t), **SMALL)
+    assert steps == [2, 2]  # one batch: progress counts the denoise steps once
+    details = result["image_details"]
+    assert len(result["images"]) == 2 and len(details) == 2
+    seeds = [d["seed"] for d in details]
+    assert len(set(seeds)) == 2 and set(seeds) <= {11, 12, 13}
+    for detail in details:  # tiny weights draw noise: no face, so no score, and below the threshold
+        assert detail["face_found"] is (detail["identity_score"] is not None)
+        assert detail["below_threshold"] is (detail["identity_score"] is None or detail["identity_score"] < 0.5)
+    alone = pipeline.generate(face_photo(), num_images=1, seed=seeds[1], **SMALL)
+    difference = np.abs(np.asarray(alone["images"][0], np.int16) - np.asarray(result["images"][1], np.int16))
+    assert difference.max() <= 3  # the kept image is the candidate of its seed
+    assert alone["image_details"][0]["below_threshold"] is False  # no threshold given
+
+
 def test_fallback_through_the_api(tiny_model_dir, tmp_path):
     folder = tmp_path / "models"
     shutil.copytree(tiny_model_dir, folder)
     shutil.rmtree(layout.part(folder, layout.CONTROLNET_DIR))
-    pipe = IdentityPipeline(_settings(model_profile="instantid", model_dir=folder)).load_models()
+    pipe = IdentityPipeline(_settings(model_profile="instantid", model_dir=folder))
+    pipe.face_analyzer = DlibFaceAnalyzer()  # the released antelopev2 pack is not reachable offline
+    pipe.load_models()
     result = pipe(face_image=face_photo(), body_params={"gender": "male"}, num_images=2, seed=1, **SMALL)
     assert result["method"] == "sdxl_fallback" and result["note"] == FALLBACK_NOTE
     assert len(result["images"]) == 2 and np.asarray(result["images"][0]).std() > 0

@@ -116,8 +116,36 @@ def test_fallback_to_plain_sdxl(tiny_model_dir, tmp_path, broken):
     assert engine.method == "sdxl_fallback" and engine.note == FALLBACK_NOTE
     assert type(engine.pipe).__name__ == "SDXLFallbackPipeline"
     assert getattr(engine.pipe.unet, "encoder_hid_proj", None) is None
+    assert not _ip_adapter_processors(engine.pipe.unet)
     out = generate_images(engine, inputs(num_images=2, face_embedding=None, kps_image=None))
     assert len(out.images) == 2 and np.asarray(out.images[0]).std() > 0
+
+
+def _ip_adapter_processors(unet) -> list[str]:
+    from diffusers.models.attention_processor import IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0
+
+    kinds = (IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0)
+    return [name for name, proc in unet.attn_processors.items() if isinstance(proc, kinds)]
+
+
+def test_half_loaded_ip_adapter_leaves_no_image_attention_in_the_fallback(tiny_model_dir, tmp_path):
+    # diffusers installs the IP-Adapter attention processors before it converts image_proj: a
+    # checkpoint whose image_proj is damaged fails after the processors are in, and a fallback that
+    # kept them would treat the last text tokens as image tokens (wrong images, no error).
+    folder = _copy_without(tiny_model_dir, tmp_path / "half")
+    checkpoint = layout.part(folder, layout.IP_ADAPTER_FILE)
+    state = torch.load(checkpoint, weights_only=True)
+    del state["image_proj"]["proj_in.weight"]
+    torch.save(state, checkpoint)
+    half = load_engine(folder, CPU)
+    assert half.method == "sdxl_fallback" and "proj_in.weight" in half.fallback_reason
+    assert not _ip_adapter_processors(half.pipe.unet)
+    assert getattr(half.pipe.unet, "encoder_hid_proj", None) is None
+    clean = load_engine(_copy_without(tiny_model_dir, tmp_path / "clean", layout.CONTROLNET_DIR), CPU)
+    plain = dict(num_images=1, face_embedding=None, kps_image=None, steps=2)
+    a = generate_images(half, inputs(**plain)).images[0]
+    b = generate_images(clean, inputs(**plain)).images[0]
+    assert np.array_equal(np.asarray(a), np.asarray(b))  # the same pictures as a fallback that never saw it
 
 
 def test_cpu_run_loads_a_folder_that_holds_only_fp16_variant_files(tiny_model_dir, tmp_path):

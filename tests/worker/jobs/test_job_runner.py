@@ -37,7 +37,11 @@ class EngineStandIn:
             if self.fail is not None and step == 2:
                 raise self.fail
         images = [Image.new("RGB", (width, height), (i * 40, 0, 0)) for i in range(num_images)]
-        return {"images": images, "analysis": {"face": {"bbox": [0, 0, 1, 1]}}, "method": "instantid", "note": None}
+        # the pipeline's per-image entries: the first image scored, the others without a face
+        details = [{"identity_score": 0.75 if i == 0 else None, "face_found": i == 0,
+                    "below_threshold": i > 0, "seed": 40 + i} for i in range(num_images)]
+        return {"images": images, "image_details": details, "analysis": {"face": {"bbox": [0, 0, 1, 1]}},
+                "method": "instantid", "profile": "tiny", "note": None}
 
 
 @pytest.fixture
@@ -64,6 +68,9 @@ def test_success_uploads_images_and_records_progress(store_storage):
     assert record.status == JobStatus.SUCCEEDED and record.attempts == 1
     assert (record.progress.step, record.progress.total) == (3, 3)
     assert [img.width for img in record.result.images] == [64, 64]
+    assert [(img.identity_score, img.face_found, img.below_threshold, img.seed) for img in record.result.images] == [
+        (0.75, True, False, 40), (None, False, True, 41)]
+    assert record.result.profile == "tiny"
     for img in record.result.images:
         body = storage.client.get_object(Bucket=storage.results_bucket, Key=img.key)["Body"].read()
         assert Image.open(io.BytesIO(body)).size == (64, 64)

@@ -1,4 +1,5 @@
 import httpx
+import pytest
 
 from shared.celery_app import make_celery
 from worker.metrics import WorkerMetrics
@@ -34,3 +35,16 @@ def test_worker_metrics_served_over_http(settings, redis_client):
     assert _sample(text, 'idbody_webhook_attempts_total{outcome="retry"}') == 2.0
     assert _sample(text, 'idbody_webhook_attempts_total{outcome="delivered"}') == 1.0
     assert "idbody_gpu_memory_bytes" not in text  # no CUDA here
+
+
+def test_identity_scores_are_a_histogram_and_missing_faces_a_count():
+    metrics = WorkerMetrics()
+    port = metrics.serve(0)
+    for score in (0.95, 0.42, None, 0.05):
+        metrics.identity_scored(score)
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert _sample(text, "idbody_identity_score_count") == 3.0
+    assert _sample(text, "idbody_identity_score_sum") == pytest.approx(1.42)
+    assert _sample(text, 'idbody_identity_score_bucket{le="0.5"}') == 2.0
+    assert _sample(text, 'idbody_identity_score_bucket{le="0.1"}') == 1.0
+    assert _sample(text, "idbody_output_faces_missing_total") == 1.0

@@ -19,8 +19,19 @@ from shared.errors import ErrorCode, IdentityBodyError
 from tests.loopback_files import LoopbackFiles, Route
 from worker.models import layout
 from worker.models.download import archive_part_path, download, hub_download_kwargs
-from worker.models.manifest import ANTELOPEV2, INSTANTID_MANIFEST, SDXL, ArchiveSource, HubSource, Manifest, RemoteFile
+from worker.models.manifest import (
+    ANTELOPEV2,
+    INSTANTID_MANIFEST,
+    SDXL,
+    ArchiveSource,
+    HubSource,
+    Licence,
+    Manifest,
+    RemoteFile,
+)
 from worker.models.store import verify
+
+TEST_LICENCE = Licence("test", "made up for this test")
 
 
 def write_sized(path: Path, size: int) -> None:
@@ -144,7 +155,7 @@ def test_verify_complete_folder_of_sparse_files(tmp_path: Path, capsys):
 
 def test_checksums_option_hashes_and_catches_a_changed_file(tmp_path: Path):
     good = b"weights"
-    manifest = Manifest((HubSource("x", "org/x", "a" * 40, "x", (RemoteFile("w.bin", len(good), sha(good)),)),))
+    manifest = Manifest((HubSource("x", "org/x", "a" * 40, "x", (RemoteFile("w.bin", len(good), sha(good)),), TEST_LICENCE),))
     (tmp_path / "x").mkdir()
     (tmp_path / "x/w.bin").write_bytes(good)
     assert verify(tmp_path, manifest=manifest, checksums=True).complete
@@ -174,7 +185,7 @@ def tiny_antelope(url: str, archive: bytes, checksum: str | None = None, sizes: 
     files = tuple(RemoteFile(n, sizes.get(n, len(d)), sha(d)) for n, d in MEMBERS.items())
     source = ArchiveSource(
         key="antelopev2", url=url, sha256=checksum or sha(archive), size=len(archive),
-        member_folder="antelopev2", folder=layout.ANTELOPEV2_DIR, files=files,
+        member_folder="antelopev2", folder=layout.ANTELOPEV2_DIR, files=files, licence=ANTELOPEV2.licence,
     )
     return Manifest((source,))
 
@@ -283,7 +294,7 @@ def test_hub_download_fetches_only_the_manifest_files_into_the_folder(tmp_path: 
     }
     wanted = ("model_index.json", "unet/diffusion_pytorch_model.fp16.safetensors")
     source = HubSource("sdxl", "org/tiny-sdxl", revision, layout.SDXL_DIR,
-                       tuple(RemoteFile(n, len(repo[n]), sha(repo[n])) for n in wanted))
+                       tuple(RemoteFile(n, len(repo[n]), sha(repo[n])) for n in wanted), TEST_LICENCE)
     manifest = Manifest((source,))
     with LoopbackFiles(fake_hub("org/tiny-sdxl", revision, repo)) as hub:
         download(tmp_path, progress=False, manifest=manifest, endpoint=hub.url())
@@ -294,7 +305,7 @@ def test_hub_download_fetches_only_the_manifest_files_into_the_folder(tmp_path: 
 
 
 def test_hub_failure_becomes_an_actionable_error(tmp_path: Path):
-    source = HubSource("lcm", "org/gone", "f" * 40, layout.LCM_LORA_DIR, (RemoteFile("w.safetensors", 3),))
+    source = HubSource("lcm", "org/gone", "f" * 40, layout.LCM_LORA_DIR, (RemoteFile("w.safetensors", 3),), TEST_LICENCE)
     with LoopbackFiles({}) as hub, pytest.raises(IdentityBodyError) as caught:
         download(tmp_path, progress=False, manifest=Manifest((source,)), endpoint=hub.url())
     assert caught.value.code is ErrorCode.MODEL_DOWNLOAD_FAILED
@@ -314,7 +325,28 @@ def test_download_command_refuses_unknown_parts(tmp_path: Path, capsys):
 def test_download_command_with_everything_present_fetches_nothing(tmp_path: Path, capsys):
     fill(tmp_path)
     assert main(["models", "download", "--model-dir", str(tmp_path), "--no-progress"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].startswith("complete: All 29")
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].startswith("complete: All 29")
+    # the licences come first, one line per part, naming the repo, revision and licence
+    assert out[0].startswith("Model licences")
+    licences = out[1:6]
+    assert [line.split()[0] for line in licences] == ["sdxl", "vae", "instantid", "lcm", "antelopev2"]
+    assert "stabilityai/stable-diffusion-xl-base-1.0 @ 462165984030" in licences[0]
+    assert "Open RAIL++-M" in licences[0] and "Open RAIL++-M" in licences[3]
+    assert "MIT" in licences[1]
+    assert "non-commercial research" in licences[2] and "non-commercial research" in licences[4]
+
+
+def test_download_only_some_parts_names_only_their_licences(tmp_path: Path, capsys):
+    fill(tmp_path, INSTANTID_MANIFEST.select(["antelopev2"]))
+    assert main(["models", "download", "--model-dir", str(tmp_path), "--only", "antelopev2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split()[0] == "antelopev2" and not out[2].startswith("  ")
+
+
+def test_every_part_of_the_manifest_has_a_licence():
+    for source in INSTANTID_MANIFEST.sources:
+        assert source.licence.name and source.licence.terms, source.key
 
 
 def test_build_tiny_calls_the_tiny_builder_with_the_folder(tmp_path: Path, monkeypatch, capsys):

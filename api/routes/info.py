@@ -1,0 +1,80 @@
+"""``GET /api/v1/info``: what a client (the web page) needs to draw its form and say what it is
+talking to — the live workers' model profile, whether a key is needed, the default output size
+and size choices, and the generation parameters' JSON schema (the ranges of ``shared.params``,
+never a copy). Public: it tells nothing about jobs or keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.deps import SettingsDep, StoreDep
+from shared.params import GenerationParams
+from shared.settings import Settings
+from shared.size_presets import SIZE_PRESETS, size_defaults
+
+router = APIRouter(prefix="/api/v1", tags=["info"])
+
+TINY_NOTICE = (
+    "This server runs the tiny profile: small models with random weights, so every image is noise "
+    "by design. It runs the whole path (face analysis, generation, storage) on any CPU in seconds. "
+    "For real images, run it on a machine with an NVIDIA GPU: 'idbody models download', then "
+    "'idbody up' (or 'docker compose up'), which picks the instantid profile."
+)
+NO_WORKER_NOTICE = "No worker is running yet: jobs wait in the queue until one starts."
+
+
+class ServerInfo(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "profiles": ["tiny"], "workers": 1, "auth_required": False,
+        "default_size": {"width": 256, "height": 256},
+        "size_presets": [{"width": 256, "height": 256}, {"width": 768, "height": 1024}],
+        "notice": TINY_NOTICE, "params": {"type": "object", "properties": {"height_cm": {
+            "type": "number", "minimum": 50, "maximum": 300, "default": 170}}},
+    }]})
+
+    profiles: list[str] = Field(description="Model profiles of the live workers: instantid, tiny; empty when none runs.")
+    workers: int = Field(description="Live workers with a loaded pipeline.")
+    auth_required: bool = Field(description="Whether requests need 'Authorization: Bearer <key>'.")
+    default_size: dict[str, int] = Field(description="Output width and height of a job that sends none.")
+    size_presets: list[dict[str, int]] = Field(description="Sizes the web page offers.")
+    notice: str | None = Field(None, description="What a person should know first (the tiny profile's noise), if anything.")
+    params: dict[str, Any] = Field(description="JSON schema of the generation parameters: types, ranges, choices, defaults.")
+
+
+def server_info(settings: Settings, workers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The info JSON from the settings and the live workers' heartbeats.
+
+    Example::
+
+        server_info(settings, [{"profile": "tiny", "pipeline_loaded": True}])["profiles"]   # ["tiny"]
+    """
+    loaded = [w for w in workers if w.get("pipeline_loaded", True)]
+    profiles = sorted({str(w["profile"]) for w in loaded if w.get("profile")})
+    if not profiles and settings.model_profile != "auto":
+        profiles = [settings.model_profile]  # what workers of this deployment will run
+    fields = GenerationParams.model_fields
+    default = {"width": fields["width"].default, "height": fields["height"].default, **size_defaults(settings)}
+    notice = TINY_NOTICE if "tiny" in profiles else (NO_WORKER_NOTICE if not loaded else None)
+    return {
+        "profiles": profiles,
+        "workers": len(loaded),
+        "auth_required": not settings.auth_disabled,
+        "default_size": default,
+        "size_presets": [{"width": w, "height": h} for w, h in SIZE_PRESETS],
+        "notice": notice,
+        "params": GenerationParams.model_json_schema(),
+    }
+
+
+@router.get("/info", response_model=ServerInfo, summary="Model profile, auth, sizes and parameter ranges, for clients")
+def info(settings: SettingsDep, store: StoreDep) -> dict[str, Any]:
+    try:
+        workers = store.live_workers()
+    except redis.RedisError:  # the page still draws its form; readiness reports the outage
+        workers = []
+    return server_info(settings, workers)
