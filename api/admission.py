@@ -22,7 +22,7 @@ from shared.jobs.store import JobStore
 from shared.access.rate_limit import RateLimiter
 from shared.jobs.retention import Retention
 from shared.settings import Settings
-from shared.url_guard import Resolver, WebhookResolutionError, resolve_webhook_target, system_resolver
+from shared.url_guard import check_webhook_url
 
 
 @dataclass(frozen=True)
@@ -40,21 +40,15 @@ class Admission:
     limiter: RateLimiter
     idempotency: IdempotencyStore
     retention: Retention
-    resolver: Resolver = system_resolver
 
     def webhook_url_for(self, key: ApiKey | None, form_url: str | None) -> str | None:
         """The job's webhook URL (the form's, else the key's default), refused (422
-        webhook_url_refused) when its shape is wrong or it resolves to a non-public address."""
+        webhook_url_refused) when its shape is wrong or its host is a non-public literal address.
+        Host names are not resolved here; delivery resolves, checks and pins (shared.url_guard)."""
         url = form_url or (key.webhook_url if key is not None else None)
         if not url:
             return None
-        try:
-            resolve_webhook_target(url, self.settings.webhook_allow_hosts, self.resolver)
-        except WebhookResolutionError:
-            # a name that does not resolve now is not an address we refuse: DNS may be down for a
-            # moment, and delivery checks (and pins) again before it connects
-            pass
-        return url
+        return check_webhook_url(url, self.settings.webhook_allow_hosts)
 
     def admit(self, key: ApiKey | None, idempotency_key: str | None, fields: list[tuple[str, str]],
               upload: bytes, request_id: str) -> Admitted:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.errors import ErrorCode, IdentityBodyError
+from shared.transient import RETRY_AFTER_S, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +42,12 @@ async def _identity_body_error(request: Request, exc: IdentityBodyError) -> JSON
 
 
 def _headers_for(exc: IdentityBodyError) -> dict[str, str] | None:
-    """Retry-After (and RateLimit-*) on 429s, WWW-Authenticate on 401s (RFC 6750)."""
+    """Retry-After (and RateLimit-*) on 429s and 503s, WWW-Authenticate on 401s (RFC 6750)."""
     if exc.code is ErrorCode.UNAUTHORIZED:
         return {"WWW-Authenticate": 'Bearer realm="identity-body"'}
     retry_after = exc.details.get("retry_after_s")
+    if retry_after is None and exc.code is ErrorCode.SERVICE_UNAVAILABLE:
+        retry_after = RETRY_AFTER_S
     if retry_after is None:
         return None
     rate = exc.details.get("rate")
@@ -62,18 +66,50 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     code = _HTTP_CODES.get(exc.status_code, ErrorCode.INTERNAL_ERROR if exc.status_code >= 500 else ErrorCode.INVALID_PARAMETER)
+    headers = exc.headers
     if exc.status_code == 404:
         message = f"No route at {request.url.path}."
     elif exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
+        allowed = _allowed_methods(request) or (exc.headers or {}).get("Allow", "")
         message = f"{request.method} is not allowed here; allowed: {allowed}."
+        headers = {**(exc.headers or {}), "Allow": allowed}
     else:
         message = str(exc.detail)
     body = {"error": {"code": code.value, "message": message, "field": None}}
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path. Starlette's 405 names only the first route that
+    matched the path, so GET /jobs/{id} hid DELETE /jobs/{id}. Asks each top-level route whether
+    it would fully match the request with each method (the routes' public ``matches``)."""
+    from starlette.routing import Match
+
+    allowed = [method for method in _METHODS
+               if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+                      for route in request.app.router.routes)]
+    return ", ".join(allowed)
+
+
+def _unavailable(request: Request, exc: BaseException) -> JSONResponse:
+    log.error("%s %s: a dependency is unreachable: %s", request.method, request.url.path, type(exc).__name__)
+    error = IdentityBodyError(ErrorCode.SERVICE_UNAVAILABLE,
+                              "A service this request needs is unreachable for a moment; try again shortly.")
+    return error_response(error, {"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def _redis_unavailable(request: Request, exc: redis.RedisError) -> JSONResponse:
+    if not is_transient(exc):
+        return await _unexpected_error(request, exc)
+    return _unavailable(request, exc)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if is_transient(exc):  # S3 or the broker down, on whatever route met it
+        return _unavailable(request, exc)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     error = IdentityBodyError(ErrorCode.INTERNAL_ERROR, "Something went wrong on our side; try again.")
     return error_response(error)
@@ -83,4 +119,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(IdentityBodyError, _identity_body_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Redis/Valkey down (API-key lookup, job store) on any route: 503 with Retry-After, not 500
+    app.add_exception_handler(redis.RedisError, _redis_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -12,10 +12,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import threading
+
 import anyio
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from api.body_limit import BodyLimit
 from api.errors import install_error_handlers
 from api.metrics import install_metrics
 from api.rate_limit_headers import RateLimitHeaders
@@ -79,8 +82,10 @@ def _keys_limits_retention(app: FastAPI, settings: Settings, store: JobStore, st
         idempotency=IdempotencyStore(store.client, settings.idempotency_ttl_s),
         retention=app.state.job_end.retention,
     )
+    # photos decoded at once: with max_decode_bytes, the bound on the gateway's decode memory
     app.state.submit = SubmitContext(settings=settings, store=store, storage=storage, celery=app.state.celery,
-                                     admission=app.state.admission)
+                                     admission=app.state.admission,
+                                     decode_slots=threading.BoundedSemaphore(settings.max_concurrent_decodes))
     app.state.metrics.bind_store(store)
     if settings.auth_disabled:
         log.warning("auth_disabled is set: requests without an API key are accepted (development only)")
@@ -95,11 +100,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
     )
-    app.state.settings = settings or get_settings()
-    check_deployment(app.state.settings)  # a container without its public URL does not start
+    app.state.settings = settings = settings or get_settings()
+    check_deployment(settings)  # a container without its public URL does not start
     install_error_handlers(app)
     app.add_middleware(RateLimitHeaders)
     _install_cors(app, app.state.settings)
+    app.add_middleware(BodyLimit, submit_path=jobs.SUBMIT_PATH, submit_max_bytes=settings.max_upload_bytes,
+                       read_timeout_s=settings.body_read_timeout_s)
     install_metrics(app)
     install_log_redaction()
     app.include_router(jobs.router)

@@ -75,6 +75,9 @@ class JobStatusResponse(BaseModel):
     queue_position: int | None = Field(None, description="Only while queued.")
     progress: ProgressOut | None = Field(None, description="Only while running: stage, denoise step of total, seconds left.")
     error: JobErrorOut | None = Field(None, description="Only when failed or canceled.")
+    note: str | None = Field(None, description=(
+        "Only while queued or running, when something delayed the job: 'retrying: ...' while a "
+        "dependency is unreachable, 'requeued: ...' after its worker died."))
     result_url: str | None = Field(None, description="Only when succeeded.")
     input_face: InputFaceOut | None = Field(None, description="Only when succeeded: the uploaded face as found.")
     created_at: str = Field(description="ISO-8601, UTC.")
@@ -193,6 +196,7 @@ _ERROR_EXAMPLES: dict[ErrorCode, tuple[str, str | None]] = {
     ErrorCode.SERVICE_UNAVAILABLE: ("The job queue is unreachable; try again in a moment.", None),
     ErrorCode.NOT_FOUND: ("No route at /api/v1/nope.", None),
     ErrorCode.METHOD_NOT_ALLOWED: ("DELETE is not allowed here; allowed: GET.", None),
+    ErrorCode.REQUEST_TIMEOUT: ("The request body did not arrive within 60 s; send it again on a faster connection.", None),
     ErrorCode.UNAUTHORIZED: ("Send a valid API key as 'Authorization: Bearer <key>' (create one with 'idbody keys create').", None),
     ErrorCode.RATE_LIMITED: ("This API key allows 60 requests per minute; try again in 12 s.", None),
     ErrorCode.TOO_MANY_QUEUED: ("This API key already has 10 unfinished jobs; wait for one to finish or cancel one.", None),

@@ -15,24 +15,27 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
+from api.strict_form import parse_multipart
 from api.upload import FIELD as IMAGE_FIELD
 from api.upload import NormalizedImage, check_size, normalize_upload
 from shared.errors import ErrorCode, IdentityBodyError
-from shared.jobs.record import JobError, JobRecord, JobStatus
+from shared.jobs.record import JobRecord, JobStatus
 from shared.jobs.store import JobStore
 from shared.params import GenerationParams, parse_params
 from shared.queues import GENERATE_TASK, GPU_QUEUE
 from shared.size_presets import size_defaults
 from shared.storage import Storage
 from shared.tracing import span, trace_headers
+from shared.url_guard import parse_webhook_url
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,11 @@ WEBHOOK_FIELD = "webhook_url"
 # room for the text fields and multipart framing around the photo
 _FORM_OVERHEAD_BYTES = 64 * 1024
 _READ_CHUNK = 256 * 1024
+# the form has ~20 short text fields (the longest, webhook_url, is at most 2 KiB) and one file:
+# these bound what a hostile form can make the parser hold
+_MAX_FORM_FIELDS = 32
+_MAX_FORM_FILES = 2
+_MAX_FIELD_BYTES = 16 * 1024
 # a failed enqueue answers 503 quickly instead of hanging on a broker that is down
 _ENQUEUE_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
@@ -65,6 +73,7 @@ class SubmitContext:
     storage: Storage
     celery: Any
     admission: Any  # api.admission.Admission
+    decode_slots: Any = field(default_factory=nullcontext)  # a semaphore: photos decoded at once
 
 
 def new_request_id() -> str:
@@ -77,8 +86,9 @@ def submit_job(ctx: SubmitContext, form: "SubmitForm", key: Any, idempotency_key
     settings = ctx.settings
     # 1. check the fields and the upload (ranges in shared.params; image checks in api.upload)
     params, form_webhook_url = parse_submit_fields(form.fields, defaults=size_defaults(settings))
-    image = normalize_upload(form.image, settings.max_upload_bytes, settings.max_image_pixels,
-                             settings.min_image_side)
+    with ctx.decode_slots:  # with max_decode_bytes, the bound on decode memory per process
+        image = normalize_upload(form.image, settings.max_upload_bytes, settings.max_image_pixels,
+                                 settings.min_image_side, max_decode_bytes=settings.max_decode_bytes)
     # 2. admit: the webhook URL, an idempotent replay, the key's cap on unfinished jobs
     webhook_url = ctx.admission.webhook_url_for(key, form_url=form_webhook_url)
     admitted = ctx.admission.admit(key, idempotency_key, form.fields, form.image, new_request_id())
@@ -111,7 +121,11 @@ async def read_submit_form(request: Request, max_upload_bytes: int) -> SubmitFor
             ErrorCode.INVALID_PARAMETER,
             "Send the request as multipart/form-data with the photo in the file field 'face_image'.",
         )
-    form = await request.form(max_files=4, max_fields=64)
+    try:
+        form = await parse_multipart(request, max_files=_MAX_FORM_FILES, max_fields=_MAX_FORM_FIELDS,
+                                     max_part_size=_MAX_FIELD_BYTES)
+    except MultiPartException as exc:  # malformed, too many fields or files, a field too long, not UTF-8
+        raise IdentityBodyError(ErrorCode.INVALID_PARAMETER, f"The multipart form was refused: {exc.message}") from None
     fields: list[tuple[str, str]] = []
     image: bytes | None = None
     for name, value in form.multi_items():
@@ -177,13 +191,9 @@ def parse_submit_fields(
 
 
 def check_webhook_url(url: str) -> str:
-    """Form check of a webhook URL (http or https, with a host). Address checks against SSRF
-    happen here and again at delivery (webhooks work)."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048:
-        raise IdentityBodyError(
-            ErrorCode.WEBHOOK_URL_REFUSED, "webhook_url must be an http or https URL.", field=WEBHOOK_FIELD
-        )
+    """Form check of a webhook URL (http or https, with a host; a malformed one is refused, never a
+    500). Literal addresses are checked at admission, every address again at delivery."""
+    parse_webhook_url(url.strip())
     return url.strip()
 
 
@@ -201,7 +211,8 @@ def accept_job(
     """Steps 3-5: store the checked upload, write the queued record, enqueue the GPU task.
 
     A failure before the record exists leaves nothing behind (503); a failed enqueue after it
-    exists marks the job failed with service_unavailable (503), so no job waits forever.
+    exists deletes the record and the upload again (503), so no job waits forever for a task that
+    was never queued.
     """
     # 3. store the upload
     try:
@@ -231,14 +242,22 @@ def accept_job(
                              retry=True, retry_policy=_ENQUEUE_RETRY, headers=trace_headers())
     except Exception as exc:  # kombu raises transport-specific errors; all mean "not queued"
         log.error("enqueueing job %s failed: %s", request_id, type(exc).__name__)
-        message = "The job queue is unreachable; the job was not started. Try again in a moment."
-        store.transition(request_id, JobStatus.FAILED,
-                         error=JobError(code=ErrorCode.SERVICE_UNAVAILABLE.value, message=message))
+        _forget_record(store, request_id)
         _forget_upload(storage, upload_key)
-        raise _unavailable(message) from None
+        raise _unavailable("The job queue is unreachable; the job was not started. Try again in a moment.") from None
     log.info("job %s queued at position %s", request_id, position,
              extra={"event": "job.submitted", "status": JobStatus.QUEUED.value, "request_id": request_id})
     return AcceptedJob(record, position)
+
+
+def _forget_record(store: JobStore, request_id: str) -> None:
+    """Undo a record whose task was never queued: the client gets 503 and no job exists. With Redis
+    itself down this fails too; the record then expires unseen, and its key slot stops counting
+    once the record is gone (shared.access.rate_limit)."""
+    try:
+        store.delete(request_id)
+    except redis.RedisError as exc:
+        log.warning("could not delete the unqueued job %s: %s", request_id, type(exc).__name__)
 
 
 def _forget_upload(storage: Storage, key: str) -> None:

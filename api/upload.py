@@ -2,7 +2,10 @@
 IdentityBodyError out.
 
 Order: size cap → type sniffed from the magic bytes (never the file name or the client's
-Content-Type) → header-only pixel cap (decompression bombs) → animation → full decode →
+Content-Type) → header-only pixel cap (decompression bombs) → header-only memory cap (width x
+height x bytes per pixel, ``max_decode_bytes``: a JPEG above it is decoded at 1/2, 1/4 or 1/8
+scale by libjpeg's draft mode, anything else is refused before a byte is allocated) → animation
+→ full decode →
 EXIF orientation → min side → RGB → JPEG re-encode at quality 95 without chroma subsampling
 (drops EXIF, GPS, ICC, comments and every other metadata).
 
@@ -12,7 +15,8 @@ encode for a 1.5 MP photo where PNG (even at compress_level 1) cost 160-210 ms, 
 
 Example::
 
-    image = normalize_upload(data, max_bytes=10 << 20, max_pixels=40_000_000, min_side=64)
+    image = normalize_upload(data, max_bytes=10 << 20, max_pixels=40_000_000, min_side=64,
+                             max_decode_bytes=32 << 20)
     image.data, image.content_type, image.width, image.height   # JPEG bytes, "image/jpeg", ...
 """
 
@@ -36,6 +40,7 @@ _WEBP = ("image/webp", "WEBP")
 # what is stored: every upload is re-encoded to this, whatever it arrived as
 STORED_TYPE = "image/jpeg"
 _JPEG_QUALITY = 95
+DEFAULT_MAX_DECODE_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,8 @@ def check_size(size: int, max_bytes: int) -> None:
         raise IdentityBodyError(ErrorCode.IMAGE_DECODE_FAILED, "The uploaded photo is empty.", field=FIELD)
 
 
-def normalize_upload(data: bytes, max_bytes: int, max_pixels: int, min_side: int) -> NormalizedImage:
+def normalize_upload(data: bytes, max_bytes: int, max_pixels: int, min_side: int,
+                     max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> NormalizedImage:
     """Run every check on ``data`` and return it as an upright RGB JPEG without metadata."""
     check_size(len(data), max_bytes)
     sniffed = sniff_type(data[:16])
@@ -85,7 +91,7 @@ def normalize_upload(data: bytes, max_bytes: int, max_pixels: int, min_side: int
             field=FIELD,
         )
     media_type, pil_format = sniffed
-    image = _decode(data, pil_format, max_pixels)
+    image = _decode(data, pil_format, max_pixels, max_decode_bytes)
     image = ImageOps.exif_transpose(image)
     if min(image.size) < min_side:
         raise IdentityBodyError(
@@ -112,7 +118,44 @@ def encode_jpeg(rgb: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def _decode(data: bytes, pil_format: str, max_pixels: int) -> Image.Image:
+def decoded_bytes(image: Image.Image) -> int:
+    """What decoding ``image`` (opened, not loaded) allocates, from its header alone: Pillow keeps
+    every multi-band mode at 4 bytes a pixel (RGB too), single bands at their own width. A 16-bit
+    RGBA PNG is decoded to 8-bit RGBA, so it costs 4 bytes a pixel here as well.
+
+    Example::
+
+        decoded_bytes(Image.open(io.BytesIO(png_6320x6320_rgba16)))   # 159_769_600
+    """
+    bands = len(image.getbands())
+    per_pixel = 4 if bands > 1 else _single_band_bytes(image.mode)
+    return image.width * image.height * per_pixel
+
+
+def _single_band_bytes(mode: str) -> int:
+    if mode in ("I", "F") or mode.startswith("I;32"):
+        return 4
+    if mode.startswith("I;16"):
+        return 2
+    return 1
+
+
+def _fit_budget(image: Image.Image, pil_format: str, max_decode_bytes: int, too_large: IdentityBodyError) -> None:
+    """Make decoding ``image`` cost at most ``max_decode_bytes``: a JPEG by asking libjpeg for a
+    reduced scale (draft), anything else by refusing it. Runs before a pixel is decoded."""
+    cost = decoded_bytes(image)
+    if cost <= max_decode_bytes:
+        return
+    if pil_format != "JPEG":
+        raise too_large
+    for scale in (2, 4, 8):
+        if cost // (scale * scale) <= max_decode_bytes:
+            image.draft(image.mode, (-(-image.width // scale), -(-image.height // scale)))
+            return
+    raise too_large
+
+
+def _decode(data: bytes, pil_format: str, max_pixels: int, max_decode_bytes: int) -> Image.Image:
     bomb = IdentityBodyError(
         ErrorCode.IMAGE_TOO_LARGE,
         f"The photo has more than {max_pixels:,} pixels. Upload a smaller image.",
@@ -131,6 +174,12 @@ def _decode(data: bytes, pil_format: str, max_pixels: int) -> Image.Image:
             image = Image.open(io.BytesIO(data), formats=[pil_format])  # reads the header only
             if image.width * image.height > max_pixels:
                 raise bomb
+            _fit_budget(image, pil_format, max_decode_bytes, IdentityBodyError(
+                ErrorCode.IMAGE_TOO_LARGE,
+                f"Decoding the photo ({image.width}x{image.height}, {image.mode}) would take more than "
+                f"{max_decode_bytes >> 20} MiB. Upload a smaller image or a JPEG.",
+                field=FIELD,
+            ))
             if getattr(image, "is_animated", False) or getattr(image, "n_frames", 1) > 1:
                 raise IdentityBodyError(
                     ErrorCode.ANIMATED_IMAGE,

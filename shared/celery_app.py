@@ -9,13 +9,14 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 
 from celery import Celery
 from kombu import Queue
 
-from shared.queues import DELIVER_WEBHOOK_TASK, GENERATE_TASK, GPU_QUEUE, IO_QUEUE, SWEEP_TASK
+from shared.queues import DELIVER_WEBHOOK_TASK, GENERATE_TASK, GPU_QUEUE, IO_QUEUE, REAP_TASK, SWEEP_TASK
 from shared.settings import Settings
 
 
@@ -62,6 +63,7 @@ def make_celery(settings: Settings, broker_pool_limit: int = 10) -> Celery:
             GENERATE_TASK: {"queue": GPU_QUEUE},
             DELIVER_WEBHOOK_TASK: {"queue": IO_QUEUE},
             SWEEP_TASK: {"queue": IO_QUEUE},
+            REAP_TASK: {"queue": IO_QUEUE},
         },
         # a task is acknowledged only when it finished; a worker that dies mid-job gets its task
         # redelivered, and the job record makes the second run a no-op if the first had finished
@@ -78,11 +80,28 @@ def make_celery(settings: Settings, broker_pool_limit: int = 10) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_send_sent_event=False,
-        # the retention sweep; runs where a worker is started with beat (idbody worker --queues io --beat)
+        # the retention sweep and the reaper of dead workers' jobs; run where a worker is started
+        # with beat (idbody worker --queues io --beat)
         beat_schedule={
             "retention-sweep": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_s,
                                 "options": {"queue": IO_QUEUE, "expires": settings.sweep_interval_s}},
+            "reap-orphans": {"task": REAP_TASK, "schedule": settings.reaper_interval_s,
+                             "options": {"queue": IO_QUEUE, "expires": settings.reaper_interval_s}},
         },
-        beat_schedule_filename=str(Path(tempfile.gettempdir()) / "idbody-celerybeat-schedule"),
+        beat_schedule_filename=str(beat_schedule_path(settings)),
     )
     return app
+
+
+def beat_schedule_path(settings: Settings) -> Path:
+    """Where beat keeps its schedule: ``beat_schedule_path`` if set, else a file in the temp folder
+    named after the Redis URL, so two stacks on one host never share (or lock) one file.
+
+    Example::
+
+        beat_schedule_path(settings)   # /tmp/idbody-celerybeat-3f2a9c1d0e7b
+    """
+    if settings.beat_schedule_path is not None:
+        return settings.beat_schedule_path
+    digest = hashlib.sha256(settings.redis_url.encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"idbody-celerybeat-{digest}"

@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     IMAGE_TOO_SMALL = "image_too_small"
     ANIMATED_IMAGE = "animated_image"
     UNAUTHORIZED = "unauthorized"
+    REQUEST_TIMEOUT = "request_timeout"
     RATE_LIMITED = "rate_limited"
     TOO_MANY_QUEUED = "too_many_queued"
     IDEMPOTENCY_MISMATCH = "idempotency_mismatch"
@@ -59,6 +60,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.IMAGE_TOO_SMALL: 422,
     ErrorCode.ANIMATED_IMAGE: 422,
     ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.TOO_MANY_QUEUED: 429,
     ErrorCode.IDEMPOTENCY_MISMATCH: 422,

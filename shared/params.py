@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -66,6 +67,15 @@ class GenerationParams(BaseModel):
         None, ge=-1, le=1,
         description="Returned images whose identity score is below it (or that show no face) are marked "
                     "below_threshold: true; they are still returned. Default: no threshold.")
+
+    @field_validator("ethnicity", "skin_tone", "clothing")
+    @classmethod
+    def _printable_text(cls, value: str | None) -> str | None:
+        # free text ends up in the prompt: no NUL or other control characters, no lone surrogates
+        # (what invalid UTF-8 becomes through surrogateescape)
+        if value is not None and any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+            raise ValueError("must be printable text: no control characters (such as NUL) or invalid UTF-8")
+        return value
 
     # mode is declared before these fields, so their validators can read it
     @field_validator("guidance_scale")

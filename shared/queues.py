@@ -6,3 +6,4 @@ IO_QUEUE = "io"  # webhook delivery and retention sweeps: never on a GPU worker
 GENERATE_TASK = "identity_body.generate"
 DELIVER_WEBHOOK_TASK = "identity_body.deliver_webhook"
 SWEEP_TASK = "identity_body.sweep"
+REAP_TASK = "identity_body.reap_orphans"

@@ -31,7 +31,10 @@ class Settings(BaseSettings):
     task_soft_time_limit_s: int = Field(540, ge=1, description="Generation is asked to stop after this long.")
     task_time_limit_s: int = Field(600, ge=1, description="A task is killed after this long.")
     broker_visibility_timeout_s: int = Field(3600, ge=2, description="Unacked tasks are redelivered after this; must exceed task_time_limit_s.")
-    worker_heartbeat_ttl_s: int = Field(30, ge=5, description="A worker counts as alive this long after its last heartbeat.")
+    worker_heartbeat_ttl_s: int = Field(30, ge=2, description="A worker counts as alive this long after its last heartbeat; a running job whose worker stopped renewing its lease this long is requeued.")
+    reaper_interval_s: float = Field(10.0, ge=1, description="How often beat requeues running jobs whose worker's lease expired.")
+    transient_retry_window_s: float = Field(900.0, ge=0, description="How long a worker retries a job step while Redis or S3 is unreachable before the job fails with service_unavailable.")
+    beat_schedule_path: Path | None = Field(None, description="Celery beat's schedule file; default: one per Redis URL in the temp folder, so stacks on one host never share it.")
 
     # --- object storage (any S3-compatible endpoint) ----------------------------------
     s3_endpoint_url: str | None = Field("http://127.0.0.1:8333", description="S3 endpoint; empty for AWS itself.")
@@ -58,6 +61,9 @@ class Settings(BaseSettings):
     default_height: int | None = Field(None, ge=64, le=2048, multiple_of=8, description="Output height of jobs that do not send one (empty: 1024); 'idbody up' sets 256 on the tiny profile.")
     max_waiting_requests: int = Field(64, ge=1, le=10_000, description="Most 'Prefer: wait' requests held at once per gateway process; the rest answer 202 at once.")
     cors_origins: list[str] = Field([], description='Browser origins allowed to call the API from another site (CORS), e.g. ["https://app.example.com"]; empty: CORS off.')
+    max_decode_bytes: int = Field(32 * 1024 * 1024, ge=1024 * 1024, description="Largest decoded photo (width x height x bytes per pixel, read from the header before decoding); JPEGs above it are decoded at 1/2, 1/4 or 1/8 scale, other files refused with image_too_large.")
+    max_concurrent_decodes: int = Field(4, ge=1, le=64, description="Photos decoded at once per gateway process; with max_decode_bytes this bounds the gateway's decode memory.")
+    body_read_timeout_s: float = Field(60.0, gt=0, le=3600, description="A request body must arrive within this long, or 408 request_timeout.")
 
     # --- engine ----------------------------------------------------------------------
     model_profile: Literal["auto", "instantid", "tiny"] = Field("auto", description="auto: instantid when the model folder verifies and a GPU exists, else tiny.")
@@ -83,6 +89,7 @@ class Settings(BaseSettings):
     webhook_allow_hosts: list[str] = Field([], description="Hosts allowed as webhook targets even if private (local development).")
     webhook_timeout_s: float = Field(10.0, gt=0, le=60, description="Timeout of one webhook delivery attempt.")
     webhook_max_attempts: int = Field(8, ge=1, le=20, description="Delivery attempts before a webhook is given up.")
+    webhook_max_unconfirmed_attempts: int = Field(2, ge=1, le=20, description="Attempts the receiver got but did not answer within webhook_timeout_s before delivery stops: it may have processed them (receivers dedupe by the webhook-id header).")
     webhook_backoff_base_s: float = Field(10.0, ge=0, le=600, description="First webhook retry waits about this long; each next one twice as long (with jitter).")
     webhook_backoff_cap_s: float = Field(900.0, ge=0, le=3000, description="Longest wait between webhook attempts, Retry-After included; stays below the broker visibility timeout so a waiting retry is not redelivered.")
     webhook_secret: SecretStr | None = Field(None, description="whsec_... secret that signs webhooks of jobs submitted without an API key (auth disabled).")

@@ -121,6 +121,7 @@ def parse_webhook_url(url: str) -> tuple[str, str, int]:
     try:
         parts = urlsplit(url)
         port = parts.port
+        hostname = parts.hostname
     except ValueError as exc:
         raise _refuse(f"webhook_url is not a valid URL ({exc}).") from None
     scheme = parts.scheme.lower()
@@ -128,7 +129,7 @@ def parse_webhook_url(url: str) -> tuple[str, str, int]:
         raise _refuse("webhook_url must start with http:// or https://.")
     if parts.username is not None or parts.password is not None:
         raise _refuse("webhook_url must not contain credentials; authenticate with the webhook signature.")
-    host = (parts.hostname or "").rstrip(".")
+    host = (hostname or "").rstrip(".")
     if not host:
         raise _refuse("webhook_url has no host name.")
     return scheme, host, port or _DEFAULT_PORTS[scheme]
@@ -144,6 +145,26 @@ def _literal(host: str) -> IPAddress | None:
 def _is_allowed(host: str, allow_hosts: Iterable[str]) -> bool:
     wanted = host.lower()
     return any(wanted == entry.strip().lower().strip("[]").rstrip(".") for entry in allow_hosts)
+
+
+def check_webhook_url(url: str, allow_hosts: Iterable[str] = ()) -> str:
+    """The submit-time check: the URL's shape, and its host when it is a literal address. A host
+    name is not looked up here: the answer could change before delivery anyway (which resolves,
+    checks every address and pins one), a lookup would put DNS latency and outages on the submit
+    path, and an answer would tell a caller what our resolver sees. Returns the URL, stripped.
+
+    Example::
+
+        check_webhook_url("http://[::1")   # IdentityBodyError(webhook_url_refused), never a 500
+    """
+    url = url.strip()
+    _, host, _ = parse_webhook_url(url)
+    literal = _literal(host)
+    if literal is not None and not _is_allowed(host, allow_hosts):
+        reason = refusal_reason(literal)
+        if reason:
+            raise _refuse(f"webhook_url host {host} is a {reason} address; webhooks go only to public addresses.")
+    return url
 
 
 def resolve_webhook_target(

@@ -21,6 +21,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # the chaos suite's sizes (tests/chaos): CI runs the defaults, a soak run raises them
+    group = parser.getgroup("chaos", "fault-injection and fuzz sizes (tests/chaos)")
+    group.addoption("--chaos-kills", type=int, default=10, help="GPU-worker SIGKILLs mid-job (default 10).")
+    group.addoption("--chaos-burst", type=int, default=12, help="Jobs submitted around each outage (default 12).")
+    group.addoption("--fuzz-examples", type=int, default=60,
+                    help="Schemathesis examples per API operation (default 60, ~300 in all).")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from hypothesis import HealthCheck, settings
+
+    # the OpenAPI fuzz test (tests/chaos/test_openapi_fuzz.py): derandomized, so CI runs the same
+    # examples every time; --fuzz-examples raises the count
+    settings.register_profile("idbody-fuzz", max_examples=config.getoption("--fuzz-examples"), derandomize=True,
+                              deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    settings.load_profile("idbody-fuzz")
+
+
 @pytest.fixture(scope="session")
 def valkey(tmp_path_factory: pytest.TempPathFactory):
     with ValkeyServer.start(tmp_path_factory.mktemp("valkey")) as server:

@@ -18,13 +18,15 @@ class Received:
 @dataclass
 class Receiver:
     """Answers requests with ``script`` in order (the last entry repeats).
-    An entry is a status code or (status, {header: value})."""
+    An entry is a status code or (status, {header: value}). With ``stall`` set, every request is
+    read whole and then answered only once the event is set (a receiver slower than the timeout)."""
 
     script: list = field(default_factory=lambda: [200])
     requests: list[Received] = field(default_factory=list)
     connections: int = 0
     host: str = "127.0.0.1"
     ssl_context: ssl.SSLContext | None = None
+    stall: threading.Event | None = None
 
     def __post_init__(self) -> None:
         receiver = self
@@ -34,6 +36,8 @@ class Receiver:
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length)
                 receiver.requests.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                if receiver.stall is not None:
+                    receiver.stall.wait(30)
                 index = min(len(receiver.requests), len(receiver.script)) - 1
                 entry = receiver.script[index]
                 status, extra = (entry, {}) if isinstance(entry, int) else entry

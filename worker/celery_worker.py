@@ -21,7 +21,7 @@ from shared.settings import get_settings
 log = logging.getLogger(__name__)
 
 app = make_celery(get_settings())
-app.conf.include = ["worker.jobs.tasks", "worker.io_tasks"]
+app.conf.include = ["worker.jobs.tasks", "worker.io_tasks", "worker.jobs.reaper_tasks"]
 
 _heartbeat = None
 

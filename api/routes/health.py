@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import StorageDep, StoreDep
 from api.schemas import HealthResponse, ReadyResponse
-from shared.jobs.store import JobStore
+from shared.jobs.store import WORKER_KEY, JobStore
 from shared.storage import Storage
 
 router = APIRouter(tags=["health"])
@@ -44,11 +44,32 @@ def readiness(store: JobStore, storage: Storage, state) -> dict:
     ready_workers = 0
     if redis_ok:
         # a heartbeat means the pipeline is loaded unless the worker says otherwise
-        ready_workers = sum(1 for w in store.live_workers() if w.get("pipeline_loaded", True))
+        ready_workers = sum(1 for w in fresh_workers(store) if w.get("pipeline_loaded", True))
     checks = {"redis": redis_ok, "s3": s3_ok, "workers": ready_workers > 0}
     failed = [name for name, ok in checks.items() if not ok]
     return {"status": "not_ready" if failed else "ready", "checks": checks, "workers": ready_workers,
             "failed": failed}
+
+
+def fresh_workers(store: JobStore) -> list[dict]:
+    """Workers whose last beat is at most three beat intervals old. A worker's key lives its whole
+    ttl (30 s) after the last beat, which would count a SIGKILLed worker for that long; the age is
+    read from the key's remaining time to live, on Redis's clock, so clock skew between hosts does
+    not matter."""
+    workers = store.live_workers()
+    if not workers:
+        return []
+    pipe = store.client.pipeline(transaction=False)
+    for worker in workers:
+        pipe.pttl(WORKER_KEY.format(worker["worker_id"]))
+    fresh = []
+    for worker, left_ms in zip(workers, pipe.execute()):
+        ttl_s, interval_s = worker.get("ttl_s"), worker.get("interval_s")
+        if ttl_s is None or interval_s is None:  # a worker from before beats carried their timing
+            fresh.append(worker)
+        elif left_ms > 0 and ttl_s - left_ms / 1000 <= 3 * float(interval_s):
+            fresh.append(worker)
+    return fresh
 
 
 def ensure_buckets_logged(storage: Storage) -> bool:

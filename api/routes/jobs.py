@@ -41,6 +41,7 @@ from shared.jobs.views import job_urls, result_view, status_view
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
+SUBMIT_PATH = "/api/v1/generate-identity-body"
 
 RequestId = Annotated[str, Path(description="The request_id returned on submit.", max_length=128)]
 PreferHeader = Annotated[str | None, Header(
@@ -59,12 +60,15 @@ _SUBMIT_ERRORS = error_responses(
     ErrorCode.IMAGE_TOO_LARGE, ErrorCode.UNSUPPORTED_MEDIA_TYPE, ErrorCode.IMAGE_DECODE_FAILED,
     ErrorCode.IMAGE_TOO_SMALL, ErrorCode.ANIMATED_IMAGE, ErrorCode.WEBHOOK_URL_REFUSED,
     ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED, ErrorCode.TOO_MANY_QUEUED,
-    ErrorCode.IDEMPOTENCY_MISMATCH, ErrorCode.IDEMPOTENCY_IN_PROGRESS,
+    ErrorCode.IDEMPOTENCY_MISMATCH, ErrorCode.IDEMPOTENCY_IN_PROGRESS, ErrorCode.REQUEST_TIMEOUT,
 )
+# every route reads Redis (the API key, the job record): an outage answers 503 with Retry-After
+_ROUTE_ERRORS = (ErrorCode.INVALID_PARAMETER, ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED,
+                 ErrorCode.SERVICE_UNAVAILABLE)
 
 
 @router.post(
-    "/generate-identity-body",
+    SUBMIT_PATH.removeprefix("/api/v1"),
     status_code=202,
     response_model=SubmitResponse,
     summary="Submit a face photo; generation runs asynchronously",
@@ -152,8 +156,7 @@ def list_jobs(
         "pass (long polling); `Preference-Applied` says when the wait was honoured. An unfinished job's "
         "answer carries `Retry-After`."
     ),
-    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.INVALID_PARAMETER, ErrorCode.UNAUTHORIZED,
-                              ErrorCode.RATE_LIMITED),
+    responses=error_responses(ErrorCode.JOB_NOT_FOUND, *_ROUTE_ERRORS),
 )
 async def job_status(request_id: RequestId, request: Request, store: StoreDep, owner: OwnerDep,
                      base: BaseUrlDep, prefer: PreferHeader = None) -> JSONResponse:
@@ -209,8 +212,7 @@ async def job_events(request_id: RequestId, request: Request, store: StoreDep, o
         "Succeeded: `success: true` and presigned image URLs. Failed or canceled: 200 with "
         "`success: false`, no images and `error {code, message}`. Queued or running: 409 job_not_finished."
     ),
-    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.JOB_NOT_FINISHED, ErrorCode.INVALID_PARAMETER,
-                              ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED),
+    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.JOB_NOT_FINISHED, *_ROUTE_ERRORS),
 )
 def job_result(request_id: RequestId, store: StoreDep, storage: StorageDep, owner: OwnerDep) -> JSONResponse:
     record = _load(store, request_id, owner)
@@ -232,8 +234,7 @@ def job_result(request_id: RequestId, store: StoreDep, storage: StorageDep, owne
         "Answers the job's status (canceled) and fires its webhook. A finished job answers 409 "
         "job_already_finished."
     ),
-    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.JOB_ALREADY_FINISHED, ErrorCode.INVALID_PARAMETER,
-                              ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED),
+    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.JOB_ALREADY_FINISHED, *_ROUTE_ERRORS),
 )
 def cancel_job(request_id: RequestId, store: StoreDep, celery: CeleryDep, job_end: JobEndDep, owner: OwnerDep,
                base: BaseUrlDep) -> JSONResponse:
@@ -253,8 +254,7 @@ def cancel_job(request_id: RequestId, store: StoreDep, celery: CeleryDep, job_en
     response_model=DeletedResponse,
     summary="Delete a job now: its face upload, result images and record",
     description="A job still queued or running is canceled first. Afterwards the job answers 404.",
-    responses=error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.INVALID_PARAMETER, ErrorCode.UNAUTHORIZED,
-                              ErrorCode.RATE_LIMITED),
+    responses=error_responses(ErrorCode.JOB_NOT_FOUND, *_ROUTE_ERRORS),
 )
 def delete_job(request_id: RequestId, store: StoreDep, celery: CeleryDep, job_end: JobEndDep,
                owner: OwnerDep) -> JSONResponse:
@@ -295,7 +295,9 @@ def _load(store: JobStore, request_id: str, owner: str | None) -> JobRecord:
 
 
 def _check_visible(record: JobRecord | None, owner: str | None) -> JobRecord:
-    if record is None or (owner is not None and record.owner != owner):
+    # a caller without a key (auth disabled) sees only jobs submitted without one, as a keyed
+    # caller sees only its own
+    if record is None or record.owner != owner:
         raise IdentityBodyError(
             ErrorCode.JOB_NOT_FOUND, "No job with this request_id; it may have expired.", field="request_id"
         )

@@ -7,8 +7,8 @@ set -eu
 
 uploads="${IDBODY_S3_BUCKET_UPLOADS:-idbody-uploads}"
 results="${IDBODY_S3_BUCKET_RESULTS:-idbody-results}"
-master="${SEAWEED_MASTER:-s3:9333}"
-filer="${SEAWEED_FILER:-s3:8888}"
+master="${SEAWEED_MASTER:-127.0.0.1:9333}"
+filer="${SEAWEED_FILER:-127.0.0.1:8888}"
 
 list_buckets() {
   echo "s3.bucket.list" | timeout "${SEAWEED_SHELL_TIMEOUT_S:-60}" weed shell -master="$master" -filer="$filer" 2>/dev/null \

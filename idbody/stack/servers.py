@@ -161,6 +161,9 @@ class SeaweedS3Server(_Process):
             f"-filer.port={filer}", f"-filer.port.grpc={grpc[2]}",
             f"-admin.port={admin}", f"-admin.port.grpc={grpc[3]}", "-admin.ui=false",
             f"-webdav.port={webdav}", "-webdav=false", f"-s3.port.grpc={grpc[4]}",
+            # no Iceberg or Lance endpoints: their fixed default ports (8181, 9101) collide between
+            # two stacks on one host, and the stack only speaks S3; no usage reports sent out
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
         ]
         with log.open("wb") as fh:
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)

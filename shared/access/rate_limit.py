@@ -28,6 +28,9 @@ from shared.errors import ErrorCode, IdentityBodyError
 RATE_KEY = "ratelimit:{}"
 ACTIVE_KEY = "active-jobs:{}"
 WINDOW_US = 60_000_000
+JOB_KEY_PREFIX = "job:"  # shared.jobs.store.JOB_KEY without its id
+# a slot younger than this may belong to a submit still writing its record
+ORPHAN_SLOT_GRACE_S = 60
 
 # Sliding-window log: exact "at most N requests in any 60 s". The server's clock is used so that
 # gateways with skewed clocks share one notion of time. Returns {wait_us, used, reset_us}: wait_us
@@ -50,9 +53,14 @@ return {wait, redis.call('ZCARD', KEYS[1]), reset}
 """
 
 # Unfinished jobs older than ARGV[4] seconds are dropped first, so a job whose finish was never
-# reported (its record expired) cannot hold a slot for ever.
+# reported (its record expired) cannot hold a slot for ever; so is a slot older than ARGV[5]
+# seconds whose job record (key ARGV[6]..id) does not exist: a submit that failed with Redis down
+# could not give its slot back, and the record it would have made is gone.
 _CLAIM = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[5]))) do
+  if redis.call('EXISTS', ARGV[6] .. id) == 0 then redis.call('ZREM', KEYS[1], id) end
+end
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
@@ -105,7 +113,8 @@ class RateLimiter:
 
     def claim_job_slot(self, key_id: str, request_id: str, max_active: int) -> None:
         """Reserve one of the key's ``max_active`` unfinished-job slots for ``request_id``."""
-        ok = self._claim(keys=[ACTIVE_KEY.format(key_id)], args=[request_id, max_active, time.time(), self.stale_after_s])
+        args = [request_id, max_active, time.time(), self.stale_after_s, ORPHAN_SLOT_GRACE_S, JOB_KEY_PREFIX]
+        ok = self._claim(keys=[ACTIVE_KEY.format(key_id)], args=args)
         if not int(ok):
             raise IdentityBodyError(
                 ErrorCode.TOO_MANY_QUEUED,

@@ -5,7 +5,9 @@ A job moves only forward::
     queued ──▶ running ──▶ succeeded | failed | canceled
        └────────────────────────────▶ failed | canceled
 
-Finished states are final: a late or duplicate write can never move a job backwards.
+Finished states are final: a late or duplicate write can never move a job backwards. The one
+step back, running -> queued, is recovery rather than a transition: ``shared.jobs.reaper`` takes
+it for a job whose worker's lease expired (the worker died), outside ``can_transition``.
 """
 
 from __future__ import annotations
@@ -117,4 +119,7 @@ class JobRecord(BaseModel):
     error: JobError | None = None
     attempts: int = 0  # how many times a worker took the job (redelivery makes it > 1)
     worker: str | None = None
+    # why the job is waiting although it was taken ("retrying: ...", "requeued: ..."); None when not
+    note: str | None = None
+    requeued_at: float | None = None  # when the reaper last put it back in the queue
     webhook_attempts: list[WebhookAttempt] = Field(default_factory=list)

@@ -71,7 +71,12 @@ class Retention:
         now = time.time() if now is None else now
         if record.upload_key:
             if self.upload_retention_s == 0:
-                self._delete_upload(record.upload_key)
+                try:
+                    self._delete_upload(record.upload_key)
+                except Exception:
+                    # S3 unreachable: the next sweep deletes it instead, rather than after job_retention_s
+                    self.client.zadd(UPLOADS_DUE, {record.upload_key: now})
+                    raise
             else:
                 self.client.zadd(UPLOADS_DUE, {record.upload_key: now + self.upload_retention_s})
         self.client.zadd(RESULTS_DUE, {record.request_id: now + self.job_retention_s})

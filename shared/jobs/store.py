@@ -9,6 +9,8 @@ Keys (all expire ``retention_s`` after their last write, except where noted)::
     worker:{worker_id}          JSON heartbeat of a live worker, expires after its ttl
     jobs:owner:{owner or -}     sorted set of an API key's request ids by created_at (the job list,
                                 ``shared.jobs.listing``); jobs submitted without a key are under ``-``
+    job-lease:{request_id}      the worker holding a running job; its heartbeat renews it, and a
+                                running job without one is requeued by shared.jobs.reaper
 
 Every status change goes through ``transition``: it reads, checks ``can_transition`` and writes under
 WATCH/MULTI, so a cancel racing a completion, or a redelivered task writing late, can never move a
@@ -41,6 +43,7 @@ FINISHED_CHANNEL = "job-finished:{}"
 WORKER_KEY = "worker:{}"
 WORKER_PATTERN = "worker:*"
 OWNER_JOBS_KEY = "jobs:owner:{}"
+LEASE_KEY = "job-lease:{}"
 
 # WATCH/MULTI retries under contention; each retry means another writer changed the record, so a
 # small bound is plenty (two writers race at most: cancel and the worker)
@@ -54,15 +57,18 @@ class _Contended(RuntimeError):
 class JobStore:
     """Reads and writes job records; see the module docstring for the key layout."""
 
-    def __init__(self, client: redis.Redis, retention_s: int) -> None:
+    def __init__(self, client: redis.Redis, retention_s: int, lease_ttl_s: int = 30) -> None:
         self.client = client
         self.retention_s = int(retention_s)
+        self.lease_ttl_s = int(lease_ttl_s)
 
     @classmethod
     def from_settings(cls, settings: Any) -> "JobStore":
-        """A store on ``settings.redis_url`` keeping records ``settings.job_retention_s``."""
-        client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
-        return cls(client, settings.job_retention_s)
+        """A store on ``settings.redis_url`` keeping records ``settings.job_retention_s``; a running
+        job's lease lasts one worker heartbeat ttl. Connecting gives up after 5 s, so a Valkey that
+        is down answers an error (503 at the gateway) instead of hanging the caller."""
+        client = redis.Redis.from_url(settings.redis_url, health_check_interval=30, socket_connect_timeout=5)
+        return cls(client, settings.job_retention_s, settings.worker_heartbeat_ttl_s)
 
     # --- records -------------------------------------------------------------------------------
 
@@ -139,6 +145,8 @@ class JobStore:
             if new_status is not JobStatus.QUEUED:
                 pipe.zrem(QUEUE_KEY, request_id)
             if new_status is JobStatus.RUNNING:
+                # the lease is taken in the same MULTI, so no reaper ever sees it running unleased
+                pipe.set(LEASE_KEY.format(request_id), str(fields.get("worker") or ""), ex=self.lease_ttl_s)
                 now = time.time()
                 pipe.zadd(RUNNING_KEY, {request_id: now})
                 # a record that expired while running (its worker died for good) leaves the set here
@@ -147,6 +155,7 @@ class JobStore:
             else:
                 pipe.zrem(RUNNING_KEY, request_id)
             if new_status.finished:
+                pipe.delete(LEASE_KEY.format(request_id))
                 pipe.publish(FINISHED_CHANNEL.format(request_id), new_status.value)
 
         return self._modify(request_id, move, also=side_effects)
@@ -276,6 +285,20 @@ class JobStore:
         """
         payload = {**info, "worker_id": worker_id, "seen_at": time.time()}
         self.client.set(WORKER_KEY.format(worker_id), json.dumps(payload), ex=int(ttl_s))
+
+    def renew_leases(self, worker_id: str, request_ids: list[str], ttl_s: int) -> None:
+        """Say that ``worker_id`` still holds ``request_ids`` (running jobs) for ``ttl_s`` seconds.
+
+        Example::
+
+            store.renew_leases("host:123", ["r1"], 30)
+        """
+        if not request_ids:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for request_id in request_ids:
+            pipe.set(LEASE_KEY.format(request_id), worker_id, ex=int(ttl_s))
+        pipe.execute()
 
     def forget_worker(self, worker_id: str) -> None:
         """Drop ``worker_id``'s heartbeat now (a clean shutdown), instead of after its ttl."""

@@ -52,6 +52,8 @@ def status_view(record: JobRecord, base_url: str, queue_position: int | None = N
     if record.status is JobStatus.SUCCEEDED:
         view["result_url"] = job_urls(base_url, record.request_id)["result_url"]
         view["input_face"] = input_face(record)
+    if record.note and not record.status.finished:
+        view["note"] = record.note
     if record.webhook_url:
         view["webhook_attempts"] = [a.model_dump() for a in record.webhook_attempts]
     return view

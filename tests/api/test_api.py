@@ -218,15 +218,14 @@ def test_missing_photo(gateway, redis_client):
     _nothing_stored(gateway, redis_client)
 
 
-def test_enqueue_failure_fails_the_job_and_answers_503(gateway, gateway_settings, redis_client):
+def test_enqueue_failure_leaves_no_job_and_answers_503(gateway, gateway_settings, redis_client):
     dead = gateway_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
     gateway.app.state.submit = dataclasses.replace(gateway.app.state.submit, celery=make_celery(dead))
     resp = _submit(gateway)
     assert resp.status_code == 503 and resp.json()["error"]["code"] == "service_unavailable"
-    [key] = list(redis_client.scan_iter("job:*"))
-    record = gateway.store.get(key.decode().split(":", 1)[1])
-    assert record.status is JobStatus.FAILED and record.error.code == "service_unavailable"
-    assert gateway.store.queue_position(record.request_id) is None
+    assert int(resp.headers["Retry-After"]) > 0
+    # no record waits for a task that was never queued
+    assert list(redis_client.scan_iter("job:*")) == [] and redis_client.zcard("jobs:queued") == 0
     assert gateway.storage.client.list_objects_v2(Bucket=gateway.storage.uploads_bucket).get("KeyCount", 0) == 0
 
 

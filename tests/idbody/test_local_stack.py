@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import socket
 
-from shared.jobs.store import JobStore
 from idbody.stack.up import child_env, settings_env
+from shared.jobs.store import JobStore
 from shared.settings import Settings
 from worker.run_cli import _ready
 

@@ -17,8 +17,8 @@ import pytest
 from idbody.stack.polling import until
 from idbody.stack.preflight import check_configured, check_port_free, with_tiny_default_size
 from idbody.stack.servers import free_port
-from idbody.stack.service import drawn_face_jpeg
 from shared.settings import Settings
+from tests.face_photos import tom_jpeg
 
 REPO = Path(__file__).resolve().parents[2]
 READY_S = 300  # the worker loads the tiny pipeline on a machine other tests keep busy
@@ -99,7 +99,7 @@ def test_up_serves_small_tiny_jobs_prints_job_events_and_stops_on_ctrl_c(up):
     base = f"http://127.0.0.1:{up.port}"
     assert httpx.get(base + "/api/v1/info").json()["default_size"] == {"width": 256, "height": 256}
     submitted = httpx.post(base + "/api/v1/generate-identity-body", data={"num_images": "1"},
-                           files={"face_image": ("me.jpg", drawn_face_jpeg(), "image/jpeg")}, timeout=60).json()
+                           files={"face_image": ("me.jpg", tom_jpeg(), "image/jpeg")}, timeout=60).json()
     short = submitted["request_id"][:8]
     console = up.wait_for(f"job {short}  succeeded", READY_S)
     events = [line.split(f"job {short}  ", 1)[1] for line in console.splitlines() if f"job {short}  " in line]

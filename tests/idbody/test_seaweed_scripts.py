@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from idbody.stack.polling import answers, until
 from idbody.stack.servers import free_port
 from shared.settings import Settings
-from idbody.stack.polling import answers, until
 
 ROOT = Path(__file__).resolve().parents[2]
 S3_START = ROOT / "deploy" / "seaweedfs" / "s3-start.sh"

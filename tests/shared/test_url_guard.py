@@ -5,6 +5,7 @@ import pytest
 from shared.errors import ErrorCode, IdentityBodyError
 from shared.url_guard import (
     WebhookResolutionError,
+    check_webhook_url,
     embedded_ipv4,
     refusal_reason,
     resolve_webhook_target,
@@ -116,3 +117,20 @@ def test_embedded_ipv4_forms():
     assert embedded_ipv4(ipaddress.ip_address("64:ff9b::7f00:1")) == ipaddress.ip_address("127.0.0.1")
     assert embedded_ipv4(ipaddress.ip_address("2606:2800::1")) is None
     assert refusal_reason(ipaddress.ip_address("93.184.215.14")) is None
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://[x]/", "https://[127.0.0.1]/", "http://a]b/",
+                                 "http://exa mple.com:99999/", "gopher://example.com/"])
+def test_malformed_webhook_urls_are_refused_with_a_code_at_submit(url):
+    with pytest.raises(IdentityBodyError) as caught:
+        check_webhook_url(url)
+    assert caught.value.code is ErrorCode.WEBHOOK_URL_REFUSED and caught.value.field == "webhook_url"
+
+
+def test_submit_check_refuses_private_literals_and_never_resolves_names():
+    with pytest.raises(IdentityBodyError):
+        check_webhook_url("http://10.0.0.1/hook")
+    assert check_webhook_url("http://127.0.0.1:9/hook", allow_hosts=["127.0.0.1"]) == "http://127.0.0.1:9/hook"
+    # a name is left to delivery, which resolves, checks every address and pins one: a name that
+    # does not resolve (.invalid never does) passes here without a lookup
+    assert check_webhook_url(" https://hooks.example.invalid/x ") == "https://hooks.example.invalid/x"

@@ -22,12 +22,16 @@ from shared.errors import ErrorCode, IdentityBodyError
 from shared.jobs.progress import JobStage, StepEta
 from shared.jobs.record import JobError, JobRecord, JobResult, JobStatus, ResultImage, result_image_id
 from shared.params import parse_params
+from shared.transient import is_transient
+from worker.jobs.transient_retry import TransientRetry
 
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "The worker hit an unexpected error while generating; please try again later."
 OOM_MESSAGE = "The GPU ran out of memory for this job; try fewer images or a smaller size."
 TIMEOUT_MESSAGE = "Generation took longer than the worker's time limit; try fewer steps or a smaller size."
+UNAVAILABLE_MESSAGE = "The job store or image store stayed unreachable for too long; please submit the job again."
+STORE, IMAGES = "the job store", "the image store"
 
 
 def worker_name() -> str:
@@ -90,7 +94,15 @@ class ProgressWriter:
 
     def stage(self, stage: JobStage) -> None:
         # advisory: a canceled job is stopped by the next denoise step, not here
-        self.store.set_progress(self.request_id, *self.last, stage=stage.value)
+        self._write(*self.last, stage=stage.value)
+
+    def _write(self, step: int, total: int, **fields: Any) -> bool:
+        try:
+            return bool(self.store.set_progress(self.request_id, step, total, **fields))
+        except Exception as exc:
+            if is_transient(exc):  # progress is advisory: Redis down must not stop the generation
+                return True
+            raise
 
     def __call__(self, step: int, total: int, stage: JobStage | str = JobStage.DENOISING) -> bool:
         if time.monotonic() > self.deadline:
@@ -104,7 +116,7 @@ class ProgressWriter:
             self.eta.step_done()
             eta_s = self.eta.seconds_left(step)
         # the store writes progress only while the job runs: False means canceled (or purged)
-        return bool(self.store.set_progress(self.request_id, step, total, stage=stage.value, eta_s=eta_s))
+        return self._write(step, total, stage=stage.value, eta_s=eta_s)
 
     def start(self, total: int) -> None:
         """The job starts: the face is analysed first; the first step is timed from here."""
@@ -117,13 +129,16 @@ def progress_writer(store: Any, request_id: str, deadline: float) -> ProgressWri
     return ProgressWriter(store, request_id, deadline)
 
 
-def generate_job_result(record: JobRecord, pipeline: Any, storage: Any, on_step: ProgressWriter) -> JobResult:
-    """Fetch the upload, generate, upload PNGs; returns the JobResult to store."""
+def generate_job_result(record: JobRecord, pipeline: Any, storage: Any, on_step: ProgressWriter,
+                        retry: TransientRetry | None = None) -> JobResult:
+    """Fetch the upload, generate, upload PNGs; returns the JobResult to store. Storage calls go
+    through ``retry``: an S3 outage delays them rather than failing the job."""
     from PIL import Image
 
+    retry = retry or TransientRetry(None, record.request_id, window_s=0)
     params = parse_params(record.params)
     on_step.start(params.steps())
-    face = Image.open(io.BytesIO(storage.get_upload(record.upload_key))).convert("RGB")
+    face = Image.open(io.BytesIO(retry.call(IMAGES, storage.get_upload, record.upload_key))).convert("RGB")
     out = pipeline.generate(face, params, progress=on_step)
     on_step.stage(JobStage.UPLOADING)
     details = out.get("image_details") or [{} for _ in out["images"]]
@@ -132,7 +147,7 @@ def generate_job_result(record: JobRecord, pipeline: Any, storage: Any, on_step:
     for index, (image, detail) in enumerate(zip(out["images"], details)):
         buf = io.BytesIO()
         image.save(buf, format="PNG")
-        key = storage.put_result(record.request_id, index, buf.getvalue())
+        key = retry.call(IMAGES, storage.put_result, record.request_id, index, buf.getvalue())
         images.append(ResultImage(id=result_image_id(index), key=key, width=image.width,
                                   height=image.height, **detail))
     return JobResult(images=images, analysis=out.get("analysis") or {}, method=out.get("method", "instantid"),
@@ -156,22 +171,27 @@ def error_for(exc: BaseException) -> JobError:
         return JobError(code=ErrorCode.OUT_OF_MEMORY.value, message=OOM_MESSAGE)
     if type(exc).__name__ == "SoftTimeLimitExceeded":
         return JobError(code=ErrorCode.GENERATION_TIMEOUT.value, message=TIMEOUT_MESSAGE)
+    if is_transient(exc):  # only once the retry window ran out
+        return JobError(code=ErrorCode.SERVICE_UNAVAILABLE.value, message=UNAVAILABLE_MESSAGE)
     return JobError(code=ErrorCode.INTERNAL_ERROR.value, message=INTERNAL_MESSAGE)
 
 
-def run_job(request_id: str, pipeline: Any, store: Any, storage: Any, deadline_s: float) -> JobRecord | None:
+def run_job(request_id: str, pipeline: Any, store: Any, storage: Any, deadline_s: float,
+            retry_window_s: float = 0.0) -> JobRecord | None:
     """Run one job to a finished record; never raises for a job failure so the worker keeps serving.
+    Redis and S3 calls are retried for up to ``retry_window_s`` while they fail transiently.
 
     Returns the finished record, or None when there was nothing to do (unknown id, already finished).
     """
-    record = store.get(request_id)
+    retry = TransientRetry(store, request_id, retry_window_s)
+    record = retry.call(STORE, store.get, request_id)
     if record is None:
         log.warning("job %s has no record (expired or purged); skipping", request_id)
         return None
     if record.status.finished:
         log.info("job %s is already %s; redelivery ignored", request_id, record.status.value)
         return None
-    running = start_job(store, record)
+    running = retry.call(STORE, start_job, store, record)
     if running is None:
         log.info("job %s could not start (finished meanwhile)", request_id)
         return None
@@ -180,13 +200,13 @@ def run_job(request_id: str, pipeline: Any, store: Any, storage: Any, deadline_s
                     "queue_wait_s": _seconds(running.created_at, running.started_at)})
     on_step = progress_writer(store, request_id, time.monotonic() + deadline_s)
     try:
-        result = generate_job_result(running, pipeline, storage, on_step)
+        result = generate_job_result(running, pipeline, storage, on_step, retry)
     except Exception as exc:  # every failure ends the job, never the worker; SystemExit still stops it
-        return fail_job(store, request_id, exc)
-    return finish_job(store, request_id, JobStatus.SUCCEEDED, result=result)
+        return fail_job(store, request_id, exc, retry)
+    return retry.call(STORE, finish_job, store, request_id, JobStatus.SUCCEEDED, result=result)
 
 
-def fail_job(store: Any, request_id: str, exc: Exception) -> JobRecord | None:
+def fail_job(store: Any, request_id: str, exc: Exception, retry: TransientRetry | None = None) -> JobRecord | None:
     """Finish a job from the exception that stopped it (canceled, or failed with its stable code)."""
     error = error_for(exc)
     if error.code == ErrorCode.JOB_CANCELED.value:
@@ -197,7 +217,8 @@ def fail_job(store: Any, request_id: str, exc: Exception) -> JobRecord | None:
         log.info("job %s failed: %s", request_id, type(exc).__name__)
     if error.code == ErrorCode.OUT_OF_MEMORY.value:
         _free_cuda_cache()
-    return finish_job(store, request_id, JobStatus.FAILED, error=error)
+    retry = retry or TransientRetry(store, request_id, window_s=0)
+    return retry.call(STORE, finish_job, store, request_id, JobStatus.FAILED, error=error)
 
 
 def _is_cuda_oom(exc: BaseException) -> bool:

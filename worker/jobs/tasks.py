@@ -40,8 +40,12 @@ def _generate(request_id: str) -> None:
         return
     from worker.metrics import process_metrics
 
-    with process_metrics().generation():
-        finished = run_job(request_id, pipeline, store, storage, deadline_s=settings.task_soft_time_limit_s)
+    from worker.jobs.heartbeat import holding
+
+    # the job's lease is renewed by this process's heartbeat while it runs (shared.jobs.reaper)
+    with holding(request_id), process_metrics().generation():
+        finished = run_job(request_id, pipeline, store, storage, deadline_s=settings.task_soft_time_limit_s,
+                           retry_window_s=settings.transient_retry_window_s)
     _after_end(request_id, finished)
 
 

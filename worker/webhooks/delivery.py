@@ -8,6 +8,12 @@ One attempt:
 4. record the attempt on the job record (attempt, time, status code, error);
 5. on a 2xx set the delivered marker; on a retryable failure say how long to wait.
 
+A receiver slower than ``webhook_timeout_s`` got the request but did not answer in time: it may
+well have processed it, so such *unconfirmed* attempts stop after
+``webhook_max_unconfirmed_attempts`` (2) instead of the full ``webhook_max_attempts`` (8): a slow
+receiver sees an event at most twice, and dedupes the second by ``webhook-id``. Refused or dropped
+connections and 5xx answers still get every attempt.
+
 Runs only on io workers (the Celery task in ``worker.io_tasks`` wraps it).
 
 Example::
@@ -111,6 +117,11 @@ def _attempt_locked(deps: DeliveryDeps, record: JobRecord, event: str) -> Attemp
         return AttemptReport(outcome, attempt)
     if outcome is Outcome.REJECTED:
         return AttemptReport(outcome, attempt, reason=f"receiver answered {answer.status_code}")
+    unconfirmed = _unconfirmed_count(record) + 1 if _unconfirmed(answer.error) else 0
+    if unconfirmed >= settings.webhook_max_unconfirmed_attempts:
+        return AttemptReport(Outcome.EXHAUSTED, attempt, reason=(
+            f"the receiver got the request but answered after the {settings.webhook_timeout_s:g} s timeout "
+            f"{settings.webhook_max_unconfirmed_attempts} times; not sent again (it may have processed it)"))
     delay = next_delay(
         attempt, settings.webhook_max_attempts, settings.webhook_backoff_base_s, settings.webhook_backoff_cap_s,
         parse_retry_after(answer.retry_after, deps.clock()), deps.rand,
@@ -118,6 +129,17 @@ def _attempt_locked(deps: DeliveryDeps, record: JobRecord, event: str) -> Attemp
     if delay is None:
         return AttemptReport(Outcome.EXHAUSTED, attempt, reason=answer.error or f"answered {answer.status_code}")
     return AttemptReport(Outcome.RETRY, attempt, retry_in_s=delay, reason=answer.error)
+
+
+def _unconfirmed(error: str | None) -> bool:
+    """The request went out whole and the receiver did not answer in time: it may have processed
+    it (a slow receiver), unlike a refused or dropped connection, which surely did not."""
+    return bool(error) and error.startswith("ReadTimeout")
+
+
+def _unconfirmed_count(record: JobRecord) -> int:
+    """Unconfirmed attempts before this one."""
+    return sum(1 for a in record.webhook_attempts if _unconfirmed(a.error))
 
 
 def _send(deps: DeliveryDeps, record: JobRecord, event: str) -> tuple[HttpAnswer, bool]:

@@ -1,5 +1,6 @@
 """Webhook delivery against real Valkey and a real HTTP receiver on loopback."""
 
+import threading
 import time
 import uuid
 
@@ -190,3 +191,21 @@ def test_a_finisher_killed_while_sending_leaves_the_event_to_the_next_one(wh_set
     assert redis_client.llen("io") == 1
     # once sent, the marker lasts the job's life
     assert 590 < redis_client.ttl("webhook:enqueued:r2:succeeded") <= 600
+
+
+def test_receiver_slower_than_the_timeout_gets_the_event_at_most_twice(wh_settings, redis_client):
+    # the receiver reads each request whole and never answers in time: it may have processed
+    # it, so delivery stops after webhook_max_unconfirmed_attempts instead of webhook_max_attempts
+    settings = wh_settings.model_copy(update={"webhook_timeout_s": 0.5, "webhook_max_attempts": 8})
+    slow = Receiver(stall=threading.Event())
+    try:
+        deps = _deps(settings, redis_client)
+        rid = _finished_job(deps, slow.url())
+        reports = _deliver_until_done(deps, rid, "succeeded")
+        assert [r.outcome for r in reports] == [Outcome.RETRY, Outcome.EXHAUSTED]
+        assert "may have processed it" in reports[-1].reason
+        assert len(slow.requests) == settings.webhook_max_unconfirmed_attempts == 2
+        assert {r.headers["webhook-id"] for r in slow.requests} == {f"{rid}_succeeded"}
+    finally:
+        slow.stall.set()
+        slow.close()

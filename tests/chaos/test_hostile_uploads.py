@@ -1,0 +1,181 @@
+"""Hostile uploads against the real gateway process (uvicorn): each costs it little memory, bodies
+are cut off at the cap, stalled bodies time out, and the gateway stays healthy. The files are made
+here, small on disk; what they claim is what used to cost hundreds of MB."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import select
+import socket
+import time
+
+import httpx
+import pytest
+
+from shared.jobs.store import JobStore
+from shared.storage import Storage
+from tests.chaos.chaos_stack import (
+    SUBMIT,
+    jpeg_claiming,
+    peak_mb,
+    reset_peak,
+    rgba16_png_claiming,
+    rss_mb,
+    submit,
+)
+from idbody.stack.service import ServiceStack, stack_settings
+from tests.face_photos import tom_jpeg
+
+pytestmark = pytest.mark.integration
+
+MAX_GROWTH_MB = 100
+READ_TIMEOUT_S = 3
+
+
+@pytest.fixture(scope="module")
+def gateway(valkey, s3_server, tmp_path_factory):
+    settings = stack_settings(valkey, s3_server, 8, "hostile", auth_disabled=True,
+                              body_read_timeout_s=READ_TIMEOUT_S)
+    JobStore.from_settings(settings).client.flushdb()
+    Storage.from_settings(settings).ensure_buckets()
+    with ServiceStack(settings, tmp_path_factory.mktemp("hostile-logs")) as stack:
+        stack.start_gateway()
+        stack.wait_healthy()
+        assert submit(stack.base_url, tom_jpeg()).status_code == 202  # warm: every import done
+        yield stack
+
+
+def _pid(stack: ServiceStack) -> int:
+    return stack.procs["api"].pid
+
+
+def _growth(stack: ServiceStack, send) -> tuple[float, object]:
+    """(peak RSS above the RSS before, what ``send`` returned)."""
+    pid = _pid(stack)
+    before = rss_mb(pid)
+    reset_peak(pid)
+    answer = send()
+    return peak_mb(pid) - before, answer
+
+
+def _still_healthy(stack: ServiceStack) -> None:
+    assert httpx.get(stack.base_url + "/healthz", timeout=10).status_code == 200
+    assert submit(stack.base_url, tom_jpeg()).status_code == 202
+
+
+def test_image_bombs_are_refused_from_their_header(gateway):
+    png = rgba16_png_claiming(6320, 6320)  # 6320x6320 16-bit RGBA: 160 MB decoded as RGBA
+    assert len(png) < 4096
+    grew, r = _growth(gateway, lambda: submit(gateway.base_url, png))
+    print(f"\n16-bit RGBA PNG 6320x6320 ({len(png)} B): {r.status_code}, gateway peak +{grew:.0f} MB")
+    assert r.status_code == 413 and r.json()["error"]["code"] == "image_too_large"
+    assert grew < MAX_GROWTH_MB
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        grew, answers = _growth(gateway, lambda: list(pool.map(lambda _: submit(gateway.base_url, png), range(8))))
+    print(f"eight at once: {[a.status_code for a in answers]}, gateway peak +{grew:.0f} MB")
+    assert {a.status_code for a in answers} == {413} and grew < MAX_GROWTH_MB
+    _still_healthy(gateway)
+
+
+def test_jpeg_claiming_a_huge_frame_is_decoded_small(gateway):
+    jpeg = jpeg_claiming(6000, 6000)
+    assert len(jpeg) < 1024
+    grew, r = _growth(gateway, lambda: submit(gateway.base_url, jpeg))
+    print(f"\nJPEG claiming 6000x6000 ({len(jpeg)} B): {r.status_code}, gateway peak +{grew:.0f} MB")
+    # decoded at 1/8 scale (750x750) from its header: accepted or refused as corrupt, never costly
+    assert r.status_code in (202, 422) and grew < MAX_GROWTH_MB
+    _still_healthy(gateway)
+
+
+def test_oversized_and_too_many_text_fields(gateway):
+    image = tom_jpeg()
+    big = {f"field{i}": "x" * (1 << 20) for i in range(60)}  # sixty 1 MB text fields
+    grew, r = _growth(gateway, lambda: submit(gateway.base_url, image, **big))
+    print(f"\nsixty 1 MB text fields: {r.status_code}, gateway peak +{grew:.0f} MB")
+    assert r.status_code == 413 and r.json()["error"]["code"] == "file_too_large" and grew < MAX_GROWTH_MB
+    one_long = submit(gateway.base_url, image, clothing="x" * (64 * 1024))
+    assert one_long.status_code == 422 and one_long.json()["error"]["code"] == "invalid_parameter"
+    many = submit(gateway.base_url, image, **{f"f{i}": "1" for i in range(100)})
+    assert many.status_code == 422 and "multipart" in many.json()["error"]["message"]
+    _still_healthy(gateway)
+
+
+def _chunked_upload_until_answered(port: int, total_bytes: int, chunk_bytes: int = 256 * 1024) -> tuple[bytes, int]:
+    """Stream a chunked multipart body of ``total_bytes`` until the server answers; returns (the
+    answer's first bytes, bytes sent by then)."""
+    boundary = "b0undary"
+    head = (f"POST {SUBMIT} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode()
+    part = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"face_image\"; filename=\"x.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode()
+    payload = b"\xff" * chunk_bytes
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head + f"{len(part):x}\r\n".encode() + part + b"\r\n")
+        sock.setblocking(False)
+        frame = f"{len(payload):x}\r\n".encode() + payload + b"\r\n"
+        pending = b""
+        while sent < total_bytes:
+            readable, writable, _ = select.select([sock], [sock], [], 30)
+            if readable or not writable:
+                break
+            pending = pending or frame
+            try:
+                n = sock.send(pending)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += n
+            pending = pending[n:]
+        sock.setblocking(True)
+        try:
+            return sock.recv(4096), sent
+        except ConnectionResetError:
+            return b"", sent
+
+
+def test_chunked_gigabyte_body_is_cut_off_at_the_cap(gateway):
+    grew, (answer, sent) = _growth(gateway, lambda: _chunked_upload_until_answered(gateway.port, 1 << 30))
+    print(f"\nchunked 1 GB upload: answered after {sent / 2**20:.1f} MB sent, gateway peak +{grew:.0f} MB")
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert sent < 20 * 2**20 and grew < MAX_GROWTH_MB
+    _still_healthy(gateway)
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    """One whole HTTP answer (head and Content-Length body) from ``sock``."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data) < _answer_length(data):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _answer_length(data: bytes) -> int:
+    head, _, _ = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(head) + 4 + int(value)
+    return len(data)
+
+
+def _stalled_upload(port: int) -> bytes:
+    """Promise a 1 MB body, send 1 KB of it, then wait for the server's answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT_S * 20) as sock:
+        part = b'--b\r\nContent-Disposition: form-data; name="face_image"; filename="x.jpg"\r\n\r\n'
+        sock.sendall((f"POST {SUBMIT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {1 << 20}\r\n"
+                      "Content-Type: multipart/form-data; boundary=b\r\n\r\n").encode() + part + b"x" * 1024)
+        return _read_answer(sock)
+
+
+def test_stalled_uploads_time_out_with_408(gateway):
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(30) as pool:
+        answers = list(pool.map(lambda _: _stalled_upload(gateway.port), range(30)))
+    print(f"\n30 stalled uploads answered in {time.monotonic() - started:.1f} s")
+    assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers[0][:200]
+    assert b"request_timeout" in answers[0]
+    _still_healthy(gateway)

@@ -1,0 +1,77 @@
+"""SeaweedFS's filer serves every bucket over plain HTTP without S3 auth, and its master and volume
+ports are no better: only the S3 gateway may listen beyond loopback. Checked on a real ``weed``
+for the local launcher (``idbody up``, the test fixtures) and for the compose start script's own
+flags; no fixed extra ports (Iceberg 8181, Lance 9101) and no telemetry in either."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from idbody.stack.polling import until
+from idbody.stack.servers import free_port
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+S3_START = ROOT / "deploy" / "seaweedfs" / "s3-start.sh"
+
+
+def _listening(pid: int) -> list[tuple[str, int]]:
+    conns = psutil.Process(pid).net_connections(kind="tcp")
+    return sorted({(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN})
+
+
+def test_local_launcher_listens_on_loopback_only(s3_server):
+    listening = _listening(s3_server.proc.pid)
+    assert listening and all(ipaddress.ip_address(ip).is_loopback for ip, _ in listening), listening
+    assert not {8181, 9101} & {port for _, port in listening}
+    argv = psutil.Process(s3_server.proc.pid).cmdline()
+    assert {"-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"} <= set(argv)
+
+
+def _compose_argv(tmp_path: Path) -> list[str]:
+    """The flags deploy/seaweedfs/s3-start.sh starts ``weed`` with (a stub records them)."""
+    stub_dir = tmp_path / "stub"
+    stub_dir.mkdir()
+    stub = stub_dir / "weed"
+    stub.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$OUT"\n')
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    out = tmp_path / "argv"
+    env = {"PATH": f"{stub_dir}:/usr/bin:/bin", "OUT": str(out), "TMPDIR": str(tmp_path)}
+    subprocess.run(["sh", str(S3_START)], env=env, check=True, timeout=30)
+    return out.read_text().split()
+
+
+def test_compose_seaweedfs_exposes_only_s3(tmp_path):
+    argv = _compose_argv(tmp_path)
+    assert "-ip.bind=127.0.0.1" in argv and "-s3.ip.bind=0.0.0.0" in argv and "-master.telemetry=false" in argv
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    # s3-init reaches master and filer through the s3 container's own loopback
+    assert compose["s3-init"]["network_mode"] == "service:s3"
+    # run the real server with exactly those flags (later flags only move ports and the data folder)
+    ports = {name: free_port() for name in ("master", "volume", "filer", "s3", "mg", "vg", "fg", "sg")}
+    (tmp_path / "data").mkdir()
+    moved = [f"-dir={tmp_path / 'data'}", f"-master.port={ports['master']}", f"-master.port.grpc={ports['mg']}",
+             f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['vg']}", f"-filer.port={ports['filer']}",
+             f"-filer.port.grpc={ports['fg']}", f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['sg']}"]
+    weed = str(Path(sys.executable).with_name("weed"))
+    with (tmp_path / "weed.log").open("wb") as log:
+        proc = subprocess.Popen([weed, *argv, *moved], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+                                start_new_session=True, env={**os.environ})
+    try:
+        wanted = {ports[n] for n in ("master", "volume", "filer", "s3")}
+        until(lambda: wanted <= {p for _, p in _listening(proc.pid)}, 120, "weed server listening")
+        public = {port for ip, port in _listening(proc.pid) if not ipaddress.ip_address(ip).is_loopback}
+        assert public and public <= {ports["s3"], ports["sg"]}, (public, ports)
+    finally:
+        proc.kill()
+        proc.wait(15)
