@@ -83,9 +83,10 @@ class Admission:
     def _earlier_record(self, request_id: str) -> JobRecord:
         record = self.store.get(request_id)
         if record is None:
-            # a concurrent twin claimed the key and is still writing the job, or it has expired
+            # a concurrent twin claimed the key and is still writing the job (or it has expired):
+            # 409, as the IETF Idempotency-Key draft asks for a request still being processed
             raise IdentityBodyError(
-                ErrorCode.SERVICE_UNAVAILABLE,
+                ErrorCode.IDEMPOTENCY_IN_PROGRESS,
                 "A request with this Idempotency-Key is still being accepted; retry in a moment.",
                 retry_after_s=1,
             )

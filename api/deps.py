@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from api.rate_limit_headers import STATE_KEY as RATE_STATE_KEY
 from shared.access.api_keys import ApiKey
 from shared.errors import ErrorCode, IdentityBodyError
 from shared.jobs.store import JobStore
@@ -43,32 +45,42 @@ async def get_celery(request: Request) -> Any:
     return request.app.state.celery
 
 
-async def get_api_key(request: Request) -> ApiKey | None:
+# Declared so OpenAPI carries a bearer security scheme and /docs shows "Authorize"; the header
+# itself is read below (auto_error=False: our 401 has the house error shape, not FastAPI's 403).
+bearer_scheme = HTTPBearer(auto_error=False, scheme_name="ApiKey",
+                           description="An API key from `idbody keys create`, sent as `Authorization: Bearer <key>`.")
+
+
+async def get_api_key(
+    request: Request,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
+) -> ApiKey | None:
     """The caller's API key from ``Authorization: Bearer <key>``, its request rate counted.
 
     401 unauthorized without a valid key; 429 rate_limited (with Retry-After) over its rate. Only
     the explicit development setting ``auth_disabled`` lets requests without a key through (as
-    nobody's: they see only jobs submitted without a key); a valid key is still honoured then.
+    nobody's: they see only jobs submitted without a key); a valid key is still honoured then, and
+    an empty header (``Authorization: Bearer `` from an unset shell variable) counts as none.
     """
     state = request.app.state
     token = _bearer_token(request.headers.get("authorization"))
-    if token is None and state.settings.auth_disabled:
+    if not token and state.settings.auth_disabled:
         return None
-    return await run_in_threadpool(_authenticate, state, token)
+    key, rate = await run_in_threadpool(_authenticate, state, token)
+    # the RateLimit-* headers go out with whatever response the route builds (api.rate_limit_headers)
+    setattr(request.state, RATE_STATE_KEY, rate)
+    return key
 
 
-def _authenticate(state: Any, token: str | None) -> ApiKey | None:
+def _authenticate(state: Any, token: str | None) -> tuple[ApiKey, Any]:
     """Blocking part of ``get_api_key``: the key lookup and its rate count (Redis)."""
     key = state.api_keys.authenticate(token) if token else None
     if key is None:
-        if state.settings.auth_disabled and token is None:
-            return None
         raise IdentityBodyError(
             ErrorCode.UNAUTHORIZED,
             "Send a valid API key as 'Authorization: Bearer <key>' (create one with 'idbody keys create').",
         )
-    state.rate_limiter.check_rate(key.id, key.rate_limit_per_min)
-    return key
+    return key, state.rate_limiter.check_rate(key.id, key.rate_limit_per_min)
 
 
 def _bearer_token(header: str | None) -> str | None:

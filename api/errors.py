@@ -42,13 +42,16 @@ async def _identity_body_error(request: Request, exc: IdentityBodyError) -> JSON
 
 
 def _headers_for(exc: IdentityBodyError) -> dict[str, str] | None:
-    """Retry-After on 429s and 503s, WWW-Authenticate on 401s (RFC 6750)."""
+    """Retry-After (and RateLimit-*) on 429s and 503s, WWW-Authenticate on 401s (RFC 6750)."""
     if exc.code is ErrorCode.UNAUTHORIZED:
         return {"WWW-Authenticate": 'Bearer realm="identity-body"'}
     retry_after = exc.details.get("retry_after_s")
     if retry_after is None and exc.code is ErrorCode.SERVICE_UNAVAILABLE:
         retry_after = RETRY_AFTER_S
-    return {"Retry-After": str(int(retry_after))} if retry_after is not None else None
+    if retry_after is None:
+        return None
+    rate = exc.details.get("rate")
+    return {"Retry-After": str(int(retry_after)), **(rate.headers() if rate is not None else {})}
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

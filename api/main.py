@@ -16,10 +16,12 @@ import threading
 
 import anyio
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from api.body_limit import BodyLimit
 from api.errors import install_error_handlers
 from api.metrics import install_metrics
+from api.rate_limit_headers import RateLimitHeaders
 from api.routes import health, info, jobs
 from api.routes.page import install_page
 from shared.deployment import check_deployment
@@ -33,9 +35,9 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = (
     "One face photo in, full-body images that keep the person's identity out. Submit a job, poll "
-    "its status (or send `Prefer: wait=N`, or follow `/api/v1/jobs/{id}/events`), then read the result. "
-    'Every error is `{"error": {"code", "message", "field"}}` with a stable code. A web page for people '
-    "is served at `/`."
+    "its status (or send `Prefer: wait` / `Prefer: wait=N`, or follow `/api/v1/jobs/{id}/events`), then read "
+    'the result. Every error is `{"error": {"code", "message", "field"}}` with a stable code. A web page for '
+    "people is served at `/`."
 )
 
 
@@ -96,10 +98,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings = settings or get_settings()
     check_deployment(settings)  # a container without its public URL does not start
     install_error_handlers(app)
+    app.add_middleware(RateLimitHeaders)
+    _install_cors(app, app.state.settings)
     app.add_middleware(BodyLimit, submit_path=jobs.SUBMIT_PATH, submit_max_bytes=settings.max_upload_bytes,
                        read_timeout_s=settings.body_read_timeout_s)
     install_metrics(app)
@@ -109,3 +114,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     install_page(app)
     return app
+
+
+def operation_id(route: APIRoute) -> str:
+    """OpenAPI operationId: the route function's name (``job_status``), which generated clients
+    turn into method names, instead of FastAPI's default name + path + method."""
+    return route.name
+
+
+# headers a browser page on another origin may read from our answers (CORS hides the rest)
+EXPOSED_HEADERS = ("Location", "Retry-After", "Preference-Applied", "Idempotent-Replayed",
+                   "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+
+
+def _install_cors(app: FastAPI, settings: Settings) -> None:
+    """CORS for ``settings.cors_origins`` only; off (no CORS headers at all) when empty."""
+    if not settings.cors_origins:
+        return
+    from fastapi.middleware.cors import CORSMiddleware
+
+    app.add_middleware(
+        CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Prefer", "Idempotency-Key"],
+        expose_headers=list(EXPOSED_HEADERS), max_age=600,
+    )

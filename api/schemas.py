@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import HTTP_STATUS, ErrorCode
+from shared.jobs.record import JobStatus
 from shared.params import GenerationParams
 
 _RID = "0b7f6f0e-3c4e-4d0a-9a51-6f3f2b8e9c11"
@@ -26,7 +27,7 @@ class SubmitResponse(BaseModel):
     }]})
 
     request_id: str
-    status: str = Field(description="queued, running, succeeded, failed or canceled.")
+    status: JobStatus = Field(description="queued, running, succeeded, failed or canceled.")
     status_url: str
     result_url: str
     cancel_url: str
@@ -41,7 +42,7 @@ class ProgressOut(BaseModel):
 
 
 class JobErrorOut(BaseModel):
-    code: str
+    code: ErrorCode = Field(description="Stable machine code (shared.errors.ErrorCode).")
     message: str
 
 
@@ -70,7 +71,7 @@ class JobStatusResponse(BaseModel):
     ]})
 
     request_id: str
-    status: str
+    status: JobStatus
     queue_position: int | None = Field(None, description="Only while queued.")
     progress: ProgressOut | None = Field(None, description="Only while running: stage, denoise step of total, seconds left.")
     error: JobErrorOut | None = Field(None, description="Only when failed or canceled.")
@@ -84,6 +85,18 @@ class JobStatusResponse(BaseModel):
     finished_at: str | None = None
     webhook_attempts: list[WebhookAttemptOut] | None = Field(
         None, description="Only for jobs with a webhook_url: every delivery attempt so far.")
+
+
+class JobListResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "jobs": [{"request_id": _RID, "status": "succeeded", "result_url": f"{_BASE}/result",
+                  "created_at": "2026-03-01T12:00:00Z", "started_at": "2026-03-01T12:00:01Z",
+                  "finished_at": "2026-03-01T12:00:09Z"}],
+        "next_cursor": "MTc3MjM2NjQwMC4wOjBiN2Y2ZjBl",
+    }]})
+
+    jobs: list[JobStatusResponse] = Field(description="The caller's jobs, newest first.")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; none on the last page.")
 
 
 class DeletedResponse(BaseModel):
@@ -164,7 +177,7 @@ class ReadyResponse(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    code: str = Field(description="Stable machine code (shared.errors.ErrorCode).")
+    code: ErrorCode = Field(description="Stable machine code (shared.errors.ErrorCode).")
     message: str = Field(description="A sentence a person can act on.")
     field: str | None = Field(None, description="The request field at fault, if any.")
 
@@ -194,6 +207,7 @@ _ERROR_EXAMPLES: dict[ErrorCode, tuple[str, str | None]] = {
     ErrorCode.RATE_LIMITED: ("This API key allows 60 requests per minute; try again in 12 s.", None),
     ErrorCode.TOO_MANY_QUEUED: ("This API key already has 10 unfinished jobs; wait for one to finish or cancel one.", None),
     ErrorCode.IDEMPOTENCY_MISMATCH: ("This Idempotency-Key was already used with a different request body; use a new key for a new request.", "Idempotency-Key"),
+    ErrorCode.IDEMPOTENCY_IN_PROGRESS: ("A request with this Idempotency-Key is still being accepted; retry in a moment.", "Idempotency-Key"),
     ErrorCode.JOB_ALREADY_FINISHED: ("The job already finished (succeeded); there is nothing to cancel.", None),
 }
 

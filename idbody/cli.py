@@ -5,6 +5,7 @@ Example::
 
     idbody models verify
     idbody up
+    idbody --version
 """
 
 from __future__ import annotations
@@ -18,9 +19,20 @@ COMMAND_MODULES: tuple[str, ...] = (
     "api.serve",
     "shared.access.cli",
     "worker.run_cli",
+    "worker.generate_cli",
     "idbody.stack.up",
     "worker.models.cli",
 )
+
+
+def package_version() -> str:
+    """The installed identity-body version (pyproject's), or "unknown" when run from a bare checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("identity-body")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="idbody",
         description="identity-body: one face photo in, full-body images that keep the identity out.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)

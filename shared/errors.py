@@ -28,6 +28,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     TOO_MANY_QUEUED = "too_many_queued"
     IDEMPOTENCY_MISMATCH = "idempotency_mismatch"
+    IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
     WEBHOOK_URL_REFUSED = "webhook_url_refused"
     JOB_NOT_FOUND = "job_not_found"
     JOB_NOT_FINISHED = "job_not_finished"
@@ -63,6 +64,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.TOO_MANY_QUEUED: 429,
     ErrorCode.IDEMPOTENCY_MISMATCH: 422,
+    ErrorCode.IDEMPOTENCY_IN_PROGRESS: 409,
     ErrorCode.WEBHOOK_URL_REFUSED: 422,
     ErrorCode.JOB_NOT_FOUND: 404,
     ErrorCode.JOB_NOT_FINISHED: 409,

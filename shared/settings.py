@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     default_width: int | None = Field(None, ge=64, le=2048, multiple_of=8, description="Output width of jobs that do not send one (empty: the engine's full-body size, 832 on SDXL, 104 on the tiny profile); 'idbody up' sets 256 on the tiny profile.")
     default_height: int | None = Field(None, ge=64, le=2048, multiple_of=8, description="Output height of jobs that do not send one (empty: 1216 on SDXL, 152 on the tiny profile); 'idbody up' sets 256 on the tiny profile.")
     max_waiting_requests: int = Field(64, ge=1, le=10_000, description="Most 'Prefer: wait' requests held at once per gateway process; the rest answer 202 at once.")
+    cors_origins: list[str] = Field([], description='Browser origins allowed to call the API from another site (CORS), e.g. ["https://app.example.com"]; empty: CORS off.')
     max_decode_bytes: int = Field(32 * 1024 * 1024, ge=1024 * 1024, description="Largest decoded photo (width x height x bytes per pixel, read from the header before decoding); JPEGs above it are decoded at 1/2, 1/4 or 1/8 scale, other files refused with image_too_large.")
     max_concurrent_decodes: int = Field(4, ge=1, le=64, description="Photos decoded at once per gateway process; with max_decode_bytes this bounds the gateway's decode memory.")
     body_read_timeout_s: float = Field(60.0, gt=0, le=3600, description="A request body must arrive within this long, or 408 request_timeout.")

@@ -6,7 +6,7 @@ import logging
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -25,6 +25,7 @@ from api.job_events import status_events
 from api.prefer import wait_seconds
 from api.schemas import (
     DeletedResponse,
+    JobListResponse,
     JobResultResponse,
     JobStatusResponse,
     SubmitResponse,
@@ -33,6 +34,7 @@ from api.schemas import (
 )
 from api.submit import read_submit_form, submit_job
 from shared.errors import ErrorCode, IdentityBodyError
+from shared.jobs import listing
 from shared.jobs.record import JobError, JobRecord, JobStatus
 from shared.jobs.store import JobStore
 from shared.jobs.views import job_urls, result_view, status_view
@@ -42,13 +44,23 @@ router = APIRouter(prefix="/api/v1", tags=["jobs"])
 SUBMIT_PATH = "/api/v1/generate-identity-body"
 
 RequestId = Annotated[str, Path(description="The request_id returned on submit.", max_length=128)]
+PreferHeader = Annotated[str | None, Header(
+    description="`wait=N` (or a bare `wait`: the server's longest): hold the request up to N seconds "
+                "until the job ends. `Preference-Applied` says when the wait was honoured.")]
+
+# Retry-After on answers about an unfinished job: how soon polling again is worth it
+POLL_AFTER_S = 2
+_ACCEPTED_HEADERS = {
+    "Location": {"description": "The job's status URL.", "schema": {"type": "string"}},
+    "Retry-After": {"description": "Seconds until polling the status is worth it.", "schema": {"type": "integer"}},
+}
 
 _SUBMIT_ERRORS = error_responses(
     ErrorCode.INVALID_PARAMETER, ErrorCode.MISSING_FIELD, ErrorCode.FILE_TOO_LARGE,
     ErrorCode.IMAGE_TOO_LARGE, ErrorCode.UNSUPPORTED_MEDIA_TYPE, ErrorCode.IMAGE_DECODE_FAILED,
     ErrorCode.IMAGE_TOO_SMALL, ErrorCode.ANIMATED_IMAGE, ErrorCode.WEBHOOK_URL_REFUSED,
     ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED, ErrorCode.TOO_MANY_QUEUED,
-    ErrorCode.IDEMPOTENCY_MISMATCH, ErrorCode.REQUEST_TIMEOUT,
+    ErrorCode.IDEMPOTENCY_MISMATCH, ErrorCode.IDEMPOTENCY_IN_PROGRESS, ErrorCode.REQUEST_TIMEOUT,
 )
 # every route reads Redis (the API key, the job record): an outage answers 503 with Retry-After
 _ROUTE_ERRORS = (ErrorCode.INVALID_PARAMETER, ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED,
@@ -64,9 +76,12 @@ _ROUTE_ERRORS = (ErrorCode.INVALID_PARAMETER, ErrorCode.UNAUTHORIZED, ErrorCode.
         "Multipart form: the photo in `face_image` plus generation parameters. Answers 202 with the "
         "job's URLs. With `Prefer: wait=N` (N clamped to the server's max_wait_s) the request is held "
         "until the job ends or N seconds pass: 200 with the result JSON if it succeeded, 200 with the "
-        "status JSON if it failed, else the 202 body. `Preference-Applied` says when the wait was honoured."
+        "status JSON if it failed, else the 202 body (with `Location` and `Retry-After`). A bare "
+        "`Prefer: wait` waits as long as the server allows. `Preference-Applied` says when the wait "
+        "was honoured."
     ),
     responses={
+        202: {"description": "Accepted: poll `Location` (the status_url).", "headers": _ACCEPTED_HEADERS},
         200: {"description": "Prefer: wait=N and the job ended within N seconds.",
               "content": {"application/json": {"examples": {
                   "succeeded": {"value": JobResultResponse.model_config["json_schema_extra"]["examples"][0]},
@@ -84,31 +99,51 @@ async def generate_identity_body(
     key: ApiKeyDep,
     submit_ctx: SubmitDep,
     base: BaseUrlDep,
-    prefer: Annotated[str | None, Header(description="`wait=N`: hold the request up to N seconds.")] = None,
+    prefer: PreferHeader = None,
     idempotency_key: Annotated[str | None, Header(
         alias="Idempotency-Key",
-        description="Same key + same body within 24 h returns the original job; a different body gets 422.",
+        description="Same key + same body within 24 h returns the original job; a different body gets 422; "
+                    "a twin request still being accepted gets 409 (retry after Retry-After).",
     )] = None,
 ) -> JSONResponse:
     form = await read_submit_form(request, settings.max_upload_bytes)
     submitted = await run_in_threadpool(submit_job, submit_ctx, form, key, idempotency_key)
     record, position = submitted.record, submitted.queue_position
     if submitted.replayed:
-        return JSONResponse(_accepted_body(record, position, base), status_code=202,
-                            headers={"Idempotent-Replayed": "true"})
+        return _accepted(record, position, base, {"Idempotent-Replayed": "true"})
     wait = wait_seconds(prefer, settings.max_wait_s)
     limiter: anyio.CapacityLimiter = request.app.state.wait_limiter
     if wait is None or limiter.available_tokens < 1:
-        return JSONResponse(_accepted_body(record, position, base), status_code=202)
+        return _accepted(record, position, base)
     finished = await anyio.to_thread.run_sync(store.wait_finished, record.request_id, wait, limiter=limiter)
     headers = {"Preference-Applied": f"wait={wait}"}
     if finished is None:
         current = await run_in_threadpool(store.get, record.request_id) or record
         position = await run_in_threadpool(store.queue_position, record.request_id)
-        return JSONResponse(_accepted_body(current, position, base), status_code=202, headers=headers)
+        return _accepted(current, position, base, headers)
     if finished.status is JobStatus.SUCCEEDED:
         return JSONResponse(result_view(finished, storage.result_url), headers=headers)
     return JSONResponse(status_view(finished, base), headers=headers)
+
+
+@router.get(
+    "/jobs",
+    response_model=JobListResponse,
+    summary="The caller's jobs, newest first",
+    description=(
+        "Jobs of the API key making the request (with auth off and no key: the jobs submitted without "
+        "one), newest first, `limit` at a time. Pass `next_cursor` back as `cursor` for the next page."
+    ),
+    responses=error_responses(ErrorCode.INVALID_PARAMETER, ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED),
+)
+def list_jobs(
+    store: StoreDep, owner: OwnerDep, base: BaseUrlDep,
+    limit: Annotated[int, Query(ge=1, le=listing.MAX_PAGE, description="Jobs per page.")] = 20,
+    cursor: Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page.")] = None,
+) -> JSONResponse:
+    page = listing.list_jobs(store, owner, limit=limit, cursor=cursor)
+    jobs = [{k: v for k, v in status_view(r, base).items() if v is not None} for r in page.records]
+    return JSONResponse({"jobs": jobs, "next_cursor": page.next_cursor})
 
 
 @router.get(
@@ -116,13 +151,29 @@ async def generate_identity_body(
     response_model=JobStatusResponse,
     response_model_exclude_none=True,
     summary="Status of a job",
+    description=(
+        "With `Prefer: wait=N` (or a bare `wait`) the request is held until the job ends or N seconds "
+        "pass (long polling); `Preference-Applied` says when the wait was honoured. An unfinished job's "
+        "answer carries `Retry-After`."
+    ),
     responses=error_responses(ErrorCode.JOB_NOT_FOUND, *_ROUTE_ERRORS),
 )
-async def job_status(request_id: RequestId, store: StoreDep, owner: OwnerDep, base: BaseUrlDep) -> JSONResponse:
+async def job_status(request_id: RequestId, request: Request, store: StoreDep, owner: OwnerDep,
+                     base: BaseUrlDep, prefer: PreferHeader = None) -> JSONResponse:
     # record and queue rank in one pipelined round trip, one threadpool hop
     record, position = await run_in_threadpool(store.get_with_position, request_id)
-    _check_visible(record, owner)
-    return JSONResponse(status_view(record, base, position))
+    record = _check_visible(record, owner)
+    headers: dict[str, str] = {}
+    wait = wait_seconds(prefer, request.app.state.settings.max_wait_s) if prefer else None
+    limiter: anyio.CapacityLimiter = request.app.state.wait_limiter
+    if wait is not None and not record.status.finished and limiter.available_tokens >= 1:
+        await anyio.to_thread.run_sync(store.wait_finished, request_id, wait, limiter=limiter)
+        record, position = await run_in_threadpool(store.get_with_position, request_id)
+        record = _check_visible(record, owner)
+        headers["Preference-Applied"] = f"wait={wait}"
+    if not record.status.finished:
+        headers["Retry-After"] = str(POLL_AFTER_S)
+    return JSONResponse(status_view(record, base, position), headers=headers or None)
 
 
 @router.get(
@@ -251,6 +302,14 @@ def _check_visible(record: JobRecord | None, owner: str | None) -> JobRecord:
             ErrorCode.JOB_NOT_FOUND, "No job with this request_id; it may have expired.", field="request_id"
         )
     return record
+
+
+def _accepted(record: JobRecord, position: int | None, base: str,
+              headers: dict[str, str] | None = None) -> JSONResponse:
+    """202 with the job's URLs, ``Location`` (its status URL) and ``Retry-After``."""
+    body = _accepted_body(record, position, base)
+    location = {"Location": body["status_url"], "Retry-After": str(POLL_AFTER_S)}
+    return JSONResponse(body, status_code=202, headers={**location, **(headers or {})})
 
 
 def _accepted_body(record: JobRecord, position: int | None, base: str) -> dict[str, Any]:

@@ -11,11 +11,13 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,3 +139,27 @@ class ServiceStack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def running_stack(settings: Settings, log_dir: Path, ready_timeout_s: float = 150) -> Iterator[ServiceStack]:
+    """An emptied job-store db and fresh buckets, then the gateway, a GPU worker (gpu0) and an io
+    worker (io0), ready; all stopped on exit.
+
+    Example::
+
+        with running_stack(settings, tmp_path) as stack:
+            httpx.post(stack.base_url + "/api/v1/generate-identity-body", ...)
+    """
+    from shared.jobs.store import JobStore
+    from shared.storage import Storage
+
+    JobStore.from_settings(settings).client.flushdb()
+    Storage.from_settings(settings).ensure_buckets()
+    with ServiceStack(settings, log_dir) as stack:
+        stack.start_gateway()
+        stack.start_worker("gpu0")
+        stack.start_worker("io0", queue="io")
+        stack.wait_ready(timeout_s=ready_timeout_s)
+        yield stack
+

@@ -65,6 +65,16 @@ class JobError(BaseModel):
     field: str | None = None
 
 
+def result_image_id(index: int) -> str:
+    """The id a result image has in the seed's response shape (and in ``idbody generate``'s files).
+
+    Example::
+
+        result_image_id(0)   # "identity_body_0"
+    """
+    return f"identity_body_{int(index)}"
+
+
 class ResultImage(BaseModel):
     id: str
     key: str  # object key in the results bucket; URLs are made when read

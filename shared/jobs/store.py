@@ -7,6 +7,8 @@ Keys (all expire ``retention_s`` after their last write, except where noted)::
     jobs:running                sorted set of running request ids, scored by when they started
     job-finished:{request_id}   pub/sub channel; one message when the job finishes
     worker:{worker_id}          JSON heartbeat of a live worker, expires after its ttl
+    jobs:owner:{owner or -}     sorted set of an API key's request ids by created_at (the job list,
+                                ``shared.jobs.listing``); jobs submitted without a key are under ``-``
     job-lease:{request_id}      the worker holding a running job; its heartbeat renews it, and a
                                 running job without one is requeued by shared.jobs.reaper
 
@@ -40,6 +42,7 @@ RUNNING_KEY = "jobs:running"
 FINISHED_CHANNEL = "job-finished:{}"
 WORKER_KEY = "worker:{}"
 WORKER_PATTERN = "worker:*"
+OWNER_JOBS_KEY = "jobs:owner:{}"
 LEASE_KEY = "job-lease:{}"
 
 # WATCH/MULTI retries under contention; each retry means another writer changed the record, so a
@@ -82,6 +85,9 @@ class JobStore:
         pipe.set(JOB_KEY.format(record.request_id), record.model_dump_json(), ex=self.retention_s)
         pipe.zadd(QUEUE_KEY, {record.request_id: record.created_at})
         pipe.expire(QUEUE_KEY, self.retention_s)
+        owner_jobs = OWNER_JOBS_KEY.format(record.owner or "-")
+        pipe.zadd(owner_jobs, {record.request_id: record.created_at})
+        pipe.expire(owner_jobs, self.retention_s)
         pipe.zrank(QUEUE_KEY, record.request_id)
         rank = pipe.execute()[-1]
         return int(rank) + 1

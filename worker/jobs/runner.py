@@ -20,7 +20,7 @@ from typing import Any
 
 from shared.errors import ErrorCode, IdentityBodyError
 from shared.jobs.progress import JobStage, StepEta
-from shared.jobs.record import JobError, JobRecord, JobResult, JobStatus, ResultImage
+from shared.jobs.record import JobError, JobRecord, JobResult, JobStatus, ResultImage, result_image_id
 from shared.params import parse_params
 from shared.transient import is_transient
 from worker.jobs.transient_retry import TransientRetry
@@ -150,7 +150,7 @@ def generate_job_result(record: JobRecord, pipeline: Any, storage: Any, on_step:
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         key = retry.call(IMAGES, storage.put_result, record.request_id, index, buf.getvalue())
-        images.append(ResultImage(id=f"{record.request_id}-{index}", key=key, width=image.width,
+        images.append(ResultImage(id=result_image_id(index), key=key, width=image.width,
                                   height=image.height, **detail))
     return JobResult(images=images, analysis=out.get("analysis") or {}, method=out.get("method", "instantid"),
                      profile=out.get("profile"), note=out.get("note"))

@@ -1,0 +1,180 @@
+"""``idbody generate PHOTO -o DIR``: the whole pipeline in this process, no servers.
+
+The photo goes through the gateway's upload checks, the parameters through the one
+GenerationParams model (options derived from it: ``shared.params_cli``), then the seed's Python API
+runs with a progress bar on stderr. DIR gets ``identity_body_<i>.png`` and ``result.json`` in the
+seed's response shape (``success, request_id, count, images[{id, url}], analysis, method, note``;
+``url`` is the PNG's file URI) plus ``seed``, ``params``, ``profile`` and ``timings``.
+
+Exit status: 0 on success; 2 when the input is at fault (bad parameter, unreadable photo, no face:
+what the API answers with a 4xx); 1 when generation itself failed. The stable error code is printed
+first on stderr (``error: no_face_detected: ...``) and written to result.json too.
+
+Example::
+
+    idbody generate docs/examples/face.jpg -o out/ --body-type athletic --num-images 2 --seed 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from shared.errors import ErrorCode, IdentityBodyError
+from shared.params_cli import add_param_options, params_from_args
+
+SIDECAR = "result.json"
+EXIT_INPUT, EXIT_FAILED = 2, 1
+STAGES = ("loading models", "analysing the face", "denoising", "writing images")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "generate", help="Generate full-body images from one face photo, in this process (no servers).",
+        description="Run the whole pipeline in this process (no servers). The photo gets the API's upload "
+                    "checks and the options its parameter checks; DIR receives identity_body_<i>.png and "
+                    "result.json, the API's result shape with file URLs.",
+        epilog="exit status: 0 ok; 2 the photo or a parameter is at fault (no_face_detected, "
+               "invalid_parameter, ...); 1 generation failed. The error code is printed on stderr.")
+    parser.add_argument("photo", type=Path, help="The face photo: JPEG, PNG or WebP.")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                        help="Folder for the PNGs and result.json (created if missing).")
+    parser.add_argument("--profile", choices=("auto", "tiny", "instantid"), default=None,
+                        help="Model profile (default: settings.model_profile).")
+    parser.add_argument("--quiet", action="store_true", help="No progress output on stderr.")
+    add_param_options(parser)
+    parser.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    out: Path = args.output
+    try:
+        params = params_from_args(args)
+        face = _load_photo(args.photo)
+        result = _run(face, params, args)
+    except IdentityBodyError as exc:
+        return _fail(out, exc.code.value, exc.message, exc.field,
+                     EXIT_INPUT if exc.http_status < 500 else EXIT_FAILED)
+    except Exception as exc:  # noqa: BLE001 - engine failures (out of memory, ...) named as the job runner names them
+        from worker.jobs.runner import error_for
+
+        error = error_for(exc)
+        return _fail(out, error.code, f"{error.message} ({type(exc).__name__}: {exc})", None, EXIT_FAILED)
+    _write_sidecar(out, result)
+    _say(args, f"{result['count']} image(s) and {SIDECAR} in {out}")
+    return 0
+
+
+def _load_photo(path: Path):
+    """The photo through the same checks as an upload (size, type from bytes, pixel cap, EXIF)."""
+    import io
+
+    from PIL import Image
+
+    from api.upload import normalize_upload
+    from shared.settings import get_settings
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IdentityBodyError(ErrorCode.INVALID_PARAMETER, f"Cannot read the photo {path}: "
+                                f"{exc.strerror or exc}.", field="photo") from None
+    settings = get_settings()
+    image = normalize_upload(data, settings.max_upload_bytes, settings.max_image_pixels, settings.min_image_side)
+    return Image.open(io.BytesIO(image.data)).convert("RGB")
+
+
+def _run(face, params, args: argparse.Namespace) -> dict[str, Any]:
+    from shared.jobs.record import result_image_id
+    from shared.settings import get_settings
+    from worker.identity_pipeline import IdentityPipeline
+
+    settings = get_settings()
+    if args.profile:
+        settings = settings.model_copy(update={"model_profile": args.profile})
+    _quiet_libraries()
+    _stage(args, 0)
+    pipeline = IdentityPipeline(settings).load_models()
+    _stage(args, 1, f"{pipeline.profile} profile")
+    bar = _StepBar(args)
+    try:
+        out = pipeline.generate(face, params, progress=bar.update)
+    finally:
+        bar.close()
+    _stage(args, 3)
+    args.output.mkdir(parents=True, exist_ok=True)
+    images = []
+    for index, image in enumerate(out["images"]):
+        path = (args.output / f"{result_image_id(index)}.png").resolve()
+        image.save(path, format="PNG")
+        images.append({"id": result_image_id(index), "url": path.as_uri(), "file": path.name,
+                       "width": image.width, "height": image.height})
+    return {"success": True, "request_id": str(uuid.uuid4()), "count": len(images), "images": images,
+            "analysis": out["analysis"], "method": out["method"], "note": out["note"], "seed": out["seed"],
+            "params": params.model_dump(), "profile": pipeline.profile, "timings": out["timings"]}
+
+
+class _StepBar:
+    """Denoise steps as a tqdm bar on stderr, opened at the first step (face analysis comes before)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.bar = args, None
+
+    def update(self, step: int, total: int, *_: Any) -> bool:
+        if self.args.quiet:
+            return True
+        if self.bar is None:
+            from tqdm import tqdm
+
+            _stage(self.args, 2)
+            self.bar = tqdm(total=total, unit="step", file=sys.stderr, leave=True, dynamic_ncols=True)
+        self.bar.update(step - self.bar.n)
+        return True
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _quiet_libraries() -> None:
+    """Only our stage lines and step bar on stderr: the libraries' loading bars and advice
+    (meant for their developers) are switched off; their errors still show."""
+    import logging
+    import warnings
+
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("worker").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _stage(args: argparse.Namespace, index: int, detail: str = "") -> None:
+    _say(args, f"[{index + 1}/{len(STAGES)}] {STAGES[index]}" + (f" ({detail})" if detail else ""))
+
+
+def _say(args: argparse.Namespace, line: str) -> None:
+    if not args.quiet:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _fail(out: Path, code: str, message: str, field: str | None, exit_status: int) -> int:
+    """result.json with success false and the error; the code first on stderr."""
+    _write_sidecar(out, {"success": False, "request_id": str(uuid.uuid4()), "count": 0, "images": [],
+                         "analysis": {}, "method": "instantid", "note": None,
+                         "error": {"code": code, "message": message, "field": field}})
+    print(f"error: {code}: {message}", file=sys.stderr)
+    return exit_status
+
+
+def _write_sidecar(out: Path, body: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SIDECAR).write_text(json.dumps(body, indent=2, default=str) + "\n")
