@@ -28,7 +28,7 @@ from idbody.stack.servers import free_port
 from idbody.stack.up import settings_env
 from shared.settings import Settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def stack_settings(valkey, s3_server, db: int, bucket_prefix: str, **overrides) -> Settings:

@@ -24,7 +24,7 @@ CODES = {code.value for code in ErrorCode}
 @pytest.fixture(scope="module")
 def fuzzed_gateway(valkey, s3_server, tmp_path_factory):
     # auth off, so generated requests reach the routes' logic rather than stopping at 401
-    settings = stack_settings(valkey, s3_server, 9, "fuzz", auth_disabled=True)
+    settings = stack_settings(valkey, s3_server, 12, "fuzz", auth_disabled=True)
     JobStore.from_settings(settings).client.flushdb()
     Storage.from_settings(settings).ensure_buckets()
     with ServiceStack(settings, tmp_path_factory.mktemp("fuzz-logs")) as stack:

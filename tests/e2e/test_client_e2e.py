@@ -36,7 +36,7 @@ JOB_DEADLINE_S = 120
 @pytest.fixture(scope="module")
 def stack(valkey, s3_server, tmp_path_factory):
     settings = stack_settings(
-        valkey, s3_server, 9, "client", tiny_model_dir=tmp_path_factory.getbasetemp() / "tiny-models",
+        valkey, s3_server, 13, "client", tiny_model_dir=tmp_path_factory.getbasetemp() / "tiny-models",
         model_profile="tiny", device="cpu", auth_disabled=False, webhook_allow_hosts=["127.0.0.1"],
         webhook_backoff_base_s=0.2,
     )
