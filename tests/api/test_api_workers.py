@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from tests import image_samples as samples
 from idbody.stack.service import ServiceStack
+from tests import image_samples as samples
 
 SUBMIT = "/api/v1/generate-identity-body"
 

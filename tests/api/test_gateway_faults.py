@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from api.main import create_app
-from shared.access.api_keys import ApiKeyStore
 from idbody.stack.servers import free_port
+from shared.access.api_keys import ApiKeyStore
 
 pytestmark = pytest.mark.integration
 

@@ -15,11 +15,7 @@ from api.routes.info import TINY_NOTICE
 from api.routes.page import WEB_DIR
 from shared.jobs.record import JobStatus
 from shared.params import GenerationParams
-from tests.api import test_api
-from tests.api.test_api import Gateway, _serve, _submit
-
-# the gateway fixtures of the API tests, shared rather than copied
-gateway, gateway_settings = test_api.gateway, test_api.gateway_settings
+from tests.api.gateway import Gateway, serve, submit
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +50,7 @@ def test_info_carries_the_parameter_schema_and_the_tiny_notice(gateway: Gateway)
 
 @contextmanager
 def served(settings) -> Iterator[Gateway]:
-    app, server, thread = _serve(settings)
+    app, server, thread = serve(settings)
     base = f"http://127.0.0.1:{server.config.port}"
     try:
         with httpx.Client(base_url=base, timeout=60) as client:
@@ -75,8 +71,8 @@ def test_info_says_when_a_key_is_needed_and_no_notice_for_real_weights(gateway_s
 
 def test_a_submit_without_a_size_gets_the_deployment_default(gateway_settings, redis_client):
     with served(gateway_settings.model_copy(update={"default_width": 256, "default_height": 256})) as gw:
-        plain = _submit(gw).json()["request_id"]
-        sized = _submit(gw, fields={"width": "512", "height": "128"}).json()["request_id"]
+        plain = submit(gw).json()["request_id"]
+        sized = submit(gw, fields={"width": "512", "height": "128"}).json()["request_id"]
         assert gw.client.get("/api/v1/info").json()["default_size"] == {"width": 256, "height": 256}
         records = gw.store.get(plain), gw.store.get(sized)
     assert [(r.params["width"], r.params["height"]) for r in records] == [(256, 256), (512, 128)]
@@ -92,7 +88,7 @@ def _events(lines) -> Iterator[tuple[str, dict]]:
 
 
 def test_the_event_stream_follows_the_record_to_the_end(gateway: Gateway):
-    rid = _submit(gateway).json()["request_id"]
+    rid = submit(gateway).json()["request_id"]
     store = gateway.store
     with gateway.client.stream("GET", f"/api/v1/jobs/{rid}/events") as response:
         assert response.status_code == 200
@@ -128,7 +124,7 @@ def test_a_stream_still_open_after_its_time_limit_ends_and_can_be_opened_again(g
 
     from api.job_events import status_events
 
-    rid = _submit(gateway).json()["request_id"]
+    rid = submit(gateway).json()["request_id"]
     first = gateway.client.get(f"/api/v1/jobs/{rid}").json()
 
     async def collect() -> list[str]:

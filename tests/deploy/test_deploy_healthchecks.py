@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from idbody.stack.polling import until
 from shared.queues import IO_QUEUE
 from tests.compose_files import load_compose
 from worker.run_cli import celery_argv
-from idbody.stack.polling import until
 
 ROOT = Path(__file__).resolve().parents[2]
 

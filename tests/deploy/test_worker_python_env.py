@@ -24,7 +24,14 @@ from pathlib import Path
 import pytest
 
 from deploy.pyproject_requirements import requirements
-from tests.deploy.test_deploy_lint import API, ROOT, WORKER, _build_context_sources, _stages, copy_build_context
+from tests.deploy.test_deploy_lint import (
+    API,
+    ROOT,
+    WORKER,
+    _build_context_sources,
+    _stages,
+    copy_build_context,
+)
 
 SCRIPT = "deploy/install-python-env.sh"
 # measured on the 2-core development VM with a warm pip cache: about 2 to 4 minutes for all steps;
