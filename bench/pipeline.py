@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from bench.report_file import RESULTS, write_report
 
 
 def _photo():
@@ -214,16 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.full_size or args.restart_probe:
         return bench_full_size(args)
     if args.full_body:
-        report = bench_full_body(args.repeats)
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "pipeline_full_body.json").write_text(json.dumps(report, indent=2))
+        write_report("pipeline_full_body", bench_full_body(args.repeats))
         return 0
-    report = bench_tiny(args.repeats, args.threads)
-    report.update(machine=platform.machine(), python=platform.python_version(), command=" ".join(sys.argv))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "pipeline.json"
-    out.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {out}")
+    write_report("pipeline", bench_tiny(args.repeats, args.threads))
     return 0
 
 

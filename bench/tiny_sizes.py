@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
-import platform
 import statistics
-import sys
 import time
 
-from bench.pipeline import RESULTS, _photo
+from bench.pipeline import _photo
+from bench.report_file import write_report
 from shared.size_presets import SIZE_PRESETS
 
 
@@ -85,12 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
     report = bench_sizes(args.sizes, args.images, args.steps, args.threads)
-    report.update(machine=platform.machine(), python=platform.python_version(), command=" ".join(sys.argv),
-                  load_average_before=load_before, load_average_after=os.getloadavg()[0])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "tiny_sizes.json"
-    out.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {out}")
+    report.update(load_average_before=load_before, load_average_after=os.getloadavg()[0])
+    write_report("tiny_sizes", report)
     return 0
 
 

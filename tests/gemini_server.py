@@ -17,10 +17,10 @@ import re
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
-from contextlib import contextmanager
 
 # A complete, plausible answer for tests that need a good one.
 GOOD_ANSWER: dict[str, Any] = {

@@ -98,9 +98,9 @@ class ServiceStack:
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
 
-    def start_worker(self, name: str, queue: str = "gpu") -> subprocess.Popen:
+    def start_worker(self, name: str, queue: str = "gpu", beat: bool = False) -> subprocess.Popen:
         argv = [sys.executable, "-m", "idbody.cli", "worker", "--queues", queue, "--hostname", f"{name}@test"]
-        return self._start(name, argv)
+        return self._start(name, argv + (["--beat"] if beat else []))
 
     def log(self, name: str) -> str:
         path = self.log_dir / f"{name}.log"
@@ -142,9 +142,12 @@ class ServiceStack:
 
 
 @contextlib.contextmanager
-def running_stack(settings: Settings, log_dir: Path, ready_timeout_s: float = 150) -> Iterator[ServiceStack]:
-    """An emptied job-store db and fresh buckets, then the gateway, a GPU worker (gpu0) and an io
-    worker (io0), ready; all stopped on exit.
+def running_stack(settings: Settings, log_dir: Path, ready_timeout_s: float = 150, *,
+                  gpu_workers: tuple[str, ...] = ("gpu0",), io_worker: str | None = "io0",
+                  beat: bool = False) -> Iterator[ServiceStack]:
+    """An emptied job-store db and fresh buckets, then the gateway, the GPU workers and (unless
+    ``io_worker`` is None) an io worker, which also runs beat (webhook retries, the retention
+    sweep, the reaper) when ``beat``; ready; all stopped on exit.
 
     Example::
 
@@ -158,8 +161,10 @@ def running_stack(settings: Settings, log_dir: Path, ready_timeout_s: float = 15
     Storage.from_settings(settings).ensure_buckets()
     with ServiceStack(settings, log_dir) as stack:
         stack.start_gateway()
-        stack.start_worker("gpu0")
-        stack.start_worker("io0", queue="io")
-        stack.wait_ready(timeout_s=ready_timeout_s)
+        for name in gpu_workers:
+            stack.start_worker(name)
+        if io_worker is not None:
+            stack.start_worker(io_worker, queue="io", beat=beat)
+        stack.wait_ready(timeout_s=ready_timeout_s, workers=len(gpu_workers))
         yield stack
 

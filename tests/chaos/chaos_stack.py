@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import io
 import struct
-import subprocess
-import sys
 import time
 import zlib
 
@@ -21,7 +19,6 @@ from PIL import Image
 
 from shared.jobs.record import JobRecord
 from shared.jobs.store import JobStore
-from idbody.stack.service import ServiceStack
 
 SUBMIT = "/api/v1/generate-identity-body"
 # the smallest real job: one 64x64 image, two denoise steps on the tiny profile
@@ -71,12 +68,6 @@ def reset_peak(pid: int) -> None:
     """Start a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM to VmRSS)."""
     with open(f"/proc/{pid}/clear_refs", "w") as fh:
         fh.write("5")
-
-
-def start_io_with_beat(stack: ServiceStack, name: str = "io") -> subprocess.Popen:
-    """An io worker that also runs beat (webhooks, retention sweep, the reaper)."""
-    argv = [sys.executable, "-m", "idbody.cli", "worker", "--queues", "io", "--beat", "--hostname", f"{name}@test"]
-    return stack._start(name, argv)
 
 
 def submit(base_url: str, image: bytes, headers: dict | None = None, timeout_s: float = 60,

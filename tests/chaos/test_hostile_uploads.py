@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 
+from idbody.stack.service import ServiceStack, stack_settings
 from shared.jobs.store import JobStore
 from shared.storage import Storage
 from tests.chaos.chaos_stack import (
@@ -23,7 +24,6 @@ from tests.chaos.chaos_stack import (
     rss_mb,
     submit,
 )
-from idbody.stack.service import ServiceStack, stack_settings
 from tests.face_photos import tom_jpeg
 
 pytestmark = pytest.mark.integration

@@ -11,10 +11,10 @@ import pytest
 import schemathesis
 from hypothesis import given
 
+from idbody.stack.service import ServiceStack, stack_settings
 from shared.errors import ErrorCode
 from shared.jobs.store import JobStore
 from shared.storage import Storage
-from idbody.stack.service import ServiceStack, stack_settings
 
 pytestmark = pytest.mark.integration
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import pytest
 
+from idbody.stack.polling import until
+from idbody.stack.servers import SeaweedS3Server
+from idbody.stack.service import ServiceStack, running_stack, stack_settings
 from shared.jobs.record import JobStatus
 from shared.jobs.store import JobStore
-from idbody.stack.servers import SeaweedS3Server
 from shared.storage import Storage
-from tests.chaos.chaos_stack import Stopwatch, records, start_io_with_beat, submit, unfinished, uploads_left
-from idbody.stack.polling import until
-from idbody.stack.service import ServiceStack, stack_settings
+from tests.chaos.chaos_stack import Stopwatch, records, submit, unfinished, uploads_left
 from tests.face_photos import tom_jpeg
 
 pytestmark = pytest.mark.integration
@@ -31,13 +31,7 @@ def own_s3(tmp_path_factory):
 def stack(valkey, own_s3, tiny_model_dir, tmp_path_factory):
     settings = stack_settings(valkey, own_s3, 11, "s3out", tiny_model_dir=tiny_model_dir, model_profile="tiny",
                               device="cpu", auth_disabled=True, sweep_interval_s=1)
-    JobStore.from_settings(settings).client.flushdb()
-    Storage.from_settings(settings).ensure_buckets()
-    with ServiceStack(settings, tmp_path_factory.mktemp("s3out-logs")) as stack:
-        stack.start_gateway()
-        stack.start_worker("gpu0")
-        start_io_with_beat(stack)
-        stack.wait_ready(timeout_s=600)
+    with running_stack(settings, tmp_path_factory.mktemp("s3out-logs"), 600, io_worker="io", beat=True) as stack:
         yield stack
 
 

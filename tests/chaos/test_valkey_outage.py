@@ -9,15 +9,14 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from idbody.stack.polling import until
+from idbody.stack.servers import ValkeyServer
+from idbody.stack.service import running_stack, stack_settings
 from shared.access.api_keys import ApiKeyStore
+from shared.access.rate_limit import ACTIVE_KEY, RateLimiter
 from shared.jobs.record import JobStatus
 from shared.jobs.store import JobStore
-from idbody.stack.servers import ValkeyServer
-from shared.access.rate_limit import ACTIVE_KEY, RateLimiter
-from shared.storage import Storage
-from tests.chaos.chaos_stack import Stopwatch, records, start_io_with_beat, submit, unfinished
-from idbody.stack.polling import until
-from idbody.stack.service import ServiceStack, stack_settings
+from tests.chaos.chaos_stack import Stopwatch, records, submit, unfinished
 from tests.face_photos import tom_jpeg
 
 pytestmark = pytest.mark.integration
@@ -40,12 +39,7 @@ def stack(own_valkey, s3_server, tiny_model_dir, tmp_path_factory):
                               model_profile="tiny", device="cpu", auth_disabled=False,
                               # leases outlive the outage, so no job is requeued because of it
                               worker_heartbeat_ttl_s=OUTAGE_S * 3)
-    Storage.from_settings(settings).ensure_buckets()
-    with ServiceStack(settings, tmp_path_factory.mktemp("vkout-logs")) as stack:
-        stack.start_gateway()
-        stack.start_worker("gpu0")
-        start_io_with_beat(stack)
-        stack.wait_ready(timeout_s=600)
+    with running_stack(settings, tmp_path_factory.mktemp("vkout-logs"), 600, io_worker="io", beat=True) as stack:
         yield stack
 
 

@@ -12,13 +12,12 @@ import time
 
 import pytest
 
+from idbody.stack.polling import until
+from idbody.stack.service import ServiceStack, running_stack, stack_settings
+from shared.access.api_keys import new_webhook_secret
 from shared.jobs.record import JobStatus
 from shared.jobs.store import JobStore
-from shared.storage import Storage
-from shared.access.api_keys import new_webhook_secret
-from tests.chaos.chaos_stack import Stopwatch, start_io_with_beat, submit
-from idbody.stack.polling import until
-from idbody.stack.service import ServiceStack, stack_settings
+from tests.chaos.chaos_stack import Stopwatch, submit
 from tests.face_photos import tom_jpeg
 from tests.webhook_receiver import Receiver
 
@@ -43,14 +42,8 @@ def stack(valkey, s3_server, tiny_model_dir, tmp_path_factory):
         # a lease of 3 s renewed every second, looked at every second by the reaper
         worker_heartbeat_ttl_s=3, reaper_interval_s=1,
     )
-    JobStore.from_settings(settings).client.flushdb()
-    Storage.from_settings(settings).ensure_buckets()
-    with ServiceStack(settings, tmp_path_factory.mktemp("kill-logs")) as stack:
-        stack.start_gateway()
-        for name in GPU_WORKERS:
-            stack.start_worker(name)
-        start_io_with_beat(stack)
-        stack.wait_ready(timeout_s=600, workers=len(GPU_WORKERS))
+    with running_stack(settings, tmp_path_factory.mktemp("kill-logs"), 600, gpu_workers=GPU_WORKERS,
+                       io_worker="io", beat=True) as stack:
         yield stack
 
 

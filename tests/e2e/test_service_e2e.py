@@ -11,10 +11,10 @@ import httpx
 import pytest
 from PIL import Image
 
+from idbody.stack.polling import until
+from idbody.stack.service import ServiceStack, running_stack, stack_settings
 from shared.jobs.store import JobStore
 from shared.storage import Storage
-from idbody.stack.polling import until
-from idbody.stack.service import ServiceStack, stack_settings
 from tests.e2e.limits import StackLimits, measure_limits
 from tests.face_photos import tom_jpeg
 from tests.image_samples import uniform_jpeg
@@ -48,12 +48,7 @@ def service(valkey, s3_server, tmp_path_factory, limits):
         **limits.settings(),
         worker_heartbeat_ttl_s=6,
     )
-    JobStore.from_settings(settings).client.flushdb()
-    Storage.from_settings(settings).ensure_buckets()
-    with ServiceStack(settings, tmp_path_factory.mktemp("service-logs")) as stack:
-        stack.start_gateway()
-        stack.start_worker("gpu0")
-        stack.wait_ready(timeout_s=150)
+    with running_stack(settings, tmp_path_factory.mktemp("service-logs"), io_worker=None) as stack:
         yield stack
 
 

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from idbody.stack.service import ServiceStack, stack_settings
+from idbody.stack.service import ServiceStack, running_stack, stack_settings
 from shared.jobs.store import JobStore
-from shared.storage import Storage
 from tests.image_samples import uniform_jpeg
 
 pytestmark = pytest.mark.integration
@@ -47,12 +46,7 @@ def stack(valkey, s3_server, tmp_path_factory) -> Iterator[ServiceStack]:
         valkey, s3_server, 9, "web", tiny_model_dir=tmp_path_factory.getbasetemp() / "tiny-models",
         model_profile="tiny", device="cpu", auth_disabled=True, default_width=128, default_height=128,
     )
-    JobStore.from_settings(settings).client.flushdb()
-    Storage.from_settings(settings).ensure_buckets()
-    with ServiceStack(settings, tmp_path_factory.mktemp("web-logs")) as service:
-        service.start_gateway()
-        service.start_worker("gpu0")
-        service.wait_ready(timeout_s=150)
+    with running_stack(settings, tmp_path_factory.mktemp("web-logs"), io_worker=None) as service:
         yield service
 
 

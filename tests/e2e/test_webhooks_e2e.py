@@ -6,17 +6,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 
 import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from idbody.stack.polling import until
+from idbody.stack.service import running_stack, stack_settings
 from shared.access.api_keys import ApiKeyStore
 from shared.jobs.store import JobStore
 from shared.storage import Storage
-from idbody.stack.polling import until
-from idbody.stack.service import ServiceStack, stack_settings
 from tests.e2e.limits import StackLimits, measure_limits
 from tests.face_photos import tom_jpeg
 from tests.webhook_receiver import Receiver
@@ -50,13 +49,7 @@ def stack(valkey, s3_server, tmp_path_factory, limits, collector):
         webhook_backoff_base_s=0.2, worker_heartbeat_ttl_s=6, **limits.settings(), log_format="json",
         otel_endpoint=f"http://127.0.0.1:{collector.port}",
     )
-    JobStore.from_settings(settings).client.flushdb()
-    Storage.from_settings(settings).ensure_buckets()
-    with ServiceStack(settings, tmp_path_factory.mktemp("webhook-e2e-logs")) as s:
-        s.start_gateway()
-        s.start_worker("gpu0")
-        s._start("io0", [sys.executable, "-m", "idbody.cli", "worker", "--queues", "io", "--hostname", "io0@test"])
-        s.wait_ready(timeout_s=150)
+    with running_stack(settings, tmp_path_factory.mktemp("webhook-e2e-logs")) as s:
         yield s
 
 

@@ -3,8 +3,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from shared.errors import ErrorCode, IdentityBodyError
 from shared.access.idempotency import IdempotencyStore, request_fingerprint
+from shared.errors import ErrorCode, IdentityBodyError
 
 
 def test_fingerprint_covers_fields_and_upload_not_order():

@@ -2,8 +2,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from shared.errors import ErrorCode, IdentityBodyError
 from shared.access.rate_limit import RateLimiter
+from shared.errors import ErrorCode, IdentityBodyError
 
 
 def test_rate_limit_counts_per_key_and_says_when_to_retry(redis_client):

@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
+from idbody.stack.polling import until
 from shared.jobs.record import ALLOWED, JobRecord, JobStatus
 from shared.jobs.store import JOB_KEY, JobStore
-from idbody.stack.polling import until
 
 pytestmark = pytest.mark.integration
 

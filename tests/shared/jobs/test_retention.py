@@ -6,10 +6,10 @@ import uuid
 import pytest
 
 from shared.jobs.record import JobRecord, JobStatus
-from shared.jobs.store import JobStore
 from shared.jobs.retention import Retention
-from shared.storage import Storage
+from shared.jobs.store import JobStore
 from shared.jobs.webhook_ledger import WebhookLedger
+from shared.storage import Storage
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from typing import Iterator
 import pytest
 from PIL import Image
 
+from idbody.stack.polling import answers, until
 from shared.settings import Settings
 from tests.gemini_server import GOOD_ANSWER, GeminiServer, Reply, answer_body, error_body
 from worker.appearance.analyzer import AppearanceAnalyzer
 from worker.identity_pipeline import IdentityPipeline
-from idbody.stack.polling import answers, until
 
 insightface = pytest.importorskip("insightface")
 KEY = "pipeline-key"

@@ -13,10 +13,10 @@ from PIL import Image
 
 from shared.errors import ErrorCode, IdentityBodyError
 from shared.settings import Settings
-from worker.models import layout
 from worker.engine.loading import FALLBACK_NOTE
 from worker.face.dlib_analyzer import DlibFaceAnalyzer
 from worker.identity_pipeline import TINY_NOTE, IdentityPipeline, get_identity_pipeline
+from worker.models import layout
 
 insightface = pytest.importorskip("insightface")
 PHOTO = Path(insightface.__file__).parent / "data" / "images" / "Tom_Hanks_54745.png"

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tests.pipeline_inputs import face_embedding, inputs
-from worker.models import layout
 from worker.engine.generation import generate_images
+from worker.models import layout
 from worker.tiny.ip_adapter_layout import ResamplerShape, cross_attention_hidden_sizes
 
 

@@ -16,13 +16,13 @@ from transformers import CLIPTokenizer
 from shared.errors import ErrorCode, IdentityBodyError
 from shared.settings import Settings
 from tests.pipeline_inputs import inputs
-from worker.models import layout
 from worker.engine.devices import DevicePolicy
 from worker.engine.generation import generate_images
 from worker.engine.lcm_mode import LCM_ADAPTER
 from worker.engine.loading import FALLBACK_NOTE, load_engine
-from worker.tiny.model_dir import MARKER, build_tiny_model_dir, is_complete
 from worker.engine.prompts import build_prompt
+from worker.models import layout
+from worker.tiny.model_dir import MARKER, build_tiny_model_dir, is_complete
 
 CPU = DevicePolicy("cpu", "float32", False, False, reason="tests")
 
@@ -122,7 +122,10 @@ def test_fallback_to_plain_sdxl(tiny_model_dir, tmp_path, broken):
 
 
 def _ip_adapter_processors(unet) -> list[str]:
-    from diffusers.models.attention_processor import IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0
+    from diffusers.models.attention_processor import (
+        IPAdapterAttnProcessor,
+        IPAdapterAttnProcessor2_0,
+    )
 
     kinds = (IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0)
     return [name for name, proc in unet.attn_processors.items() if isinstance(proc, kinds)]

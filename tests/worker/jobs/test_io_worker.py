@@ -9,17 +9,16 @@ import uuid
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from idbody.stack.polling import until
+from idbody.stack.service import ServiceStack, stack_settings
 from shared.access.api_keys import ApiKeyStore
 from shared.celery_app import make_celery
 from shared.jobs.end import JobEnd
 from shared.jobs.record import JobRecord, JobStatus
-from shared.jobs.store import JobStore
 from shared.jobs.retention import Retention
+from shared.jobs.store import JobStore
 from shared.storage import Storage
-from idbody.stack.service import ServiceStack, stack_settings
-from idbody.stack.polling import until
 from tests.webhook_receiver import Receiver
-
 
 
 @pytest.fixture(scope="module")

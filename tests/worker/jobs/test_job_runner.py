@@ -146,8 +146,8 @@ def test_profile_decision():
 
 
 def test_auto_profile_is_tiny_when_the_model_folder_does_not_verify(settings, tmp_path):
-    from worker.tiny.model_dir import build_tiny_model_dir
     from worker.models.profile import choose_profile, model_folder_verifies
+    from worker.tiny.model_dir import build_tiny_model_dir
 
     assert model_folder_verifies(tmp_path / "absent") is False
     tiny = build_tiny_model_dir(settings.tiny_model_dir)

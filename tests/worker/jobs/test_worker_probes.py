@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from idbody.stack.servers import ValkeyServer
 from idbody.stack.polling import until
+from idbody.stack.servers import ValkeyServer
 from idbody.stack.service import ServiceStack, stack_settings
 from worker.jobs.liveness import alive_path
 

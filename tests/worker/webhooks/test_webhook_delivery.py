@@ -7,13 +7,13 @@ import uuid
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from idbody.stack.polling import until
+from shared.access.api_keys import new_webhook_secret
 from shared.celery_app import make_celery
 from shared.jobs.record import JobRecord, JobStatus
 from shared.jobs.store import JobStore
-from shared.url_guard import WebhookResolutionError
 from shared.jobs.webhook_ledger import WebhookLedger
-from shared.access.api_keys import new_webhook_secret
-from idbody.stack.polling import until
+from shared.url_guard import WebhookResolutionError
 from tests.webhook_receiver import Receiver
 from worker.webhooks.delivery import DeliveryDeps, attempt_delivery
 from worker.webhooks.schedule import Outcome
