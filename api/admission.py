@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.access.api_keys import ApiKey
-from shared.errors import ErrorCode, IdentityBodyError
 from shared.access.idempotency import IdempotencyStore, request_fingerprint
-from shared.jobs.record import JobRecord
-from shared.jobs.store import JobStore
 from shared.access.rate_limit import RateLimiter
+from shared.errors import ErrorCode, IdentityBodyError
+from shared.jobs.record import JobRecord
 from shared.jobs.retention import Retention
+from shared.jobs.store import JobStore
 from shared.settings import Settings
 from shared.url_guard import check_webhook_url
 

@@ -9,10 +9,9 @@ Example::
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-
-import threading
 
 import anyio
 from fastapi import FastAPI
@@ -71,8 +70,8 @@ def _keys_limits_retention(app: FastAPI, settings: Settings, store: JobStore, st
     from api.submit import SubmitContext
     from shared.access.api_keys import ApiKeyStore
     from shared.access.idempotency import IdempotencyStore
-    from shared.jobs.end import JobEnd
     from shared.access.rate_limit import RateLimiter
+    from shared.jobs.end import JobEnd
 
     app.state.api_keys = ApiKeyStore(store.client)
     app.state.rate_limiter = RateLimiter(store.client, stale_after_s=settings.job_retention_s)

@@ -16,7 +16,14 @@ from pathlib import Path
 from celery import Celery
 from kombu import Queue
 
-from shared.queues import DELIVER_WEBHOOK_TASK, GENERATE_TASK, GPU_QUEUE, IO_QUEUE, REAP_TASK, SWEEP_TASK
+from shared.queues import (
+    DELIVER_WEBHOOK_TASK,
+    GENERATE_TASK,
+    GPU_QUEUE,
+    IO_QUEUE,
+    REAP_TASK,
+    SWEEP_TASK,
+)
 from shared.settings import Settings
 
 

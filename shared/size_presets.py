@@ -20,6 +20,11 @@ SIZE_PRESETS: tuple[tuple[int, int], ...] = ((256, 256), (512, 512), (768, 1024)
 TINY_DEFAULT_SIZE: tuple[int, int] = (256, 256)
 
 
+# SDXL's 832x1216 portrait bucket: the engine's output size for a request that names none (a smaller
+# UNet, the tiny profile's, keeps its shape at its own scale: worker.engine.output_size)
+FULL_BODY_BUCKET = (832, 1216)
+
+
 def size_defaults(settings: Any) -> dict[str, int]:
     """The deployment's default output size (settings.default_width / default_height), as the
     parameters a submit that names no size gets.
@@ -30,3 +35,16 @@ def size_defaults(settings: Any) -> dict[str, int]:
     """
     out = {"width": settings.default_width, "height": settings.default_height}
     return {name: value for name, value in out.items() if value is not None}
+
+
+def default_output_size(settings: Any, workers: list[dict[str, Any]]) -> dict[str, int]:
+    """What a job that names no size gets: the deployment's setting, else the size a live worker's
+    engine publishes in its heartbeat, else SDXL's full-body bucket.
+
+    Example::
+
+        default_output_size(Settings(), [{"default_size": [104, 152]}])   # {"width": 104, "height": 152}
+    """
+    configured = size_defaults(settings)
+    published = next((w["default_size"] for w in workers if w.get("default_size")), FULL_BODY_BUCKET)
+    return {"width": int(published[0]), "height": int(published[1]), **configured}

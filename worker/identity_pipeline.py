@@ -164,11 +164,14 @@ class IdentityPipeline:
 
     def info(self) -> dict[str, Any]:
         """What a worker's heartbeat publishes: enough for /readyz and an operator, nothing secret."""
+        from worker.engine.output_size import default_size
+
         return {
             "worker_id": self.worker_id, "pipeline_loaded": self.engine is not None,
             "hostname": socket.gethostname(), "pid": os.getpid(),
             "profile": self.profile, "method": self.engine.method if self.engine else None,
             "device": self.engine.policy.device if self.engine else self.settings.device,
+            "default_size": list(default_size(self.engine.pipe)) if self.engine else None,
             "loaded_at": self.loaded_at, "load_s": round(self.load_s or 0.0, 3),
             "warmup_s": round(self.warmup_s or 0.0, 3),
         }
@@ -254,8 +257,8 @@ class IdentityPipeline:
         from worker.engine.face_geometry import layout_face_box, region_mask
         from worker.engine.generation import GenerationInputs
         from worker.engine.output_size import default_size
-        from worker.face.keypoints import draw_kps, retarget_kps
         from worker.engine.prompts import build_prompt
+        from worker.face.keypoints import draw_kps, retarget_kps
 
         prompt = build_prompt(params.body_params(), analysis)
         fallback_w, fallback_h = default_size(self.engine.pipe)

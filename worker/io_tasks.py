@@ -27,11 +27,10 @@ log = logging.getLogger(__name__)
 def delivery_deps() -> Any:
     from shared.deployment import public_api_base
     from shared.jobs.webhook_ledger import WebhookLedger
-    from worker.webhooks.delivery import DeliveryDeps
-    from worker.webhooks.links import webhook_payload_with_links
-
     from worker.clients import process_clients
     from worker.metrics import process_metrics
+    from worker.webhooks.delivery import DeliveryDeps
+    from worker.webhooks.links import webhook_payload_with_links
 
     c = process_clients()
     settings = c.settings

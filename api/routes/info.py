@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import SettingsDep, StoreDep
 from shared.params import GenerationParams
 from shared.settings import Settings
-from shared.size_presets import SIZE_PRESETS, size_defaults
+from shared.size_presets import SIZE_PRESETS, default_output_size
 
 router = APIRouter(prefix="/api/v1", tags=["info"])
 
@@ -57,8 +57,7 @@ def server_info(settings: Settings, workers: list[dict[str, Any]]) -> dict[str, 
     profiles = sorted({str(w["profile"]) for w in loaded if w.get("profile")})
     if not profiles and settings.model_profile != "auto":
         profiles = [settings.model_profile]  # what workers of this deployment will run
-    fields = GenerationParams.model_fields
-    default = {"width": fields["width"].default, "height": fields["height"].default, **size_defaults(settings)}
+    default = default_output_size(settings, loaded)
     notice = TINY_NOTICE if "tiny" in profiles else (NO_WORKER_NOTICE if not loaded else None)
     return {
         "profiles": profiles,

@@ -23,12 +23,12 @@ from typing import Any
 
 import redis
 
-from shared.jobs.record import JobRecord
-from shared.jobs.store import JobStore
 from shared.access.rate_limit import RateLimiter
+from shared.jobs.record import JobRecord
 from shared.jobs.retention import Retention
-from shared.storage import Storage
+from shared.jobs.store import JobStore
 from shared.jobs.webhook_ledger import WebhookLedger
+from shared.storage import Storage
 
 log = logging.getLogger(__name__)
 

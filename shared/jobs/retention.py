@@ -32,8 +32,8 @@ import redis
 
 from shared.jobs.record import JobRecord
 from shared.jobs.store import JobStore
-from shared.storage import Storage
 from shared.jobs.webhook_ledger import WebhookLedger
+from shared.storage import Storage
 
 log = logging.getLogger(__name__)
 

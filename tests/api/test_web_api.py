@@ -38,13 +38,15 @@ def test_the_page_fetches_nothing_from_elsewhere():
 
 
 def test_info_carries_the_parameter_schema_and_the_tiny_notice(gateway: Gateway):
-    gateway.store.heartbeat_worker("gpu0@test", {"profile": "tiny", "pipeline_loaded": True}, 30)
+    assert gateway.client.get("/api/v1/info").json()["default_size"] == {"width": 832, "height": 1216}  # no worker yet
+    gateway.store.heartbeat_worker("gpu0@test", {"profile": "tiny", "pipeline_loaded": True,
+                                                 "default_size": [104, 152]}, 30)
     info = gateway.client.get("/api/v1/info").json()
     assert info["params"] == GenerationParams.model_json_schema()
     assert info["profiles"] == ["tiny"] and info["workers"] == 1
     assert info["notice"] == TINY_NOTICE and "noise" in info["notice"]
     assert info["auth_required"] is False
-    assert info["default_size"] == {"width": 768, "height": 1024}
+    assert info["default_size"] == {"width": 104, "height": 152}  # what the live worker's engine makes
     assert {"width": 256, "height": 256} in info["size_presets"]
 
 

@@ -33,8 +33,20 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from worker.engine.face_geometry import Box, feather_mask, kps_in_crop, paste_feathered, square_crop_box
-from worker.engine.generation import Progress, StepClock, encode_prompt_pair, stage_progress, sync_for
+from worker.engine.face_geometry import (
+    Box,
+    feather_mask,
+    kps_in_crop,
+    paste_feathered,
+    square_crop_box,
+)
+from worker.engine.generation import (
+    Progress,
+    StepClock,
+    encode_prompt_pair,
+    stage_progress,
+    sync_for,
+)
 from worker.engine.output_size import working_size
 
 log = logging.getLogger(__name__)

@@ -232,7 +232,9 @@ class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
 
     def _noised_latents(self, image, first_t: torch.Tensor, count: int, size: tuple[int, int], dtype,
                         device, generator) -> torch.Tensor:
-        from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl_img2img import retrieve_latents
+        from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl_img2img import (
+            retrieve_latents,
+        )
         from diffusers.utils.torch_utils import randn_tensor
 
         pixels = self.image_processor.preprocess(image, height=size[0], width=size[1])

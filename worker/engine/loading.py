@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import ErrorCode, IdentityBodyError
-from worker.models import layout
 from worker.engine.devices import DevicePolicy
+from worker.models import layout
 
 log = logging.getLogger(__name__)
 

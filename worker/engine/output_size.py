@@ -15,8 +15,9 @@ Example::
 
 from __future__ import annotations
 
+from shared.size_presets import FULL_BODY_BUCKET
+
 SDXL_NATIVE = 1024
-FULL_BODY_BUCKET = (832, 1216)
 
 
 def working_size(pipe) -> int:

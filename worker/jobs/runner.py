@@ -20,7 +20,14 @@ from typing import Any
 
 from shared.errors import ErrorCode, IdentityBodyError
 from shared.jobs.progress import JobStage, StepEta
-from shared.jobs.record import JobError, JobRecord, JobResult, JobStatus, ResultImage, result_image_id
+from shared.jobs.record import (
+    JobError,
+    JobRecord,
+    JobResult,
+    JobStatus,
+    ResultImage,
+    result_image_id,
+)
 from shared.params import parse_params
 from shared.transient import is_transient
 from worker.jobs.transient_retry import TransientRetry

@@ -38,9 +38,8 @@ def _generate(request_id: str) -> None:
     except Exception as exc:  # e.g. models_missing: the job fails with that code instead of hanging
         _after_end(request_id, fail_job(store, request_id, exc))
         return
-    from worker.metrics import process_metrics
-
     from worker.jobs.heartbeat import holding
+    from worker.metrics import process_metrics
 
     # the job's lease is renewed by this process's heartbeat while it runs (shared.jobs.reaper)
     with holding(request_id), process_metrics().generation():

@@ -22,7 +22,14 @@ from urllib.parse import urlparse
 
 from shared.errors import ErrorCode, IdentityBodyError
 from worker.models.fetch import fetch, sha256_of
-from worker.models.manifest import DOWNLOADS_DIR, FETCH_COMMAND, INSTANTID_MANIFEST, ArchiveSource, HubSource, Manifest
+from worker.models.manifest import (
+    DOWNLOADS_DIR,
+    FETCH_COMMAND,
+    INSTANTID_MANIFEST,
+    ArchiveSource,
+    HubSource,
+    Manifest,
+)
 from worker.models.store import verify
 
 

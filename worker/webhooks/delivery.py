@@ -36,12 +36,17 @@ from shared.errors import IdentityBodyError
 from shared.jobs.record import JobRecord, WebhookAttempt
 from shared.jobs.store import JobStore
 from shared.jobs.views import status_view
-from shared.settings import Settings
-from shared.url_guard import Resolver, WebhookResolutionError, resolve_webhook_target, system_resolver
 from shared.jobs.webhook_ledger import WebhookLedger
-from worker.webhooks.signing import sign_webhook
+from shared.settings import Settings
+from shared.url_guard import (
+    Resolver,
+    WebhookResolutionError,
+    resolve_webhook_target,
+    system_resolver,
+)
 from worker.webhooks.pinned_http import HttpAnswer, post_pinned
 from worker.webhooks.schedule import Outcome, classify, next_delay, parse_retry_after
+from worker.webhooks.signing import sign_webhook
 
 
 @dataclass

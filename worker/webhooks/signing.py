@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 
 from standardwebhooks.webhooks import Webhook
 
+
 def sign_webhook(secret: str, message_id: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
     """The three Standard Webhooks headers for ``body``.
 
