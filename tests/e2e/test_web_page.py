@@ -87,9 +87,12 @@ def test_a_photo_becomes_a_gallery_with_live_progress(stack, phone, job_deadline
     page.wait_for_function("document.querySelector('#status').dataset.status === 'succeeded'",
                            timeout=job_deadline_ms)
     assert page.get_attribute("#status", "data-transport") == "events"
-    assert page.evaluate("[document.querySelector('#bar').value, document.querySelector('#bar').max]") == [STEPS, STEPS]
+    # the bar ends full; its total is the asked steps plus the face-detail pass's (issue 15)
+    value, total = page.evaluate("[document.querySelector('#bar').value, document.querySelector('#bar').max]")
+    assert value == total >= STEPS
     seen = page.eval_on_selector_all("#events li", "items => items.map(i => i.textContent)")
-    assert any(f"step {STEPS} of {STEPS}" in line for line in seen), seen
+    # live steps were shown (the stream sends the record's states as it sees them, not every one)
+    assert any(f"of {total})" in line for line in seen) and seen[-1] == "Done", seen
     page.wait_for_function(
         f"[...document.querySelectorAll('#gallery img')].filter(i => i.complete && i.naturalWidth > 0).length === {IMAGES}",
         timeout=30_000)
