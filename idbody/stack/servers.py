@@ -119,6 +119,9 @@ class ValkeyServer(_Process):
         return server
 
 
+VOLUME_SLOTS = 2000
+
+
 @dataclass
 class SeaweedS3Server(_Process):
     port: int = 0
@@ -164,6 +167,10 @@ class SeaweedS3Server(_Process):
             # no Iceberg or Lance endpoints: their fixed default ports (8181, 9101) collide between
             # two stacks on one host, and the stack only speaks S3; no usage reports sent out
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+            # every bucket is a collection that takes volumes on its first write; the automatic cap
+            # (free disk / 1 GiB: 71 here) runs out after a few dozen buckets and writes then fail
+            # with InternalError. Volumes are sparse files, so a high cap costs no disk up front.
+            f"-volume.max={VOLUME_SLOTS}",
         ]
         with log.open("wb") as fh:
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
