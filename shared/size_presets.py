@@ -13,8 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-# (width, height): square thumbnails, a square portrait, and the API's full-body default
-SIZE_PRESETS: tuple[tuple[int, int], ...] = ((256, 256), (512, 512), (768, 1024))
+# (width, height): square thumbnails, a square portrait, and SDXL's full-body bucket
+SIZE_PRESETS: tuple[tuple[int, int], ...] = ((256, 256), (512, 512), (832, 1216))
+
+# A deployment that runs only the tiny profile offers sizes up to this many pixels: its images are
+# noise by design, and one denoise step of 4 images costs 0.40 s at 512x512 but 1.47 s at 768x1024
+# on two idle cores (python -m bench.tiny_sizes --threads 2 --steps 3, 2026-11-26).
+TINY_MAX_PIXELS = 512 * 512
 
 # The tiny profile's images are noise by design; a small default makes a first job take seconds.
 TINY_DEFAULT_SIZE: tuple[int, int] = (256, 256)
@@ -48,3 +53,16 @@ def default_output_size(settings: Any, workers: list[dict[str, Any]]) -> dict[st
     configured = size_defaults(settings)
     published = next((w["default_size"] for w in workers if w.get("default_size")), FULL_BODY_BUCKET)
     return {"width": int(published[0]), "height": int(published[1]), **configured}
+
+
+def size_presets(profiles: list[str]) -> list[tuple[int, int]]:
+    """The sizes the page offers for the live workers' profiles: all of them, or only the small
+    ones when every worker runs the tiny profile.
+
+    Example::
+
+        size_presets(["tiny"])        # [(256, 256), (512, 512)]
+    """
+    if profiles and set(profiles) == {"tiny"}:
+        return [size for size in SIZE_PRESETS if size[0] * size[1] <= TINY_MAX_PIXELS]
+    return list(SIZE_PRESETS)

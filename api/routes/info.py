@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import SettingsDep, StoreDep
 from shared.params import GenerationParams
 from shared.settings import Settings
-from shared.size_presets import SIZE_PRESETS, default_output_size
+from shared.size_presets import default_output_size, size_presets
 
 router = APIRouter(prefix="/api/v1", tags=["info"])
 
@@ -32,7 +32,7 @@ class ServerInfo(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "profiles": ["tiny"], "workers": 1, "auth_required": False,
         "default_size": {"width": 256, "height": 256},
-        "size_presets": [{"width": 256, "height": 256}, {"width": 768, "height": 1024}],
+        "size_presets": [{"width": 256, "height": 256}, {"width": 512, "height": 512}],
         "notice": TINY_NOTICE, "params": {"type": "object", "properties": {"height_cm": {
             "type": "number", "minimum": 50, "maximum": 300, "default": 170}}},
     }]})
@@ -41,7 +41,7 @@ class ServerInfo(BaseModel):
     workers: int = Field(description="Live workers with a loaded pipeline.")
     auth_required: bool = Field(description="Whether requests need 'Authorization: Bearer <key>'.")
     default_size: dict[str, int] = Field(description="Output width and height of a job that sends none.")
-    size_presets: list[dict[str, int]] = Field(description="Sizes the web page offers.")
+    size_presets: list[dict[str, int]] = Field(description="Sizes the web page offers (up to 512x512 when only the tiny profile runs).")
     notice: str | None = Field(None, description="What a person should know first (the tiny profile's noise), if anything.")
     params: dict[str, Any] = Field(description="JSON schema of the generation parameters: types, ranges, choices, defaults.")
 
@@ -64,7 +64,7 @@ def server_info(settings: Settings, workers: list[dict[str, Any]]) -> dict[str, 
         "workers": len(loaded),
         "auth_required": not settings.auth_disabled,
         "default_size": default,
-        "size_presets": [{"width": w, "height": h} for w, h in SIZE_PRESETS],
+        "size_presets": [{"width": w, "height": h} for w, h in size_presets(profiles)],
         "notice": notice,
         "params": GenerationParams.model_json_schema(),
     }

@@ -48,6 +48,7 @@ def test_info_carries_the_parameter_schema_and_the_tiny_notice(gateway: Gateway)
     assert info["auth_required"] is False
     assert info["default_size"] == {"width": 104, "height": 152}  # what the live worker's engine makes
     assert {"width": 256, "height": 256} in info["size_presets"]
+    assert all(size["width"] * size["height"] <= 512 * 512 for size in info["size_presets"])  # noise stays small
 
 
 @contextmanager
@@ -69,6 +70,7 @@ def test_info_says_when_a_key_is_needed_and_no_notice_for_real_weights(gateway_s
         info = gw.client.get("/api/v1/info").json()
     assert info["auth_required"] is True
     assert info["profiles"] == ["instantid"] and info["notice"] is None
+    assert {"width": 832, "height": 1216} in info["size_presets"]
 
 
 def test_a_submit_without_a_size_gets_the_deployment_default(gateway_settings, redis_client):
