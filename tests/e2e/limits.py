@@ -18,7 +18,8 @@ from worker.engine.generation import generate_images
 
 SLOWEST_JOB_STEPS = 12 + detail_steps(12, DEFAULT_STRENGTH)
 HEADROOM = 6.0       # a worker process runs beside the test, the gateway and the servers
-FLOOR_S = 20         # below this the fixed costs (face analysis, upload, S3) dominate
+FLOOR_S = 60         # below this the fixed costs dominate: dlib face analysis, the face-detail pass and
+                     # identity score per image, uploads; a CI-like run took 30 s for one 12-step job
 
 
 @dataclass(frozen=True)
