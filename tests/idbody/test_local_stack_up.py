@@ -23,7 +23,9 @@ from tests.face_photos import tom_jpeg
 REPO = Path(__file__).resolve().parents[2]
 READY_S = 300  # the worker loads the tiny pipeline on a machine other tests keep busy
 STOP_S = 60  # each child gets 15 s to stop before it is killed
-JOB_EVENTS = ("queued", "running: analyzing_face", "running: denoising", "running: uploading", "succeeded in")
+# every line the console may print for a job, in the order a job passes them (JobStage's order)
+JOB_EVENTS = ("queued", "running: starting", "running: analyzing_face", "running: denoising",
+              "running: face_detail", "running: uploading", "succeeded in")
 LIBRARY_NOISE = ("Loading pipeline components", "Writing model shards", "Warning", "warn(", "it/s]")
 
 
@@ -104,7 +106,8 @@ def test_up_serves_small_tiny_jobs_prints_job_events_and_stops_on_ctrl_c(up):
     console = up.wait_for(f"job {short}  succeeded", READY_S)
     events = [line.split(f"job {short}  ", 1)[1] for line in console.splitlines() if f"job {short}  " in line]
     # one line per event, in order; a stage shorter than the console's poll may pass unseen
-    ranks = [next(i for i, first in enumerate(JOB_EVENTS) if event.startswith(first)) for event in events]
+    ranks = [next((i for i, first in enumerate(JOB_EVENTS) if event.startswith(first)), None) for event in events]
+    assert None not in ranks, f"a console line no job event starts: {events}"
     assert ranks == sorted(set(ranks)) and ranks[0] == 0 and ranks[-1] == len(JOB_EVENTS) - 1, events
     assert events[-1].endswith("1 images 256x256")
     assert up.stop(signal.SIGINT) == 0
