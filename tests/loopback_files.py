@@ -40,7 +40,7 @@ class LoopbackFiles:
         self.honour_range = honour_range
         self.requests: list[SeenRequest] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def url(self, path: str = "") -> str:
         host, port = self._server.server_address[:2]

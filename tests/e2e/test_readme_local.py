@@ -107,7 +107,7 @@ def test_readme_webhook_receiver_accepts_signed_deliveries_only():
     exec(compile(code.strip().rsplit("\n", 1)[0], "README.md", "exec"), namespace)  # noqa: S102 - all but serving forever
     namespace["SECRET"] = secret = new_webhook_secret()
     server = HTTPServer(("127.0.0.1", 0), namespace["Hook"])
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     try:
         body = b'{"request_id": "r1", "status": "succeeded"}'

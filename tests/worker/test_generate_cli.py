@@ -34,6 +34,7 @@ def _idbody(*argv: str, cwd: Path, tiny_dir: Path | None = None) -> subprocess.C
                           text=True, timeout=RUN_LIMIT_S)
 
 
+@pytest.mark.integration  # a process that loads the engine: seconds idle, minutes on a busy machine
 def test_generate_writes_pngs_and_the_seed_result_shape(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     run = _idbody("generate", str(PHOTO), "-o", str(out), "--profile", "tiny", "--body-type", "athletic",
@@ -55,6 +56,7 @@ def test_generate_writes_pngs_and_the_seed_result_shape(tiny_model_dir, tmp_path
     assert "Loading pipeline components" not in run.stderr  # library noise stays off
 
 
+@pytest.mark.integration
 def test_a_photo_without_a_face_exits_2_with_its_code(tiny_model_dir, tmp_path):
     photo = tmp_path / "wall.jpg"
     photo.write_bytes(uniform_jpeg())
