@@ -154,19 +154,21 @@ def _identity_rows(engine, rows, guidance_on: bool) -> dict[str, Any]:
         raise ValueError("jobs with different scales share a pass only on the fast engine (per-row scales)")
     faces = np.stack([np.asarray(job.inputs.face_embedding, dtype=np.float32).reshape(-1) for job, _ in rows])
     return {"face_embedding": torch.as_tensor(faces), "image": [job.inputs.kps_image for job, _ in rows],
-            "controlnet_conditioning_scale": control_scale, "face_region": _shared_face_region(rows)}
+            "controlnet_conditioning_scale": control_scale, "face_region": _row_face_regions(rows)}
 
 
-def _shared_face_region(rows) -> np.ndarray | None:
-    """The pipeline takes one face-region mask per pass: jobs whose masks differ cannot share one
-    (the pass fails and each job then runs alone, as for any failed pass)."""
+def _row_face_regions(rows) -> np.ndarray | None:
+    """The face-region masks of the pass: one mask when every row has the same (a job alone),
+    else one per row, each job's own (a row of a job without emphasis gets an all-ones mask,
+    which restricts nothing)."""
     regions = [job.inputs.face_region for job, _ in rows]
     first = regions[0]
-    same = all(r is None for r in regions) if first is None else all(
-        r is not None and r.shape == first.shape and np.array_equal(r, first) for r in regions)
-    if not same:
-        raise ValueError("jobs with different face regions cannot share one denoise pass")
-    return first
+    if all(r is None for r in regions):
+        return None
+    if all(r is not None and r.shape == first.shape and np.array_equal(r, first) for r in regions):
+        return first
+    shape = next(r.shape for r in regions if r is not None)
+    return np.stack([np.ones(shape, np.float32) if r is None else np.asarray(r, np.float32) for r in regions])
 
 
 def _run_pass(engine, jobs: list[_LiveJob]) -> None:

@@ -36,8 +36,9 @@ import torch.nn.functional as F
 
 @dataclass
 class FaceRegionMasks:
-    """The face region as the two consumers want it: a [1, 1, H, W] float mask at full size for
-    IdentityNet, and the IPAdapterMaskProcessor tensor for the attention processors."""
+    """The face region as the two consumers want it: a [1 or rows, 1, H, W] float mask at full
+    size for IdentityNet, and the IPAdapterMaskProcessor tensor (same rows) for the attention
+    processors, which resize it per layer and apply row r of it to image r of the batch."""
 
     full: torch.Tensor
     ip_adapter: torch.Tensor
@@ -55,9 +56,12 @@ class FaceRegionMasks:
                 mid * self.at(*mid.shape[-2:]).to(mid.dtype))
 
 
-def face_region_masks(region: np.ndarray, device, dtype: torch.dtype) -> FaceRegionMasks:
+def face_region_masks(region: np.ndarray, device, dtype: torch.dtype, repeat: int = 1) -> FaceRegionMasks:
     """Both masks from a (height, width) array that is 1 on the face and 0 elsewhere
-    (worker.engine.face_geometry.region_mask).
+    (worker.engine.face_geometry.region_mask), shared by every image of the pass; or from a
+    (rows, height, width) stack, one mask per image of a micro-batch. ``repeat`` stacks the
+    per-image masks that many times, for a pass that runs each image more than once (2 under
+    classifier-free guidance: negative rows, then positive rows).
 
     Example::
 
@@ -67,10 +71,14 @@ def face_region_masks(region: np.ndarray, device, dtype: torch.dtype) -> FaceReg
     from PIL import Image
 
     region = np.asarray(region, dtype=np.float32)
-    if region.ndim != 2:
-        raise ValueError(f"face_region must be (height, width), got shape {region.shape}")
-    height, width = region.shape
-    full = torch.from_numpy(region)[None, None].to(device=device, dtype=dtype)
-    as_image = Image.fromarray((np.clip(region, 0, 1) * 255).astype(np.uint8), mode="L")
-    ip_mask = IPAdapterMaskProcessor().preprocess([as_image], height=height, width=width)
-    return FaceRegionMasks(full=full, ip_adapter=ip_mask.to(device=device, dtype=dtype))
+    if region.ndim not in (2, 3):
+        raise ValueError(f"face_region must be (height, width) or (images, height, width), got shape {region.shape}")
+    stack = region[None] if region.ndim == 2 else region
+    height, width = stack.shape[-2:]
+    full = torch.from_numpy(np.ascontiguousarray(stack))[:, None].to(device=device, dtype=dtype)
+    as_images = [Image.fromarray((np.clip(r, 0, 1) * 255).astype(np.uint8), mode="L") for r in stack]
+    ip_mask = IPAdapterMaskProcessor().preprocess(as_images, height=height, width=width)
+    ip_mask = ip_mask.to(device=device, dtype=dtype)
+    if len(stack) > 1 and repeat > 1:  # one mask for all broadcasts; a stack must match the rows
+        full, ip_mask = torch.cat([full] * repeat), torch.cat([ip_mask] * repeat)
+    return FaceRegionMasks(full=full, ip_adapter=ip_mask)

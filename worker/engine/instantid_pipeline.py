@@ -163,7 +163,8 @@ class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
         else:
             latents = self._noised_latents(image_to_refine, timesteps[:1], count, (height, width),
                                            prompt_embeds.dtype, device, generator)
-        region = None if face_region is None else face_region_masks(face_region, device, prompt_embeds.dtype)
+        region = None if face_region is None else face_region_masks(face_region, device, prompt_embeds.dtype,
+                                                                    repeat=2 if guidance else 1)
         step_kwargs = self.prepare_extra_step_kwargs(generator, 0.0)
 
         # 7. SDXL's added conditioning (pooled text + size ids), [negative, positive] under guidance

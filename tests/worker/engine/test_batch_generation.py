@@ -9,6 +9,7 @@ import pytest
 from shared.errors import ErrorCode, IdentityBodyError
 from tests.pipeline_inputs import face_embedding, inputs, pixels
 from worker.engine.batch_generation import BatchJob, generate_batch
+from worker.engine.face_geometry import region_mask
 
 
 def _close(a, b) -> bool:
@@ -84,3 +85,21 @@ def test_every_job_canceled_stops_the_pass(fast_tiny_engine):
 def test_jobs_of_different_shapes_are_refused(fast_tiny_engine):
     with pytest.raises(ValueError, match="one shape"):
         generate_batch(fast_tiny_engine, [BatchJob(_job_a()), BatchJob(_job_b(steps=3))])
+
+
+@pytest.mark.parametrize("shape", [{}, {"mode": "quality", "guidance": 5.0}], ids=["fast", "quality"])
+def test_jobs_with_different_face_regions_share_a_pass_each_with_its_own(fast_tiny_engine, shape):
+    """Face-region emphasis is on by default and every face lands somewhere else in the layout:
+    the pass takes one mask per row (twice over under guidance), so such jobs still batch and
+    still get their own images."""
+    left, right = region_mask((128, 128), (16, 8, 56, 48)), region_mask((128, 128), (72, 8, 112, 48))
+    jobs = {"left": lambda: _job_a(face_region=left, **shape), "right": lambda: _job_b(face_region=right, **shape),
+            "none": lambda: inputs(seed=3, num_images=1, face_embedding=face_embedding(9), **shape)}
+    alone = {name: generate_batch(fast_tiny_engine, [BatchJob(make())])[0].images for name, make in jobs.items()}
+    together = generate_batch(fast_tiny_engine, [BatchJob(make()) for make in jobs.values()])
+    assert [r.error for r in together] == [None, None, None] and together[0].timings["batch_rows"] == 4
+    for result, name in zip(together, jobs):
+        assert all(_close(x, y) for x, y in zip(result.images, alone[name])), name
+    # the masks mattered: the left job's image differs from its unmasked twin
+    unmasked = generate_batch(fast_tiny_engine, [BatchJob(_job_a(**shape))])[0].images
+    assert float(np.abs(pixels(unmasked[0]) - pixels(alone["left"][0])).mean()) > 0.5
