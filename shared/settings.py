@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     engine_compile: bool = Field(False, description="Fast engine on CUDA: torch.compile UNet, IdentityNet and VAE decoder with CUDA graphs, compiled and recorded at worker start before it reports ready. Off by default: on an H100 the first compile of IdentityNet alone took about 6 minutes (bench/README.md).")
     compile_cache_dir: Path | None = Field(None, description="Where torch.compile keeps its caches so a restart does not compile again; default: <model folder>/.compile-cache.")
     max_batch_images: int = Field(8, ge=1, le=64, description="Most images one denoise pass runs when jobs of the same shape are batched together (the compiled engine warms up its CUDA graphs up to this batch).")
+    micro_batching: bool = Field(True, description="With the fast engine (CUDA by default): the gpu worker runs up to max_batch_images jobs at once (Celery's threads pool) and their base generations share one denoise pass when their shape (mode, steps, size, guidance) matches. Off, or without the fast engine: one job at a time.")
+    batch_window_ms: int = Field(50, ge=0, le=5000, description="Longest the oldest waiting job waits for company of its shape before its denoise pass starts.")
 
     # --- appearance analysis (Gemini, opt-in) -------------------------------------------
     gemini_api_key: SecretStr | None = Field(None, description="No key: appearance analysis is skipped.")

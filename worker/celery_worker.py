@@ -1,7 +1,9 @@
 """The worker's Celery app, built from settings, and its start hook. ``celery -A worker.celery_worker``
 (or ``idbody worker``) runs it. Importing this module does no heavy work: the pipeline is loaded by
-``worker_process_init`` (sent by both the solo pool and each prefork child) on workers that consume
-the ``gpu`` queue, then warmed up, then readiness is published by a heartbeat thread.
+``worker_init`` (the worker's own process, before it consumes: the solo and threads pools run
+tasks there) on workers that consume the ``gpu`` queue, then warmed up, then readiness is
+published by a heartbeat thread. A gpu worker with several pool threads (micro-batching,
+``worker.engine.micro_batcher``) lets their jobs share denoise passes.
 
 Example::
 
@@ -54,11 +56,11 @@ def _observability(**_: object) -> None:
         log.info("worker metrics on http://%s:%d/metrics", settings.worker_metrics_host, port)
 
 
-@signals.worker_process_init.connect
+@signals.worker_init.connect
 def _load_pipeline(**_: object) -> None:
     """Load, warm up, then publish readiness: a worker is counted only once it can serve."""
     global _heartbeat
-    if not consumes_gpu_queue():
+    if not consumes_gpu_queue() or _heartbeat is not None:
         return
     from worker.clients import process_clients
     from worker.identity_pipeline import get_identity_pipeline
@@ -66,8 +68,10 @@ def _load_pipeline(**_: object) -> None:
     from worker.metrics import process_metrics
 
     clients = process_clients()
+    metrics = process_metrics()
     pipeline = get_identity_pipeline(clients.settings).load_models().warm_up()
-    process_metrics().model_load_seconds.set(pipeline.load_s)
+    pipeline.enable_micro_batching(on_pass=metrics.micro_batch_pass)
+    metrics.model_load_seconds.set(pipeline.load_s)
     _heartbeat = Heartbeat(clients.store, pipeline.worker_id, pipeline.info(),
                            clients.settings.worker_heartbeat_ttl_s).start()
     log.info("worker %s ready (profile %s)", pipeline.worker_id, pipeline.profile)

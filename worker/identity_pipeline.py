@@ -80,7 +80,8 @@ class IdentityPipeline:
         self.loaded_at: float | None = None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._lock = threading.Lock()
-        self._run_lock = threading.Lock()   # one generation at a time: a diffusers pipeline is stateful
+        self._run_lock = threading.Lock()   # one engine call at a time: a diffusers pipeline is stateful
+        self.batcher = None                 # worker.engine.micro_batcher.MicroBatcher, on a batching worker
 
     # --- lifecycle ---------------------------------------------------------------------
     def load_models(self) -> "IdentityPipeline":
@@ -162,6 +163,26 @@ class IdentityPipeline:
         self.warmup_s = time.perf_counter() - started
         log.info("compiled engine warmed up in %.1fs", self.warmup_s)
 
+    def enable_micro_batching(self, on_pass=None) -> "IdentityPipeline":
+        """Let concurrent ``generate`` calls (a gpu worker's pool threads) share denoise passes,
+        as ``micro_batch_slots`` decides for these settings and this engine; otherwise a no-op."""
+        from worker.engine.batch_generation import generate_batch
+        from worker.engine.micro_batcher import MicroBatcher, micro_batch_slots
+
+        self.load_models()
+        if self.engine.fast is None or micro_batch_slots(self.settings, self.engine.policy.device) < 2:
+            return self
+
+        def run(jobs):
+            with self._run_lock:
+                return generate_batch(self.engine, jobs)
+
+        self.batcher = MicroBatcher(run, self.settings.max_batch_images, self.settings.batch_window_ms / 1000,
+                                    on_pass=on_pass)
+        log.info("micro-batching: up to %d images per denoise pass, %d ms window",
+                 self.settings.max_batch_images, self.settings.batch_window_ms)
+        return self
+
     def info(self) -> dict[str, Any]:
         """What a worker's heartbeat publishes: enough for /readyz and an operator, nothing secret."""
         from worker.engine.output_size import default_size
@@ -174,6 +195,7 @@ class IdentityPipeline:
             "default_size": list(default_size(self.engine.pipe)) if self.engine else None,
             "loaded_at": self.loaded_at, "load_s": round(self.load_s or 0.0, 3),
             "warmup_s": round(self.warmup_s or 0.0, 3),
+            "max_batch_images": self.batcher.max_images if self.batcher else 1,
         }
 
     @property
@@ -217,7 +239,7 @@ class IdentityPipeline:
         stages 3 and 4 together."""
         from worker.appearance.analyzer import start_analysis, wait_for_analysis
         from worker.engine.face_detail import detail_steps, refine_faces
-        from worker.engine.generation import generate_images, stage_progress
+        from worker.engine.generation import stage_progress
 
         self.load_models()
         started = time.perf_counter()
@@ -236,10 +258,10 @@ class IdentityPipeline:
         inputs, prompt = self._base_inputs(face, params, analysis, seed, count)
         detail = self._detail_inputs(face, params, analysis, seed)
         total = params.steps() + (detail_steps(params.steps(), params.face_detail_strength) * count if detail else 0)
+        # 3. base generation: all candidates in one batch (shared with other jobs on a batching worker)
+        out = self._base_generation(inputs, stage_progress(progress, 0, total))
+        images, passes = out.images, [self._detail_off(params)] * len(out.images)
         with self._run_lock:
-            # 3. base generation: all candidates in one batch
-            out = generate_images(self.engine, inputs, progress=stage_progress(progress, 0, total))
-            images, passes = out.images, [self._detail_off(params)] * len(out.images)
             # 4. face-detail pass on every candidate
             if detail is not None:
                 refined = refine_faces(self.engine, images, self.face_analyzer.largest_face, detail,
@@ -252,6 +274,18 @@ class IdentityPipeline:
         return {"images": images, "image_details": details, "analysis": analysis,
                 "method": self.engine.method, "profile": self.profile, "note": self.note, "seed": seed,
                 "prompt": prompt.positive, "negative_prompt": prompt.negative, "timings": timings}
+
+    def _base_generation(self, inputs, progress: Progress | None):
+        from worker.engine.batch_generation import BatchJob
+        from worker.engine.generation import GenerationOutput, generate_images
+
+        if self.batcher is None:
+            with self._run_lock:
+                return generate_images(self.engine, inputs, progress=progress)
+        result = self.batcher.submit(BatchJob(inputs, progress))
+        if result.error is not None:
+            raise result.error
+        return GenerationOutput(images=result.images, timings=result.timings)
 
     def _base_inputs(self, face, params: GenerationParams, analysis: dict[str, Any], seed: int, count: int):
         from worker.engine.face_geometry import layout_face_box, region_mask

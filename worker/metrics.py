@@ -3,6 +3,7 @@
 - ``idbody_queue_depth{queue}``: tasks waiting in the broker (read at scrape time);
 - ``idbody_jobs_running``: jobs this process is generating now;
 - ``idbody_step_seconds`` / ``idbody_generation_seconds`` / ``idbody_model_load_seconds``;
+- ``idbody_micro_batch_jobs``: how many jobs shared each denoise pass (a micro-batching worker);
 - ``idbody_gpu_memory_bytes{kind}``: allocated/reserved CUDA memory, only where torch is already
   loaded and CUDA is present (an io worker never imports torch for this);
 - ``idbody_webhook_attempts_total{outcome}``: delivered, retry, rejected, exhausted, refused.
@@ -20,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,27 +82,35 @@ class WorkerMetrics:
         if redis_client is not None:
             r.register(QueueDepthCollector(redis_client))
         r.register(GpuMemoryCollector())
-        self._last_step: float | None = None
+        self.micro_batch_jobs = Histogram(
+            "idbody_micro_batch_jobs", "Jobs whose base generations shared one denoise pass.", registry=r,
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64))
+        self._job = threading.local()  # each job runs on its own thread: its step clock is its own
 
     @contextmanager
     def generation(self) -> Iterator[None]:
         """Count a running job and time it."""
         self.jobs_running.inc()
         started = time.perf_counter()
-        self._last_step = started
+        self._job.last_step = started
         try:
             yield
         finally:
             self.generation_seconds.observe(time.perf_counter() - started)
             self.jobs_running.dec()
-            self._last_step = None
+            self._job.last_step = None
 
     def step_done(self) -> None:
-        """Call from the step callback: observes the time since the previous step."""
+        """Call from the step callback: observes the time since this job's previous step."""
         now = time.perf_counter()
-        if self._last_step is not None:
-            self.step_seconds.observe(now - self._last_step)
-        self._last_step = now
+        last = getattr(self._job, "last_step", None)
+        if last is not None:
+            self.step_seconds.observe(now - last)
+        self._job.last_step = now
+
+    def micro_batch_pass(self, jobs: int, images: int) -> None:
+        """One denoise pass of a micro-batching worker and how many jobs shared it."""
+        self.micro_batch_jobs.observe(jobs)
 
     def identity_scored(self, score: float | None) -> None:
         """One returned image: its score, or None when no face was found in it."""

@@ -2,7 +2,7 @@
 
 Example::
 
-    idbody worker                     # gpu queue: --pool solo, one process, prefetch 1
+    idbody worker                     # gpu queue: one process; solo pool, or threads when micro-batching
     idbody worker --queues io --concurrency 8
     idbody worker ready               # readiness: pipeline loaded and broker reachable (heartbeat fresh)
     idbody worker alive               # liveness: the worker process runs (no broker needed)
@@ -35,18 +35,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def celery_argv(queue: str, concurrency: int | None, hostname: str | None, loglevel: str,
-                beat: bool = False, quiet: bool = False) -> list[str]:
+                beat: bool = False, quiet: bool = False, gpu_slots: int = 1) -> list[str]:
     """The ``celery worker`` arguments for a queue. Pure, so the gpu guarantees can be tested.
+    ``gpu_slots`` (``micro_batch_slots``): jobs a gpu worker runs at once, in threads of its one
+    process so their denoise passes can be shared; 1 is the solo pool.
 
     Example::
 
         celery_argv("gpu", None, None, "INFO")
         # ['worker', '-Q', 'gpu', '--pool', 'solo', '--concurrency', '1', '--prefetch-multiplier', '1', ...]
+        celery_argv("gpu", None, None, "INFO", gpu_slots=8)   # --pool threads --concurrency 8
     """
     if queue == GPU_QUEUE:
         if concurrency not in (None, 1):
             raise SystemExit("a gpu worker runs one process per GPU; start one worker per GPU instead of --concurrency")
-        pool, procs = "solo", 1
+        pool, procs = ("threads", gpu_slots) if gpu_slots > 1 else ("solo", 1)
     else:
         pool, procs = "threads", concurrency or 4
     if beat and queue != IO_QUEUE:
@@ -58,6 +61,15 @@ def celery_argv(queue: str, concurrency: int | None, hostname: str | None, logle
         "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle", "--without-heartbeat",
         "--hostname", hostname or default_node(queue), "--loglevel", loglevel,
     ]
+
+
+def _gpu_slots(args: argparse.Namespace, settings) -> int:
+    if args.queues != GPU_QUEUE:
+        return 1
+    from worker.engine.devices import DevicePolicy
+    from worker.engine.micro_batcher import micro_batch_slots
+
+    return micro_batch_slots(settings, DevicePolicy.decide(settings).device)
 
 
 def default_node(queue: str) -> str:
@@ -86,7 +98,7 @@ def _main(args: argparse.Namespace) -> int:
     LivenessBeacon(alive_path(node)).start()
 
     app.worker_main(celery_argv(args.queues, args.concurrency, args.hostname, args.loglevel or settings.log_level,
-                                args.beat, quiet=log_format(settings) == "json"))
+                                args.beat, quiet=log_format(settings) == "json", gpu_slots=_gpu_slots(args, settings)))
     return 0
 
 

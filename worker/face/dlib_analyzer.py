@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,9 @@ def five_keypoints(landmarks: np.ndarray) -> np.ndarray:
     ]).astype(np.float32)
 
 
+_DLIB_LOCK = threading.Lock()
+
+
 @functools.cache
 def dlib_models() -> tuple[Any, Any, Any]:
     """dlib's detector, 68-point predictor and recognizer, read from the wheel once per process
@@ -138,8 +142,9 @@ class DlibFaceAnalyzer:
         scale = min(1.0, self.det_size[0] / upright.width, self.det_size[1] / upright.height)
         small = upright if scale == 1.0 else upright.resize(
             (max(1, round(upright.width * scale)), max(1, round(upright.height * scale))), Image.BILINEAR)
-        rects, margins, _ = self.detector.run(np.ascontiguousarray(np.asarray(small)), 1, 0.0)
-        faces = [self._describe(pixels, rect, margin, scale) for rect, margin in zip(rects, margins)]
+        with _DLIB_LOCK:  # the process shares one set of dlib models; a batching worker analyses from several threads
+            rects, margins, _ = self.detector.run(np.ascontiguousarray(np.asarray(small)), 1, 0.0)
+            faces = [self._describe(pixels, rect, margin, scale) for rect, margin in zip(rects, margins)]
         faces.sort(key=lambda f: -float((f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1])))
         for face in faces:
             face.face_count = len(faces)

@@ -163,6 +163,11 @@ def test_gpu_worker_arguments_keep_the_guarantees(settings):
     assert argv[argv.index("--prefetch-multiplier") + 1] == "1"
     with pytest.raises(SystemExit):
         celery_argv("gpu", 2, None, "INFO")
+    # micro-batching: one process still, its jobs in threads, each message reserved one at a time
+    batching = celery_argv("gpu", None, None, "INFO", gpu_slots=8)
+    assert batching[batching.index("--pool") + 1] == "threads"
+    assert batching[batching.index("--concurrency") + 1] == "8"
+    assert batching[batching.index("--prefetch-multiplier") + 1] == "1"
     conf = make_celery(settings).conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
     assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
