@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_model_dir(download)
     download.add_argument("--only", default=None, metavar="PARTS",
                           help=f"Comma-separated parts to fetch, from: {parts} (default: all).")
+    download.add_argument("--with", dest="with_parts", default=None, metavar="PARTS",
+                          help="Optional parts to fetch too: pose (an SDXL OpenPose ControlNet; without it the "
+                               "pose parameter is prompt-only).")
     download.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
     download.set_defaults(func=run_download)
 
@@ -51,6 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("--checksums", action="store_true",
                         help="Also hash each file and compare its sha256 where one is on record (slow: reads every byte).")
     verify.add_argument("--json", action="store_true", help="Print the report as JSON instead of lines.")
+    verify.add_argument("--with", dest="with_parts", default=None, metavar="PARTS",
+                        help="Check optional parts too (pose).")
     verify.set_defaults(func=run_verify)
 
     tiny = commands.add_parser(
@@ -99,8 +104,15 @@ def print_report(report) -> None:
 def run_verify(args: argparse.Namespace) -> int:
     from worker.models.store import verify
 
+    from worker.models.manifest import INSTANTID_MANIFEST
+
     model_dir = args.model_dir or _settings().model_dir
-    report = verify(model_dir, checksums=args.checksums)
+    try:
+        manifest = INSTANTID_MANIFEST.plus(_parts(args.with_parts))
+    except IdentityBodyError as exc:
+        print(f"error ({exc.code.value}): {exc.message}", file=sys.stderr)
+        return 2
+    report = verify(model_dir, checksums=args.checksums, manifest=manifest)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -116,16 +128,21 @@ def run_download(args: argparse.Namespace) -> int:
     settings = _settings()
     model_dir = args.model_dir or settings.model_dir
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
-    only = args.only.split(",") if args.only else None
+    only = _parts(args.only)
     try:
-        announce_licences(INSTANTID_MANIFEST.select(only))
-        download(model_dir, token=token, progress=not args.no_progress, only=only)
-        report = verify(model_dir, only=only)
+        manifest = INSTANTID_MANIFEST.plus(_parts(args.with_parts))
+        announce_licences(manifest.select(only))
+        download(model_dir, token=token, progress=not args.no_progress, only=only, manifest=manifest)
+        report = verify(model_dir, only=only, manifest=manifest)
     except IdentityBodyError as exc:
         print(f"error ({exc.code.value}): {exc.message}", file=sys.stderr)
         return 1
     print_report(report)
     return 0 if report.complete else 1
+
+
+def _parts(text: str | None) -> list[str] | None:
+    return text.split(",") if text else None
 
 
 def announce_licences(manifest) -> None:

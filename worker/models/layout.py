@@ -8,6 +8,7 @@
       instantid/ip-adapter.bin           Resampler + per-layer to_k_ip/to_v_ip
       lcm-lora/pytorch_lora_weights.safetensors   latent-consistency/lcm-lora-sdxl
       models/antelopev2/*.onnx           InsightFace antelopev2 (detector + recognizer + 3 more)
+      pose-controlnet/                   optional: an SDXL OpenPose ControlNet (`download --with pose`)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ IP_ADAPTER_FILE = "instantid/ip-adapter.bin"
 LCM_LORA_DIR = "lcm-lora"
 LCM_LORA_FILE = "lcm-lora/pytorch_lora_weights.safetensors"
 ANTELOPEV2_DIR = "models/antelopev2"
+POSE_CONTROLNET_DIR = "pose-controlnet"
 
 DETECTOR_FILE = "scrfd_10g_bnkps.onnx"
 RECOGNIZER_FILE = "glintr100.onnx"

@@ -115,6 +115,24 @@ class Manifest:
         """
         return [f"{s.key:<11} {s.origin}  {s.licence.name}: {s.licence.terms}" for s in self.sources]
 
+    def plus(self, optional: Iterable[str] | None) -> Manifest:
+        """This manifest with the optional parts named (``OPTIONAL_SOURCES``) added.
+
+        Example::
+
+            INSTANTID_MANIFEST.plus(["pose"]).keys   # (..., 'antelopev2', 'pose')
+        """
+        wanted = [key.strip() for key in (optional or []) if key.strip()]
+        unknown = sorted(set(wanted) - set(OPTIONAL_SOURCES))
+        if unknown:
+            raise IdentityBodyError(
+                ErrorCode.INVALID_PARAMETER,
+                f"Unknown optional model part(s) {', '.join(unknown)}; choose from {', '.join(OPTIONAL_SOURCES)}.",
+                field="with",
+            )
+        extra = tuple(OPTIONAL_SOURCES[key] for key in dict.fromkeys(wanted) if key not in self.keys)
+        return Manifest(self.sources + extra)
+
     def select(self, keys: Iterable[str] | None) -> Manifest:
         """The sub-manifest for ``keys`` (all when None), refusing names it does not know."""
         if keys is None:
@@ -235,7 +253,28 @@ ANTELOPEV2 = ArchiveSource(
     licence=INSIGHTFACE_MODELS,
 )
 
+# Optional: an SDXL OpenPose ControlNet for the `pose` parameter (standing / walking / sitting),
+# fetched only with `idbody models download --with pose`; without it the pose is prompt-only.
+# xinsir's checkpoint rather than thibaud's (the one the InstantID demo app names): its model card
+# licenses it Apache-2.0, where thibaud's leaves the licence open. No record of this repository's
+# commit ids or of its files' sizes and digests could be reached when this entry was written
+# (the project is built without hub access), so it follows the branch named below and `verify`
+# checks these files for presence only, as for any file without a record: pin `revision` to the
+# commit you fetched before relying on it.
+POSE_CONTROLNET = HubSource(
+    key="pose",
+    repo_id="xinsir/controlnet-openpose-sdxl-1.0",
+    revision="main",
+    folder=layout.POSE_CONTROLNET_DIR,
+    files=_files(
+        ("config.json", None, None),
+        ("diffusion_pytorch_model.safetensors", None, None),
+    ),
+    licence=Licence("Apache-2.0 (model card)", "commercial use allowed"),
+)
+
 INSTANTID_MANIFEST = Manifest((SDXL, VAE, INSTANTID, LCM_LORA, ANTELOPEV2))
+OPTIONAL_SOURCES: dict[str, HubSource] = {"pose": POSE_CONTROLNET}
 MANIFESTS: dict[str, Manifest] = {"instantid": INSTANTID_MANIFEST}
 
 

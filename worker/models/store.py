@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal
 
 from worker.models.fetch import sha256_of
-from worker.models.manifest import FETCH_COMMAND, INSTANTID_MANIFEST, ExpectedFile, Manifest
+from worker.models.manifest import FETCH_COMMAND, INSTANTID_MANIFEST, OPTIONAL_SOURCES, ExpectedFile, Manifest
 
 Status = Literal["ok", "missing", "wrong_size", "wrong_checksum"]
 
@@ -67,9 +67,11 @@ class VerifyReport:
             return f"All {len(self.checks)} model files are in place in {self.model_dir}."
         bad = self.missing_paths
         shown = ", ".join(str(path) for path in bad[:3]) + (" ..." if len(bad) > 3 else "")
+        optional = sorted({c.expected.source for c in self.checks if not c.ok} & set(OPTIONAL_SOURCES))
+        with_parts = f" --with {','.join(optional)}" if optional else ""
         return (
             f"{len(bad)} of {len(self.checks)} model files are missing or damaged in "
-            f"{self.model_dir} ({shown}). Fetch them with: {FETCH_COMMAND} --model-dir {self.model_dir}"
+            f"{self.model_dir} ({shown}). Fetch them with: {FETCH_COMMAND} --model-dir {self.model_dir}{with_parts}"
         )
 
     def to_dict(self) -> dict[str, Any]:

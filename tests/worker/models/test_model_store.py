@@ -357,3 +357,31 @@ def test_build_tiny_calls_the_tiny_builder_with_the_folder(tmp_path: Path, monke
     assert main(["models", "build-tiny", "--dir", str(tmp_path / "tiny")]) == 0
     assert calls == [tmp_path / "tiny"]
     assert str(tmp_path / "tiny") in capsys.readouterr().out
+
+
+# --- the optional pose ControlNet ----------------------------------------------------------------
+
+
+def test_pose_is_optional_and_named_with_its_repo_and_licence(tmp_path: Path, capsys):
+    fill(tmp_path)
+    assert "pose" not in INSTANTID_MANIFEST.keys  # the engine runs without it (prompt-only pose)
+    assert main(["models", "verify", "--model-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    # asked for, it is checked like the others: missing until fetched
+    assert main(["models", "verify", "--model-dir", str(tmp_path), "--with", "pose"]) == 1
+    out = capsys.readouterr().out
+    assert f"missing        {tmp_path / 'pose-controlnet/diffusion_pytorch_model.safetensors'}" in out
+    assert out.rstrip().endswith("--with pose")  # the fetch hint fetches the optional part too
+    fill(tmp_path, INSTANTID_MANIFEST.plus(["pose"]).select(["pose"]))
+    assert main(["models", "download", "--model-dir", str(tmp_path), "--with", "pose", "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    pose = next(line for line in lines if line.strip().startswith("pose "))
+    assert "xinsir/controlnet-openpose-sdxl-1.0 @ main" in pose and "Apache-2.0" in pose
+    assert lines[-1].startswith("complete: All 31")
+
+
+def test_an_unknown_optional_part_is_refused_before_anything_is_fetched(tmp_path: Path, capsys):
+    assert main(["models", "download", "--model-dir", str(tmp_path), "--with", "depth"]) == 1
+    err = capsys.readouterr().err
+    assert "depth" in err and "choose from pose" in err
+    assert not any(tmp_path.iterdir())
