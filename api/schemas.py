@@ -140,9 +140,11 @@ class JobResultResponse(BaseModel):
                      "identity_score": None, "face_found": False, "below_threshold": True, "seed": 1234,
                      "face_detail": "skipped", "face_detail_reason": "no_face"}],
          "analysis": {"skin_tone": "warm ivory", "ethnicity": "East Asian"}, "method": "instantid",
-         "profile": "instantid", "note": None, "input_face": {"det_score": 0.87, "box_size": [212.0, 268.5]}},
+         "profile": "instantid", "note": None,
+         "parts": ["sdxl", "vae-fp16-fix", "identitynet", "ip-adapter", "lcm-lora", "pose-prompt-only"],
+         "input_face": {"det_score": 0.87, "box_size": [212.0, 268.5]}},
         {"success": False, "request_id": _RID, "count": 0, "images": [], "analysis": {}, "method": "instantid",
-         "profile": None, "note": None, "input_face": None,
+         "profile": None, "note": None, "parts": [], "input_face": None,
          "error": {"code": "no_face_detected", "message": "No face was found in the photo."}},
     ]})
 
@@ -155,6 +157,10 @@ class JobResultResponse(BaseModel):
     profile: str | None = Field(None, description=(
         "Which weights made the images: instantid (the released ones) or tiny (random weights: noise)."))
     note: str | None
+    parts: list[str] = Field(default_factory=list, description=(
+        "What made the images: the model parts the worker loaded (sdxl, vae-fp16-fix, identitynet, "
+        "ip-adapter, lcm-lora, pose-controlnet) and, without a pose ControlNet, pose-prompt-only: the "
+        "pose was asked for in the prompt alone. Empty for a job that did not succeed."))
     input_face: InputFaceOut | None = Field(None, description="The uploaded face as found: detection score and box size.")
     error: JobErrorOut | None = Field(None, description="Only when the job failed or was canceled.")
 

@@ -91,6 +91,7 @@ class Result:
     method: str = "instantid"
     note: str | None = None
     error: JobError | None = None
+    parts: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Result:
@@ -98,5 +99,5 @@ class Result:
             success=bool(data["success"]), request_id=data["request_id"], count=int(data.get("count", 0)),
             images=[ResultImage(id=im["id"], url=im["url"]) for im in data.get("images", [])],
             analysis=dict(data.get("analysis") or {}), method=data.get("method", "instantid"),
-            note=data.get("note"), error=JobError.from_json(data.get("error")),
+            note=data.get("note"), error=JobError.from_json(data.get("error")), parts=list(data.get("parts") or []),
         )

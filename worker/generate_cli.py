@@ -115,7 +115,7 @@ def _run(face, params, args: argparse.Namespace) -> dict[str, Any]:
                        "width": image.width, "height": image.height})
     return {"success": True, "request_id": str(uuid.uuid4()), "count": len(images), "images": images,
             "analysis": out["analysis"], "method": out["method"], "note": out["note"], "seed": out["seed"],
-            "params": params.model_dump(), "profile": pipeline.profile, "timings": out["timings"]}
+            "parts": out["parts"], "params": params.model_dump(), "profile": pipeline.profile, "timings": out["timings"]}
 
 
 class _StepBar:

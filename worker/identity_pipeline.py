@@ -10,6 +10,7 @@ Example::
                       body_params={"body_type": "athletic", "height_cm": 170, "weight_kg": 65,
                                    "gender": "female"}, num_images=4)
     result["images"], result["method"], result["note"], result["timings"]
+    result["parts"]                # ["sdxl", "vae-fp16-fix", "identitynet", "ip-adapter", "lcm-lora", "pose-prompt-only"]
     result["image_details"][0]     # {"identity_score": 0.71, "face_found": True,
                                    #  "below_threshold": False, "seed": 1234,
                                    #  "face_detail": "applied", "face_detail_reason": None}, best image first
@@ -273,6 +274,7 @@ class IdentityPipeline:
         timings.update(out.timings, total_s=time.perf_counter() - started)
         return {"images": images, "image_details": details, "analysis": analysis,
                 "method": self.engine.method, "profile": self.profile, "note": self.note, "seed": seed,
+                "parts": self.engine.parts,
                 "prompt": prompt.positive, "negative_prompt": prompt.negative, "timings": timings}
 
     def _base_generation(self, inputs, progress: Progress | None):
@@ -291,6 +293,7 @@ class IdentityPipeline:
         from worker.engine.face_geometry import layout_face_box, region_mask
         from worker.engine.generation import GenerationInputs
         from worker.engine.output_size import default_size
+        from worker.engine.pose_skeleton import draw_pose, pose_points
         from worker.engine.prompts import build_prompt
         from worker.face.keypoints import draw_kps, retarget_kps
 
@@ -304,6 +307,8 @@ class IdentityPipeline:
         inputs = GenerationInputs(
             prompt=prompt.positive, negative_prompt=prompt.negative, seed=seed,
             face_embedding=face.embedding, kps_image=draw_kps(width, height, kps), face_region=region,
+            # the pose ControlNet's skeleton when one is loaded; else the prompt alone says the pose
+            pose_image=draw_pose(width, height, pose_points(params.pose, kps)) if self.engine.pose_control else None,
             num_images=count, width=width, height=height, mode=params.mode,
             steps=params.steps(), guidance=params.guidance(),
             controlnet_conditioning_scale=params.controlnet_conditioning_scale,

@@ -96,6 +96,7 @@ class JobResult(BaseModel):
     method: str = "instantid"
     profile: str | None = None  # "instantid" (released weights) or "tiny" (random weights)
     note: str | None = None
+    parts: list[str] = Field(default_factory=list)  # what made the images (worker.engine.loading.Engine.parts)
 
 
 class WebhookAttempt(BaseModel):

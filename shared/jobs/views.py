@@ -79,6 +79,7 @@ def result_view(record: JobRecord, url_for: Callable[[str], str]) -> dict[str, A
         "method": result.method if result else "instantid",
         "profile": result.profile if result else None,
         "note": result.note if result else None,
+        "parts": list(result.parts) if result else [],
         "input_face": input_face(record),
     }
     if not succeeded:

@@ -34,7 +34,7 @@ def _finish(gw: Gateway, rid: str, n: int = 2) -> None:
     face = {"bbox": [10.0, 20.0, 110.0, 150.0], "det_score": 0.93, "box_size": [100.0, 130.0]}
     done = gw.store.transition(rid, JobStatus.SUCCEEDED, result={
         "images": images, "analysis": {"skin_tone": "warm ivory", "face": face}, "method": "instantid",
-        "profile": "tiny", "note": None})
+        "profile": "tiny", "note": None, "parts": ["sdxl", "identitynet", "pose-prompt-only"]})
     assert done is not None
 
 
@@ -68,7 +68,8 @@ def test_result_shapes(gateway):
     assert status["status"] == "succeeded" and status["result_url"].endswith(f"/api/v1/jobs/{rid}/result")
     result = gateway.client.get(f"/api/v1/jobs/{rid}/result").json()
     assert set(result) == {"success", "request_id", "count", "images", "analysis", "method", "profile", "note",
-                           "input_face"}
+                           "parts", "input_face"}
+    assert result["parts"] == ["sdxl", "identitynet", "pose-prompt-only"]
     assert result["success"] is True and result["count"] == 2 and result["method"] == "instantid"
     assert result["profile"] == "tiny"
     assert [im["id"] for im in result["images"]] == ["identity_body_0", "identity_body_1"]

@@ -54,8 +54,9 @@ class JobResult:
 
 
 def batch_key(inputs: GenerationInputs) -> tuple:
-    """Jobs with equal keys can share one denoise pass."""
-    return (inputs.mode, int(inputs.steps), int(inputs.width), int(inputs.height), float(inputs.guidance))
+    """Jobs with equal keys can share one denoise pass (a pass has the pose ControlNet in it or not)."""
+    return (inputs.mode, int(inputs.steps), int(inputs.width), int(inputs.height), float(inputs.guidance),
+            inputs.pose_image is not None)
 
 
 class _LiveJob:
@@ -90,6 +91,8 @@ def _check(engine, inputs: GenerationInputs) -> Exception | None:
         return ValueError("InstantID generation needs face_embedding and kps_image")
     if inputs.kps_image is not None and inputs.kps_image.size != (inputs.width, inputs.height):
         return ValueError(f"kps_image is {inputs.kps_image.size}, the output {(inputs.width, inputs.height)}")
+    if inputs.pose_image is not None and not getattr(engine, "pose_control", False):
+        return ValueError("pose_image needs a pose ControlNet; none is loaded")
     return None
 
 
@@ -153,8 +156,10 @@ def _identity_rows(engine, rows, guidance_on: bool) -> dict[str, Any]:
     else:
         raise ValueError("jobs with different scales share a pass only on the fast engine (per-row scales)")
     faces = np.stack([np.asarray(job.inputs.face_embedding, dtype=np.float32).reshape(-1) for job, _ in rows])
+    poses = [job.inputs.pose_image for job, _ in rows]
     return {"face_embedding": torch.as_tensor(faces), "image": [job.inputs.kps_image for job, _ in rows],
-            "controlnet_conditioning_scale": control_scale, "face_region": _row_face_regions(rows)}
+            "controlnet_conditioning_scale": control_scale, "face_region": _row_face_regions(rows),
+            "pose_image": poses if poses[0] is not None else None}
 
 
 def _row_face_regions(rows) -> np.ndarray | None:

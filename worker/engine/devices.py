@@ -67,6 +67,9 @@ class DevicePolicy:
             pipe.enable_model_cpu_offload()
         else:
             pipe.to(self.device)
+        pose = getattr(pipe, "pose_controlnet", None)   # not a registered component: placed here
+        if pose is not None:
+            pose.to(self.device)
         if self.vae_tiling:
             pipe.vae.enable_tiling()
         # The fp16-fix VAE decodes in half precision without NaNs, so it is never upcast to fp32.

@@ -77,7 +77,8 @@ def make_fast(engine, options: FastOptions) -> FastEngine:
     started = time.perf_counter()
     pipe = engine.pipe
     engine.modes.use("quality")  # LoRA off: the weights are the base weights while baking
-    networks = [m for m in (pipe.unet, getattr(pipe, "controlnet", None), pipe.vae) if m is not None]
+    networks = [m for m in (pipe.unet, getattr(pipe, "controlnet", None), getattr(pipe, "pose_controlnet", None),
+                            pipe.vae) if m is not None]
     if engine.modes.lcm_loaded:
         engine.modes.baked = BakedLora.bake(pipe.unet, LCM_ADAPTER)
     if options.fuse_qkv:
@@ -102,7 +103,7 @@ def compile_engine(engine, options: FastOptions) -> list[str]:
 
     pipe = engine.pipe
     if options.channels_last:
-        for module in (pipe.unet, getattr(pipe, "controlnet", None), pipe.vae):
+        for module in (pipe.unet, getattr(pipe, "controlnet", None), getattr(pipe, "pose_controlnet", None), pipe.vae):
             if module is not None:
                 module.to(memory_format=torch.channels_last)
 

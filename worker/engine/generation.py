@@ -37,6 +37,7 @@ class GenerationInputs:
     face_embedding: np.ndarray | None = None     # raw 512-d antelopev2 embedding
     kps_image: Image.Image | None = None          # IdentityNet condition at the output size
     face_region: np.ndarray | None = None         # (height, width), 1 on the face: face-region emphasis
+    pose_image: Image.Image | None = None         # OpenPose skeleton at the output size, for a pose ControlNet
     num_images: int = 4
     width: int = 768
     height: int = 1024
@@ -133,7 +134,7 @@ def _identity_kwargs(engine, inputs: GenerationInputs) -> dict[str, Any]:
         raise ValueError("InstantID generation needs face_embedding and kps_image")
     engine.pipe.set_ip_adapter_scale(inputs.ip_adapter_scale)
     return {"face_embedding": torch.as_tensor(np.asarray(inputs.face_embedding, dtype=np.float32)),
-            "image": inputs.kps_image, "face_region": inputs.face_region,
+            "image": inputs.kps_image, "face_region": inputs.face_region, "pose_image": inputs.pose_image,
             "controlnet_conditioning_scale": inputs.controlnet_conditioning_scale}
 
 

@@ -20,6 +20,13 @@ pipeline for both keeps the IdentityNet rule written once and holds no second co
 ``face_region`` (1 on the face) keeps IdentityNet's residuals and the IP-Adapter's face
 attention to the face (worker.engine.face_region), applied in step 8.
 
+An optional second ControlNet for the body pose (``pose_controlnet``, an SDXL OpenPose net, set
+by the loader when its weights are present) joins IdentityNet as diffusers' multi-ControlNet
+does — each net's residuals summed before the UNet — but is called on its own in step 8: diffusers'
+``MultiControlNetModel`` hands every net the same encoder states, while IdentityNet must see the
+face tokens and an OpenPose net the text it was trained with (what InstantID's own multi-ControlNet
+pipeline does too). The face region restricts IdentityNet only.
+
 Every image of a call may have its own face: ``face_embedding`` is [512] (one face for all
 images) or [N, 512] (one per image), and ``image`` (the keypoint condition) one PIL image or a
 list of N. That is what lets the engine batch several jobs into one denoise pass.
@@ -56,8 +63,15 @@ def guidance_applies(pipe: Any, guidance_scale: float) -> bool:
     return guidance_scale > 1 and pipe.unet.config.time_cond_proj_dim is None
 
 
+# The official InstantID demo's default pose strength: the skeleton guides the body without
+# overruling IdentityNet at the face.
+POSE_CONDITIONING_SCALE = 0.4
+
+
 class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
-    """SDXL + IdentityNet + IP-Adapter, as InstantID wires them."""
+    """SDXL + IdentityNet + IP-Adapter, as InstantID wires them (+ an optional pose ControlNet)."""
+
+    pose_controlnet: torch.nn.Module | None = None   # a ControlNetModel, set by worker.engine.loading
 
     # --- the InstantID-specific pieces ---------------------------------------------------
     def face_projection(self) -> torch.nn.Module:
@@ -118,6 +132,8 @@ class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
         image_to_refine: Image.Image | list[Image.Image] | None = None,
         strength: float = 1.0,
         face_region: np.ndarray | None = None,
+        pose_image: Image.Image | list[Image.Image] | None = None,
+        pose_conditioning_scale: float = POSE_CONDITIONING_SCALE,
     ):
         """One prompt (or N prompt embeddings), N = prompts x ``num_images_per_prompt`` images.
 
@@ -144,6 +160,12 @@ class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
         # 3. the IdentityNet condition: the face keypoints drawn at the output size, one per image
         control = self._keypoint_condition(image, count, width, height, device, guidance)
         height, width = control.shape[-2:]
+        #    and the pose ControlNet's: the skeleton at the output size, one per image
+        pose = None
+        if pose_image is not None:
+            if self.pose_controlnet is None:
+                raise ValueError("pose_image needs a pose ControlNet; none is loaded")
+            pose = self._keypoint_condition(pose_image, count, width, height, device, guidance)
 
         # 4. InstantID: face tokens for IdentityNet, IP-Adapter embeds for the UNet
         face_tokens, ip_embeds = self.identity_conditioning(torch.as_tensor(face_embedding), count, guidance)
@@ -192,6 +214,11 @@ class InstantIDPipeline(VaeMemoryMethods, StableDiffusionXLControlNetPipeline):
                     return_dict=False)
                 if region is not None:   # face-region emphasis: IdentityNet acts on the face only
                     down, mid = region.restrict(down, mid)
+                if pose is not None:     # the pose net reads the text; its residuals add to IdentityNet's
+                    pose_down, pose_mid = self.pose_controlnet(
+                        model_input, t, encoder_hidden_states=prompt_embeds, controlnet_cond=pose,
+                        conditioning_scale=pose_conditioning_scale, added_cond_kwargs=added, return_dict=False)
+                    down, mid = [a + b for a, b in zip(down, pose_down)], mid + pose_mid
                 noise = self.unet(
                     model_input, t, encoder_hidden_states=prompt_embeds, timestep_cond=timestep_cond,
                     cross_attention_kwargs=None if region is None else region.ip_adapter_kwargs(),

@@ -31,6 +31,10 @@ SDXL_CONFIG_FILES = ("model_index.json", "scheduler/scheduler_config.json", "tok
 WEIGHT_NAMES = ("diffusion_pytorch_model{v}.safetensors", "model{v}.safetensors")
 
 
+POSE_PART = "pose-controlnet"
+POSE_PROMPT_ONLY = "pose-prompt-only"   # what a result's parts say when no pose ControlNet is loaded
+
+
 @dataclass
 class Engine:
     """A loaded pipeline and what the generation code needs to know about it."""
@@ -46,6 +50,16 @@ class Engine:
     @property
     def note(self) -> str | None:
         return FALLBACK_NOTE if self.method == "sdxl_fallback" else None
+
+    @property
+    def pose_control(self) -> bool:
+        """The body pose is drawn as a skeleton for a pose ControlNet (else: prompt only)."""
+        return POSE_PART in self.loaded_parts
+
+    @property
+    def parts(self) -> list[str]:
+        """What makes an image, as a result reports it: the loaded parts, and how the pose is set."""
+        return [*self.loaded_parts, *(() if self.pose_control else (POSE_PROMPT_ONLY,))]
 
 
 def _has_weights(folder: Path, variant: str | None) -> bool:
@@ -122,6 +136,23 @@ def _load_instantid(model_dir: Path, base, policy: DevicePolicy):
     return pipe
 
 
+def _load_pose_controlnet(model_dir: Path, policy: DevicePolicy):
+    """The optional pose ControlNet, or None (logged: the pose is then asked for in the prompt only)."""
+    from diffusers import ControlNetModel
+
+    folder = layout.part(model_dir, layout.POSE_CONTROLNET_DIR)
+    if not (folder / "config.json").is_file():
+        log.info("no pose ControlNet in %s: the pose comes from the prompt only "
+                 "(idbody models download --with pose fetches one)", folder)
+        return None
+    try:
+        return ControlNetModel.from_pretrained(folder, dtype=policy.dtype, variant=_variant(folder, policy))
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        log.warning("the pose ControlNet in %s did not load (%s: %s): the pose comes from the prompt only",
+                    folder, type(exc).__name__, exc)
+        return None
+
+
 def _components(base) -> dict[str, Any]:
     return {k: v for k, v in base.components.items() if k not in ("image_encoder", "feature_extractor")}
 
@@ -159,6 +190,9 @@ def load_engine(model_dir: Path, policy: DevicePolicy, fast=None) -> Engine:
         reason = f"{type(exc).__name__}: {exc}"
         log.warning("InstantID parts unavailable (%s); using the plain SDXL fallback", reason)
         pipe, method = _fallback(base), "sdxl_fallback"
+    if method == "instantid" and (pose := _load_pose_controlnet(model_dir, policy)) is not None:
+        pipe.pose_controlnet = pose
+        parts.append(POSE_PART)
     lcm = _load_lcm_lora(model_dir, pipe)
     if lcm:
         parts.append("lcm-lora")

@@ -160,7 +160,7 @@ def generate_job_result(record: JobRecord, pipeline: Any, storage: Any, on_step:
         images.append(ResultImage(id=result_image_id(index), key=key, width=image.width,
                                   height=image.height, **detail))
     return JobResult(images=images, analysis=out.get("analysis") or {}, method=out.get("method", "instantid"),
-                     profile=out.get("profile"), note=out.get("note"))
+                     profile=out.get("profile"), note=out.get("note"), parts=list(out.get("parts") or []))
 
 
 def observe_identity_scores(details: list[dict[str, Any]]) -> None:

@@ -189,6 +189,17 @@ def _write_lcm_lora(model_dir: Path, unet, seed: int) -> None:
     save_file(lcm_lora_state_dict(unet, seed=seed + 50), str(path))
 
 
+def add_tiny_pose_controlnet(model_dir: Path, seed: int = 0) -> Path:
+    """Add the optional pose ControlNet to a built tiny folder: a ControlNet of the tiny UNet's
+    shape with random weights, where ``download --with pose`` puts the real one; returns its folder."""
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(layout.part(model_dir, layout.SDXL_DIR) / "unet")
+    folder = layout.part(model_dir, layout.POSE_CONTROLNET_DIR)
+    _identitynet(unet, seed + 60).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 def build_tiny_model_dir(model_dir: Path, seed: int = 0) -> Path:
     """Write (or reuse) the tiny profile in ``model_dir``; returns ``model_dir``."""
     model_dir = Path(model_dir)

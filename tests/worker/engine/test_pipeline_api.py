@@ -55,6 +55,8 @@ def test_seed_call_returns_images_analysis_method_note(pipeline):
     # honest about the weights: InstantID's pipeline, but the tiny profile's random weights
     assert result["method"] == "instantid" and result["profile"] == "tiny"
     assert result["note"] == TINY_NOTE and "random" in result["note"]
+    # what made the images; no pose ControlNet in the tiny folder: the pose is prompt-only
+    assert result["parts"][:2] == ["sdxl", "vae-fp16-fix"] and result["parts"][-1] == "pose-prompt-only"
     assert result["analysis"]["face"]["face_count"] == 1
     face = result["analysis"]["face"]
     assert 0.5 < face["det_score"] <= 1 and min(face["box_size"]) >= 128
