@@ -12,12 +12,15 @@ Example::
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable
 from typing import Any
 
 from shared.jobs.record import JobRecord, JobStatus
 from shared.jobs.store import FINISHED_CHANNEL, QUEUE_KEY, RUNNING_KEY, JobStore
+
+ENDED_KEPT = 4096  # ended jobs remembered; a late finish notice comes within a poll or two
 
 
 def event_line(record: JobRecord, position: int | None = None) -> str:
@@ -51,6 +54,8 @@ class JobConsole:
     def __init__(self, store: JobStore, out: Callable[[str], Any] = print) -> None:
         self.store, self.out = store, out
         self.shown: dict[str, tuple[str, str | None]] = {}  # request_id -> (status, stage) printed last
+        # jobs whose end was printed: a finish notice that arrives a poll later must not print them again
+        self.ended: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.finished = store.client.pubsub(ignore_subscribe_messages=True)
         # a job can finish between two polls without ever being seen queued or running
         self.finished.psubscribe(FINISHED_CHANNEL.format("*"))
@@ -62,7 +67,7 @@ class JobConsole:
             ids.update(rid.decode() for rid in self.store.client.zrange(key, 0, -1))
         while (message := self.finished.get_message(timeout=0)) is not None:
             ids.add(message["channel"].decode().split(":", 1)[1])
-        for rid in sorted(ids):
+        for rid in sorted(ids - set(self.ended)):
             record, position = self.store.get_with_position(rid)
             if record is None:
                 self.shown.pop(rid, None)
@@ -75,6 +80,9 @@ class JobConsole:
                 self._print(time.time(), rid, event_line(record, position))
             if record.status.finished:
                 self.shown.pop(rid, None)
+                self.ended[rid] = None
+                while len(self.ended) > ENDED_KEPT:
+                    self.ended.popitem(last=False)
             else:
                 self.shown[rid] = state
 

@@ -129,7 +129,7 @@ def test_the_console_prints_each_job_event_once_in_order(settings, redis_client)
 
     from idbody.stack.job_console import JobConsole
     from shared.jobs.record import JobRecord, JobStatus
-    from shared.jobs.store import JobStore
+    from shared.jobs.store import FINISHED_CHANNEL, JobStore
 
     store, lines = JobStore.from_settings(settings), []
     console = JobConsole(store, out=lines.append)
@@ -146,6 +146,11 @@ def test_the_console_prints_each_job_event_once_in_order(settings, redis_client)
         store.create(JobRecord(request_id="gone-job", created_at=time.time()))
         store.transition("gone-job", JobStatus.CANCELED)  # queued and finished between two polls
         console.poll()
+        # a finish notice that reaches the console a poll after the end was printed prints nothing
+        store.client.publish(FINISHED_CHANNEL.format("fast-job"), "failed")
+        for _ in range(20):  # the notice reaches the console's connection within these polls
+            console.poll()
+            time.sleep(0.1)
     finally:
         console.close()
     events = [line.split("  ", 1)[1] for line in lines]
@@ -153,3 +158,4 @@ def test_the_console_prints_each_job_event_once_in_order(settings, redis_client)
                           "job fast-job  running: denoising (8 steps)"]
     assert events[3].startswith("job fast-job  failed in ") and events[3].endswith("no_face_detected (No face.)")
     assert events[4:] == ["job gone-job  queued", events[5]] and events[5].startswith("job gone-job  canceled")
+    assert len(events) == 6  # the late notice printed nothing
