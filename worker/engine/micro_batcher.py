@@ -71,12 +71,14 @@ class MicroBatcher:
         self._waiting: list[_Waiting] = []
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._closing = False
 
     def submit(self, job: BatchJob) -> JobResult:
         """Queue ``job`` for the next pass of its shape and wait for its result."""
         waiting = _Waiting(job, batch_key(job.inputs), time.monotonic())
         with self._cond:
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
+                self._closing = False
                 self._thread = threading.Thread(target=self._serve, name="idbody-micro-batcher", daemon=True)
                 self._thread.start()
             self._waiting.append(waiting)
@@ -85,9 +87,23 @@ class MicroBatcher:
         assert waiting.result is not None
         return waiting.result
 
+    def close(self) -> None:
+        """Stop the batcher's thread once the waiting jobs have run (a later ``submit`` starts it
+        again). A thread that has run torch on the CPU keeps its OpenMP team, which slows the
+        other threads' CPU work (measured: 0.16 -> 0.28 s per tiny generation), so it does not
+        outlive its use."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
     def _serve(self) -> None:
         while True:
             group = self._next_pass()
+            if not group:
+                return
             jobs = [w.job for w in group]
             log.info("denoise pass: %d jobs, %d images", len(group), sum(w.images for w in group),
                      extra={"event": "engine.micro_batch", "jobs": len(group)})
@@ -104,6 +120,9 @@ class MicroBatcher:
     def _next_pass(self) -> list[_Waiting]:
         with self._cond:
             while not self._waiting:
+                if self._closing:
+                    self._thread = None
+                    return []
                 self._cond.wait()
             oldest = self._waiting[0]
             while True:

@@ -94,6 +94,17 @@ def test_a_broken_pass_fails_its_jobs_and_the_batcher_serves_on():
     assert batcher.submit(BatchJob(inputs(seed=4))).images == [4]
 
 
+def test_close_ends_its_thread_and_a_later_job_starts_it_again():
+    run = RecordingPass()
+    batcher = MicroBatcher(run, max_images=8, window_s=0)
+    assert batcher.submit(BatchJob(inputs(seed=1))).images == [1]
+    thread = batcher._thread
+    batcher.close()
+    assert thread is not None and not thread.is_alive()
+    assert batcher.submit(BatchJob(inputs(seed=2))).images == [2]
+    batcher.close()
+
+
 def until_waiting(batcher: MicroBatcher, count: int) -> None:
     from idbody.stack.polling import until
 
@@ -121,7 +132,8 @@ def batching_pipeline(tiny_model_dir):
     pipeline = IdentityPipeline(settings).enable_micro_batching(on_pass=lambda j, i: passes.append((j, i)))
     pipeline.batcher.window_s = LONG_WINDOW_S  # the test's batch fills up; a busy machine must not end the wait
     pipeline.passes = passes
-    return pipeline
+    yield pipeline
+    pipeline.batcher.close()  # its thread's OpenMP team would slow every later CPU test
 
 
 def test_concurrent_jobs_share_one_pass_and_each_gets_its_own_images(batching_pipeline):
@@ -136,6 +148,7 @@ def test_concurrent_jobs_share_one_pass_and_each_gets_its_own_images(batching_pi
     assert batching_pipeline.passes == [(2, 4)]
     assert [len(r["images"]) for r in together] == [1, 3]
     alone_pipeline = batching_pipeline.batcher
+    alone_pipeline.close()
     batching_pipeline.batcher = None  # the same engine, one job at a time
     try:
         alone = [batching_pipeline.generate(face, **kw) for kw in jobs]
