@@ -88,7 +88,7 @@ def start_job(store: Any, record: JobRecord) -> JobRecord | None:
 class ProgressWriter:
     """The per-step callback: records progress with its stage and ETA, stops a canceled job
     (returns False), and enforces the soft time limit itself because Celery's time limits do not
-    apply to the solo pool. ``stage()`` records the stages that have no steps."""
+    apply to the solo or threads pools. ``stage()`` records the stages that have no steps."""
 
     def __init__(self, store: Any, request_id: str, deadline: float) -> None:
         from worker.metrics import process_metrics
