@@ -56,6 +56,10 @@ TEMPLATES: dict[str, tuple[tuple[float, float], ...]] = {
     "sitting": ((0, 0.95), (-0.85, 1.15), (-1.0, 2.4), (-0.7, 3.4), (0.85, 1.15), (1.0, 2.4), (0.7, 3.4),
                 (-0.5, 3.55), (-0.7, 4.1), (-0.7, 5.3), (0.5, 3.55), (0.7, 4.1), (0.7, 5.3)),
 }
+# Limb half-width in pixels per 512 px of the frame's short side: OpenPose's stock renderer. The
+# pinned checkpoint's model card says its training skeletons were drawn with thicker lines; without
+# its weights here this was not tuned against it, and this constant is the one to raise.
+STICK_PER_512 = 4
 EAR_OUT = 0.22  # each ear this many head heights outside its eye, at eye level
 
 
@@ -88,9 +92,9 @@ def pose_points(pose: str, kps: ArrayLike) -> np.ndarray:
 
 def draw_pose(width: int, height: int, points: ArrayLike) -> Image.Image:
     """Draw 18 joints (``pose_points``) on a black ``width``×``height`` RGB canvas as OpenPose
-    renders its body model; the stroke width follows the frame (4 px at 512 on the short side)."""
+    renders its body model; the stroke width follows the frame (``STICK_PER_512``)."""
     joints = np.asarray(points, dtype=np.float64).reshape(len(JOINTS), 2)
-    stick = max(2, round(4 * min(width, height) / 512))
+    stick = max(2, round(STICK_PER_512 * min(width, height) / 512))
     limbs = np.zeros((height, width, 3), dtype=np.uint8)
     for index, (a, b) in enumerate(LIMBS):
         start, end = joints[_J[a]], joints[_J[b]]

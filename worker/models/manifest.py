@@ -255,20 +255,19 @@ ANTELOPEV2 = ArchiveSource(
 
 # Optional: an SDXL OpenPose ControlNet for the `pose` parameter (standing / walking / sitting),
 # fetched only with `idbody models download --with pose`; without it the pose is prompt-only.
-# xinsir's checkpoint rather than thibaud's (the one the InstantID demo app names): its model card
-# licenses it Apache-2.0, where thibaud's leaves the licence open. No record of this repository's
-# commit ids or of its files' sizes and digests could be reached when this entry was written
-# (the project is built without hub access), so it follows the branch named below and `verify`
-# checks these files for presence only, as for any file without a record: pin `revision` to the
-# commit you fetched before relying on it.
+# xinsir's checkpoint rather than thibaud's (the one the InstantID demo app names): xinsir's model
+# card says Apache-2.0, thibaud's says "other" and defers to OpenPose's (non-commercial) licence.
+# The revision is the commit of the model card's last change on main; the weights' digest is the
+# hub's LFS record for them (last changed in 86d911d, before that commit), their size the one an
+# identical upload (same sha256) records. No public record of config.json's size or digest was found.
 POSE_CONTROLNET = HubSource(
     key="pose",
     repo_id="xinsir/controlnet-openpose-sdxl-1.0",
-    revision="main",
+    revision="23f966cd5cfdd3f7729c903e243d87152162d2b7",
     folder=layout.POSE_CONTROLNET_DIR,
     files=_files(
         ("config.json", None, None),
-        ("diffusion_pytorch_model.safetensors", None, None),
+        ("diffusion_pytorch_model.safetensors", 2_502_139_104, "b8524e557a7df60d081f5d4a0eb109967d107df217943bf88c2d99b9ebcc06c5"),
     ),
     licence=Licence("Apache-2.0 (model card)", "commercial use allowed"),
 )

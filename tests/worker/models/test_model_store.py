@@ -376,7 +376,7 @@ def test_pose_is_optional_and_named_with_its_repo_and_licence(tmp_path: Path, ca
     assert main(["models", "download", "--model-dir", str(tmp_path), "--with", "pose", "--no-progress"]) == 0
     lines = capsys.readouterr().out.splitlines()
     pose = next(line for line in lines if line.strip().startswith("pose "))
-    assert "xinsir/controlnet-openpose-sdxl-1.0 @ main" in pose and "Apache-2.0" in pose
+    assert "xinsir/controlnet-openpose-sdxl-1.0 @ 23f966cd5cfd" in pose and "Apache-2.0" in pose
     assert lines[-1].startswith("complete: All 31")
 
 
