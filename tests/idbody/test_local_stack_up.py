@@ -22,7 +22,7 @@ from tests.face_photos import tom_jpeg
 
 REPO = Path(__file__).resolve().parents[2]
 READY_S = 300  # the worker loads the tiny pipeline on a machine other tests keep busy
-STOP_S = 60  # each child gets 15 s to stop before it is killed
+STOP_S = 60  # the children share 15 s to stop before they are killed, then the servers 10 s
 # every line the console may print for a job, in the order a job passes them (JobStage's order)
 JOB_EVENTS = ("queued", "running: starting", "running: analyzing_face", "running: denoising",
               "running: face_detail", "running: uploading", "succeeded in")
@@ -33,12 +33,13 @@ class UpProcess:
     def __init__(self, tmp_path: Path, tiny_model_dir: Path, port: int | None = None) -> None:
         self.port = port or free_port()
         self.console = tmp_path / "console.txt"
+        self.data_dir = tmp_path / "stack"
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
                "IDBODY_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
                "IDBODY_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
                "IDBODY_TINY_MODEL_DIR": str(tiny_model_dir), "IDBODY_DEVICE": "cpu"}
         argv = [sys.executable, "-m", "idbody.cli", "up", "--profile", "tiny", "--port", str(self.port),
-                "--data-dir", str(tmp_path / "stack")]
+                "--data-dir", str(self.data_dir)]
         with self.console.open("wb") as out:
             self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
 
@@ -54,7 +55,12 @@ class UpProcess:
 
     def stop(self, sig: int) -> int:
         self.proc.send_signal(sig)
-        return self.proc.wait(STOP_S)
+        try:
+            return self.proc.wait(STOP_S)
+        except subprocess.TimeoutExpired:
+            logs = sorted(self.data_dir.glob("logs/*.log"))
+            tails = "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-1500:]}" for log in logs)
+            raise AssertionError(f"idbody up still running {STOP_S}s after signal {sig}:\n{self.text()}\n{tails}") from None
 
 
 @pytest.fixture
