@@ -210,7 +210,7 @@ def _main(args: argparse.Namespace) -> int:
     print("Auth is OFF for this local stack (IDBODY_AUTH_DISABLED=true): do not expose it to a network.")
 
     stack = Stack()
-    _stop_on_sigterm()
+    _stop_on_signals()
     try:
         check_port_free(settings.api_host, port)
         settings = ensure_servers(settings, data_dir, stack)
@@ -264,11 +264,14 @@ def _watch(children: list[Child], settings: Settings) -> None:
         console.close()
 
 
-def _stop_on_sigterm() -> None:
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT both stop the stack, SIGINT also where it arrives ignored: a shell starts a
+    script's background jobs with SIGINT ignored, and Python then installs no Ctrl-C handler."""
     def handler(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

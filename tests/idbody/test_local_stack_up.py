@@ -41,7 +41,9 @@ class UpProcess:
         argv = [sys.executable, "-m", "idbody.cli", "up", "--profile", "tiny", "--port", str(self.port),
                 "--data-dir", str(self.data_dir)]
         with self.console.open("wb") as out:
-            self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+            # started as a script's background job is: SIGINT ignored, which `kill -INT` must still stop
+            self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
 
     def text(self) -> str:
         return self.console.read_text(errors="replace")
