@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from PIL import Image
 
-from worker.face.keypoints import KPS_SPREAD_PER_HEAD
+from worker.face.keypoints import KPS_SPREAD_PER_HEAD, kps_spread
 
 # OpenPose's body order (COCO-18): the template rows and the drawing use it.
 JOINTS = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
@@ -74,7 +74,7 @@ def pose_points(pose: str, kps: ArrayLike) -> np.ndarray:
     if pose not in TEMPLATES:
         raise ValueError(f"pose must be one of {sorted(TEMPLATES)}, got {pose!r}")
     face = np.asarray(kps, dtype=np.float64).reshape(5, 2)
-    spread = float(np.sqrt(((face - face.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    spread = kps_spread(face)
     if spread <= 1e-6:
         raise ValueError("the keypoints coincide; there is no head size to scale the skeleton to")
     head_px = spread / KPS_SPREAD_PER_HEAD

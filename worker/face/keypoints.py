@@ -73,6 +73,13 @@ def _fill_limb(canvas: np.ndarray, a: np.ndarray, b: np.ndarray, color: tuple[in
     cv2.fillConvexPoly(canvas, polygon, color)
 
 
+def kps_spread(kps: ArrayLike) -> float:
+    """Root-mean-square distance of the keypoints from their centroid: the face's size, in the
+    unit ``KPS_SPREAD_PER_HEAD`` relates to head heights."""
+    points = np.asarray(kps, dtype=np.float64).reshape(-1, 2)
+    return float(np.sqrt(((points - points.mean(axis=0)) ** 2).sum(axis=1).mean()))
+
+
 def retarget_kps(
     kps: ArrayLike,
     width: int,
@@ -98,7 +105,7 @@ def retarget_kps(
         raise ValueError("head_scale must be positive")
     points = np.asarray(kps, dtype=np.float64).reshape(5, 2)
     centroid = points.mean(axis=0)
-    spread = float(np.sqrt(((points - centroid) ** 2).sum(axis=1).mean()))
+    spread = kps_spread(points)
     if spread <= 1e-6:
         raise ValueError("the keypoints coincide; there is no face shape to keep")
 
