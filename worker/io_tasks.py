@@ -26,10 +26,10 @@ log = logging.getLogger(__name__)
 @lru_cache(maxsize=1)
 def delivery_deps() -> Any:
     from shared.deployment import public_api_base
-    from shared.jobs.webhook_ledger import WebhookLedger
     from worker.clients import process_clients
     from worker.metrics import process_metrics
     from worker.webhooks.delivery import DeliveryDeps
+    from worker.webhooks.ledger import DeliveryLedger
     from worker.webhooks.links import webhook_payload_with_links
 
     c = process_clients()
@@ -43,7 +43,7 @@ def delivery_deps() -> Any:
         return settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
 
     return DeliveryDeps(
-        settings=settings, store=c.store, ledger=WebhookLedger(c.store.client, settings.job_retention_s),
+        settings=settings, store=c.store, ledger=DeliveryLedger(c.store.client, settings.job_retention_s),
         payload_for=lambda record: webhook_payload_with_links(record, base_url, c.storage, settings),
         secret_for=secret_for,
         on_outcome=process_metrics().webhook_outcome,

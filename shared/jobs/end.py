@@ -1,7 +1,8 @@
 """What happens once a job has ended (succeeded, failed or canceled), wherever it ended: the GPU
 worker's ``finish_job`` and the gateway's cancel both call ``JobEnd.after_finish``.
 
-1. the webhook delivery task is enqueued on ``io`` once per (job, final status);
+1. the webhook delivery task is enqueued on ``io`` once per (job, final status) (``WebhookAnnouncer``;
+   what happens to it then, attempts and the delivered marker, is ``worker.webhooks``' business);
 2. the face upload is deleted (or scheduled, see ``shared.jobs.retention``) and the results' expiry set;
 3. the API key's unfinished-job slot is given back;
 4. the end is counted for ``/metrics``.
@@ -27,19 +28,59 @@ from shared.access.rate_limit import RateLimiter
 from shared.jobs.record import JobRecord
 from shared.jobs.retention import Retention
 from shared.jobs.store import JobStore
-from shared.jobs.webhook_ledger import WebhookLedger
+from shared.queues import DELIVER_WEBHOOK_TASK, IO_QUEUE
 from shared.storage import Storage
 
 log = logging.getLogger(__name__)
 
 FINISHED_COUNTS = "stats:jobs-finished"  # hash: final status -> jobs that ended so
+ANNOUNCED_KEY = "webhook:enqueued:{}:{}"  # (request_id, final status); matches retention.WEBHOOK_MARKERS
+
+# How long the announce marker lives while the send is in flight. A finisher killed between taking
+# the marker and sending leaves it behind; it must expire well before the broker redelivers that
+# finisher's task (the visibility timeout, an hour by default) so the redelivered task sends it.
+SENDING_S = 60.0
+
+
+class WebhookAnnouncer:
+    """Sends the webhook delivery task once per (job, final status), however often the job's end is
+    run (a redelivered GPU task that found its job finished runs it again)."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int, sending_s: float = SENDING_S) -> None:
+        self.client = client
+        self.ttl_s = int(ttl_s)
+        self.sending_s = sending_s
+
+    def send_once(self, celery_app: Any, request_id: str, event: str) -> bool:
+        """Send the delivery task unless it was sent before; True when sent now.
+
+        The marker is taken before sending and given back if sending fails, so a broker error
+        leaves the event deliverable by the next finisher (e.g. the redelivered GPU task).
+        """
+        key = ANNOUNCED_KEY.format(request_id, event)
+        if not self.client.set(key, "1", nx=True, px=max(1, int(self.sending_s * 1000))):
+            return False
+        try:
+            from shared.tracing import trace_headers
+
+            # the delivery continues the job's trace (empty headers when tracing is off)
+            celery_app.send_task(DELIVER_WEBHOOK_TASK, args=[request_id, event], queue=IO_QUEUE,
+                                 headers=trace_headers())
+        except Exception:
+            self.client.delete(key)
+            raise
+        # sent: from now on the marker keeps later finishers from sending again for the job's life.
+        # (Killed right here, the marker expires and a redelivered finisher sends a second task;
+        # the delivery ledger's delivered marker still stops a second delivery after a 2xx.)
+        self.client.expire(key, self.ttl_s)
+        return True
 
 
 @dataclass
 class JobEnd:
     client: redis.Redis
     celery: Any
-    ledger: WebhookLedger
+    announcer: WebhookAnnouncer
     retention: Retention
     limiter: RateLimiter
 
@@ -49,7 +90,7 @@ class JobEnd:
         return cls(
             client=client,
             celery=celery,
-            ledger=WebhookLedger(client, settings.job_retention_s),
+            announcer=WebhookAnnouncer(client, settings.job_retention_s),
             retention=Retention.from_settings(settings, storage, store),
             limiter=RateLimiter(client, stale_after_s=settings.job_retention_s),
         )
@@ -75,7 +116,7 @@ class JobEnd:
 
     def _enqueue_webhook(self, record: JobRecord) -> None:
         if record.webhook_url:
-            self.ledger.enqueue_once(self.celery, record.request_id, record.status.value)
+            self.announcer.send_once(self.celery, record.request_id, record.status.value)
 
     def _release_slot(self, record: JobRecord) -> None:
         if record.owner:

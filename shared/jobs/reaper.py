@@ -7,7 +7,7 @@ expired the job goes back to ``queued`` (at its old place: scored by ``created_a
 and its task is sent again. So a dead worker's job runs again within ttl + interval, not after the
 broker's visibility timeout (an hour), and its API key's slot is not held meanwhile by a job that
 nobody runs. Completion stays exactly-once: the record's guarded transitions let only one run
-finish it, and the webhook ledger sends one webhook per (job, final status). The killed worker's
+finish it, and the job's end announces one webhook per (job, final status). The killed worker's
 unacked message still comes back after the visibility timeout; the record makes it a no-op.
 
 Example::

@@ -32,7 +32,6 @@ import redis
 
 from shared.jobs.record import JobRecord
 from shared.jobs.store import JobStore
-from shared.jobs.webhook_ledger import WebhookLedger
 from shared.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -41,6 +40,9 @@ UPLOADS_DUE = "retention:uploads"
 RESULTS_DUE = "retention:results"
 SWEEP_BATCH = 500
 LATE_WRITE_GRACE_S = 900
+# Every per-job webhook marker is named webhook:<kind>:<request_id>:<event>: the job end's announce
+# marker (shared.jobs.end) and the delivery ledger's lock and delivered markers (worker.webhooks).
+WEBHOOK_MARKERS = "webhook:*:{}:*"
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,9 @@ class Retention:
         # a worker stopping a just-canceled job may still write an image after this: sweep once more later
         self.client.zadd(RESULTS_DUE, {record.request_id: time.time() + LATE_WRITE_GRACE_S})
         self.store.delete(record.request_id)
-        WebhookLedger(self.client, self.job_retention_s).forget(record.request_id)
+        markers = list(self.client.scan_iter(match=WEBHOOK_MARKERS.format(record.request_id), count=100))
+        if markers:
+            self.client.delete(*markers)
 
     def sweep(self, now: float | None = None) -> SweepReport:
         """Delete every upload and result set past due; safe to run from several workers at once."""

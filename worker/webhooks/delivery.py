@@ -36,7 +36,6 @@ from shared.errors import IdentityBodyError
 from shared.jobs.record import JobRecord, WebhookAttempt
 from shared.jobs.store import JobStore
 from shared.jobs.views import status_view
-from shared.jobs.webhook_ledger import WebhookLedger
 from shared.settings import Settings
 from shared.url_guard import (
     Resolver,
@@ -44,6 +43,7 @@ from shared.url_guard import (
     resolve_webhook_target,
     system_resolver,
 )
+from worker.webhooks.ledger import DeliveryLedger
 from worker.webhooks.pinned_http import HttpAnswer, post_pinned
 from worker.webhooks.schedule import Outcome, classify, next_delay, parse_retry_after
 from worker.webhooks.signing import sign_webhook
@@ -55,7 +55,7 @@ class DeliveryDeps:
 
     settings: Settings
     store: JobStore
-    ledger: WebhookLedger
+    ledger: DeliveryLedger
     payload_for: Callable[[JobRecord], dict[str, Any]]  # the status endpoint's JSON for a record
     secret_for: Callable[[JobRecord], str | None]  # the whsec_ secret of the job's API key
     resolver: Resolver = system_resolver

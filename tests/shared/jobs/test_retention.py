@@ -8,8 +8,8 @@ import pytest
 from shared.jobs.record import JobRecord, JobStatus
 from shared.jobs.retention import Retention
 from shared.jobs.store import JobStore
-from shared.jobs.webhook_ledger import WebhookLedger
 from shared.storage import Storage
+from worker.webhooks.ledger import DeliveryLedger
 
 
 @pytest.fixture
@@ -73,7 +73,10 @@ def test_purge_leaves_no_object_and_no_record(parts, redis_client):
     retention = Retention(redis_client, storage, store, upload_retention_s=0, job_retention_s=3600)
     keep = _job(storage, store, retention, images=1)
     record = _job(storage, store, retention, images=3)
-    WebhookLedger(redis_client, 60).mark_delivered(record.request_id, "succeeded")
+    redis_client.set(f"webhook:enqueued:{record.request_id}:succeeded", "1")  # the job end's announce marker
+    ledger = DeliveryLedger(redis_client, 60)
+    ledger.mark_delivered(record.request_id, "succeeded")
+    assert ledger.lock(record.request_id, "canceled", hold_s=60)
     retention.purge(record)
     assert all(record.request_id not in o for o in _objects(storage))
     assert len(_objects(storage)) == 2  # the other job is untouched

@@ -7,15 +7,13 @@ import uuid
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from idbody.stack.polling import until
 from shared.access.api_keys import new_webhook_secret
-from shared.celery_app import make_celery
 from shared.jobs.record import JobRecord, JobStatus
 from shared.jobs.store import JobStore
-from shared.jobs.webhook_ledger import WebhookLedger
 from shared.url_guard import WebhookResolutionError
 from tests.webhook_receiver import Receiver
 from worker.webhooks.delivery import DeliveryDeps, attempt_delivery
+from worker.webhooks.ledger import DeliveryLedger
 from worker.webhooks.schedule import Outcome
 
 SECRET = new_webhook_secret()
@@ -40,7 +38,7 @@ def _deps(settings, redis_client, resolver=None, outcomes=None):
     store = JobStore(redis_client, settings.job_retention_s)
     extra = {} if resolver is None else {"resolver": resolver}
     return DeliveryDeps(
-        settings=settings, store=store, ledger=WebhookLedger(redis_client, settings.job_retention_s),
+        settings=settings, store=store, ledger=DeliveryLedger(redis_client, settings.job_retention_s),
         payload_for=lambda r: {"request_id": r.request_id, "status": r.status.value},
         secret_for=lambda r: SECRET,
         on_outcome=(outcomes.append if outcomes is not None else (lambda o: None)), **extra,
@@ -159,38 +157,6 @@ def test_attempt_in_flight_elsewhere_is_skipped(wh_settings, redis_client, recei
     deps.ledger.unlock(rid, "succeeded", token)
     assert attempt_delivery(deps, rid, "succeeded").outcome is Outcome.DELIVERED
     assert len(receiver.requests) == 1
-
-
-def test_enqueue_once_per_job_and_event(wh_settings, redis_client):
-    app = make_celery(wh_settings)
-    ledger = WebhookLedger(redis_client, 600)
-    assert ledger.enqueue_once(app, "r1", "succeeded") is True
-    assert ledger.enqueue_once(app, "r1", "succeeded") is False  # the redelivered GPU task
-    assert ledger.enqueue_once(app, "r1", "canceled") is True
-    assert redis_client.llen("io") == 2  # what the broker holds for the io queue
-    ledger.forget("r1")
-    assert not list(redis_client.scan_iter("webhook:*r1*"))
-
-
-class _KilledWhileSending:
-    """A Celery app whose process dies inside send_task (BaseException: no handler runs)."""
-
-    def send_task(self, *args: object, **kwargs: object) -> None:
-        raise SystemExit(137)
-
-
-def test_a_finisher_killed_while_sending_leaves_the_event_to_the_next_one(wh_settings, redis_client):
-    ledger = WebhookLedger(redis_client, 600, sending_s=0.3)
-    with pytest.raises(SystemExit):
-        ledger.enqueue_once(_KilledWhileSending(), "r2", "succeeded")
-    assert redis_client.exists("webhook:enqueued:r2:succeeded")  # left behind, as a crash would
-    app = make_celery(wh_settings)
-    # the marker blocks only while a send could still be in flight, then the redelivered task sends
-    assert ledger.enqueue_once(app, "r2", "succeeded") is False
-    until(lambda: ledger.enqueue_once(app, "r2", "succeeded"), 5, "the in-flight marker to expire")
-    assert redis_client.llen("io") == 1
-    # once sent, the marker lasts the job's life
-    assert 590 < redis_client.ttl("webhook:enqueued:r2:succeeded") <= 600
 
 
 def test_receiver_slower_than_the_timeout_gets_the_event_at_most_twice(wh_settings, redis_client):
