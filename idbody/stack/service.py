@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -25,7 +24,7 @@ import httpx
 
 from idbody.stack.polling import answers, until
 from idbody.stack.servers import free_port
-from idbody.stack.up import settings_env
+from idbody.stack.up import settings_env, stop_process_groups
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,15 +123,7 @@ class ServiceStack:
             raise TimeoutError(f"{exc}\n{logs}") from None
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_process_groups(list(self.procs.values()))
 
     def __enter__(self) -> "ServiceStack":
         return self

@@ -8,7 +8,7 @@ Keys (``event`` is the job's final status: succeeded, failed or canceled)::
     webhook:lock:{request_id}:{event}        held while one attempt is in flight (expires)
     webhook:delivered:{request_id}:{event}   SET NX only after a 2xx; checked before every attempt
 
-Both match ``shared.jobs.end.WEBHOOK_MARKERS``, so purging a job deletes them with the rest.
+Both match ``shared.jobs.retention.WEBHOOK_MARKERS``, so purging a job deletes them with the rest.
 
 Example::
 
