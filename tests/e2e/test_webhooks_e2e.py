@@ -168,8 +168,10 @@ def test_one_trace_spans_submit_task_and_webhook(stack, key, receiver, collector
 
 def test_cancel_running_and_queued_jobs_on_a_real_worker(stack, key, receiver):
     headers, secret = key
-    # 40 steps: fast (LCM) mode refuses more than 50 inside diffusers
-    slow = _submit(stack, headers, num_inference_steps="40", webhook_url=receiver.url())["request_id"]
+    # 40 steps (fast (LCM) mode refuses more than 50 inside diffusers) at 512 px: long enough that a
+    # fast machine is still denoising while the test submits, checks and cancels
+    slow = _submit(stack, headers, num_inference_steps="40", width="512", height="512",
+                   webhook_url=receiver.url())["request_id"]
     until(lambda: _status(stack, headers, slow).get("progress", {}).get("step", 0) >= 1, 60, "the slow job to run")
     queued = _submit(stack, headers)["request_id"]
     assert _status(stack, headers, queued)["status"] == "queued"
