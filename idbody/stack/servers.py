@@ -9,12 +9,15 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +69,27 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def stop_process_groups(procs: list[subprocess.Popen], timeout_s: float = 15) -> None:
+    """SIGTERM the process group of every process still running (each was started in its own
+    session) all at once; they share ``timeout_s``, then what is left gets SIGKILL. Stopped one
+    after the other, a loaded machine took more than a minute for ``idbody up``'s children."""
+    running = [proc for proc in procs if proc.poll() is None]
+    for proc in running:
+        _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for proc in running:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait(5)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
 @dataclass
 class _Process:
     proc: subprocess.Popen
@@ -73,13 +97,7 @@ class _Process:
     log: Path
 
     def stop(self, timeout_s: float = 10) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout_s)
+        stop_process_groups([self.proc], timeout_s)
 
     def __enter__(self):
         return self

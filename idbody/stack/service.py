@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 
 from idbody.stack.polling import answers, until
-from idbody.stack.servers import free_port
-from idbody.stack.up import settings_env, stop_process_groups
+from idbody.stack.servers import free_port, stop_process_groups
+from idbody.stack.up import settings_env
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

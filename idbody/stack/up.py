@@ -31,6 +31,7 @@ from pydantic import SecretStr
 
 from idbody.stack.polling import answers, until
 from idbody.stack.preflight import check_configured, check_port_free, with_tiny_default_size
+from idbody.stack.servers import stop_process_groups
 from shared.settings import ENV_PREFIX, Settings
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -257,27 +258,6 @@ def _stop_on_signals() -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-
-
-def stop_process_groups(procs: list[subprocess.Popen], timeout_s: float = 15) -> None:
-    """SIGTERM the process group of every process still running (each was started in its own
-    session) all at once; they share ``timeout_s``, then what is left gets SIGKILL. Stopped one
-    after the other, a loaded machine took more than a minute for ``idbody up``'s children."""
-    running = [proc for proc in procs if proc.poll() is None]
-    for proc in running:
-        _signal_group(proc, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    for proc in running:
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            _signal_group(proc, signal.SIGKILL)
-            proc.wait(5)
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
 
 
 def _host_port(url: str, default_port: int) -> tuple[str, int]:
