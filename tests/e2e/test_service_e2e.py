@@ -97,7 +97,7 @@ def test_seed_curl_to_result_images(service):
     assert all(b["status"] in ("queued", "running", "succeeded") for b in seen)
     # progress is written per denoise step: the record holds every step done (polls sample the
     # record, and a fast machine may run a tiny job's steps between two of them: a running status
-    # seen carries its progress, and the next test waits for a step on the record itself)
+    # seen carries its progress, and the killed-worker test below waits for a step on the record)
     assert all(0 <= b["progress"]["step"] <= b["progress"]["total"] for b in seen if b["status"] == "running")
     record = JobStore.from_settings(service.settings).get(accepted["request_id"])
     # 4 base steps + the face-detail pass's int(4 × 0.4) = 1 step for each of the 4 images
