@@ -84,7 +84,8 @@ def _load_photo(path: Path):
         raise IdentityBodyError(ErrorCode.INVALID_PARAMETER, f"Cannot read the photo {path}: "
                                 f"{exc.strerror or exc}.", field="photo") from None
     settings = get_settings()
-    image = normalize_upload(data, settings.max_upload_bytes, settings.max_image_pixels, settings.min_image_side)
+    image = normalize_upload(data, settings.max_upload_bytes, settings.max_image_pixels, settings.min_image_side,
+                             max_decode_bytes=settings.max_decode_bytes, max_jpeg_pixels=settings.max_jpeg_pixels)
     return Image.open(io.BytesIO(image.data)).convert("RGB")
 
 
