@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from playwright.sync_api import sync_playwright
 
 from tests import image_samples as samples
-from tests.e2e.test_web_page import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.test_web_page import browser  # noqa: F401  (the module's Chromium fixture, shared)
 
 pytestmark = pytest.mark.integration
 
@@ -31,16 +30,12 @@ SHRINK = """async ([b64, name, type]) => {
 
 
 @pytest.fixture(scope="module")
-def page() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (.ci/run does)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page()
-        page.set_content("<!doctype html><title>shrink</title>")
-        page.add_script_tag(path=str(SCRIPT))
-        yield page
-        browser.close()
+def page(browser) -> Iterator[object]:  # noqa: F811
+    page = browser.new_page()
+    page.set_content("<!doctype html><title>shrink</title>")
+    page.add_script_tag(path=str(SCRIPT))
+    yield page
+    page.close()
 
 
 def _shrink(page, data: bytes, name: str, media_type: str) -> tuple[bytes, str, str]:
