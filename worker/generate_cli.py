@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "result.json, the API's result shape with file URLs.",
         epilog="exit status: 0 ok; 2 the photo or a parameter is at fault (no_face_detected, "
                "invalid_parameter, ...); 1 generation failed. The error code is printed on stderr.")
-    parser.add_argument("photo", type=Path, help="The face photo: JPEG, PNG or WebP.")
+    parser.add_argument("photo", type=Path, help="The face photo: JPEG, PNG, WebP, HEIC or AVIF.")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
                         help="Folder for the PNGs and result.json (created if missing).")
     parser.add_argument("--profile", choices=("auto", "tiny", "instantid"), default=None,
