@@ -59,7 +59,7 @@ class BodyLimit:
         self.app = app
         self.submit_path = submit_path
         self.submit_max_bytes = int(submit_max_bytes) + FORM_OVERHEAD_BYTES
-        self.photo_text = size_text(int(submit_max_bytes))
+        self.photo_too_large = f"The photo is larger than {size_text(int(submit_max_bytes))}. Upload a smaller photo."
         self.read_timeout_s = float(read_timeout_s)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -68,8 +68,7 @@ class BodyLimit:
             return
         submit = scope["path"] == self.submit_path
         max_bytes = self.submit_max_bytes if submit else OTHER_MAX_BYTES
-        too_large = (BodyTooLarge(max_bytes, UPLOAD_FIELD, f"The photo is larger than {self.photo_text}. Upload a smaller photo.")
-                     if submit else
+        too_large = (BodyTooLarge(max_bytes, UPLOAD_FIELD, self.photo_too_large) if submit else
                      BodyTooLarge(max_bytes, None, f"The request body is larger than {size_text(max_bytes)}."))
         declared = _content_length(scope)
         if declared is not None and declared > max_bytes:

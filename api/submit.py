@@ -81,7 +81,7 @@ def new_request_id() -> str:
     return str(uuid.uuid4())
 
 
-def submit_job(ctx: SubmitContext, form: SubmitForm, key: Any, idempotency_key: str | None) -> Submitted:
+def submit_job(ctx: SubmitContext, form: "SubmitForm", key: Any, idempotency_key: str | None) -> Submitted:
     """Steps 1-5 for one parsed form (blocking: run it in the threadpool)."""
     settings = ctx.settings
     # 1. check the fields and the upload (ranges in shared.params; image checks in api.upload)
