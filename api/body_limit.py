@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 
 from api.upload import FIELD as UPLOAD_FIELD
+from api.upload import size_text
 from shared.errors import HTTP_STATUS, ErrorCode, IdentityBodyError
 
 # the text fields and multipart framing around the photo
@@ -36,13 +37,11 @@ OTHER_MAX_BYTES = 64 * 1024
 
 
 class BodyTooLarge(IdentityBodyError):
-    def __init__(self, max_bytes: int, field: str | None) -> None:
-        super().__init__(
-            ErrorCode.FILE_TOO_LARGE,
-            f"The request body is larger than {max_bytes // 1024} KiB. Upload a smaller photo.",
-            field=field,
-            max_bytes=max_bytes,
-        )
+    """``max_bytes``: what is read; ``message``: names the limit a person knows (the photo's cap on
+    the submit route, not the cap plus the room left for the form around it)."""
+
+    def __init__(self, max_bytes: int, field: str | None, message: str) -> None:
+        super().__init__(ErrorCode.FILE_TOO_LARGE, message, field=field, max_bytes=max_bytes)
 
 
 class BodyReadTimeout(IdentityBodyError):
@@ -60,6 +59,7 @@ class BodyLimit:
         self.app = app
         self.submit_path = submit_path
         self.submit_max_bytes = int(submit_max_bytes) + FORM_OVERHEAD_BYTES
+        self.photo_too_large = f"The photo is larger than {size_text(int(submit_max_bytes))}. Upload a smaller photo."
         self.read_timeout_s = float(read_timeout_s)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -68,7 +68,8 @@ class BodyLimit:
             return
         submit = scope["path"] == self.submit_path
         max_bytes = self.submit_max_bytes if submit else OTHER_MAX_BYTES
-        too_large = BodyTooLarge(max_bytes, field=UPLOAD_FIELD if submit else None)
+        too_large = (BodyTooLarge(max_bytes, UPLOAD_FIELD, self.photo_too_large) if submit else
+                     BodyTooLarge(max_bytes, None, f"The request body is larger than {size_text(max_bytes)}."))
         declared = _content_length(scope)
         if declared is not None and declared > max_bytes:
             await _send_error(send, too_large)

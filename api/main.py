@@ -9,7 +9,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from api.body_limit import BodyLimit
+from api.decode_budget import DecodeBudget
 from api.errors import install_error_handlers
 from api.metrics import install_metrics
 from api.rate_limit_headers import RateLimitHeaders
@@ -81,10 +81,10 @@ def _keys_limits_retention(app: FastAPI, settings: Settings, store: JobStore, st
         idempotency=IdempotencyStore(store.client, settings.idempotency_ttl_s),
         retention=app.state.job_end.retention,
     )
-    # photos decoded at once: with max_decode_bytes, the bound on the gateway's decode memory
+    # the bound on the gateway's decode memory (api.decode_budget)
     app.state.submit = SubmitContext(settings=settings, store=store, storage=storage, celery=app.state.celery,
                                      admission=app.state.admission,
-                                     decode_slots=threading.BoundedSemaphore(settings.max_concurrent_decodes))
+                                     decode_budget=DecodeBudget(settings.max_concurrent_decodes * settings.max_decode_bytes))
     app.state.metrics.bind_store(store)
     if settings.auth_disabled:
         log.warning("auth_disabled is set: requests without an API key are accepted (development only)")

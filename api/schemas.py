@@ -196,10 +196,10 @@ class ErrorResponse(BaseModel):
 _ERROR_EXAMPLES: dict[ErrorCode, tuple[str, str | None]] = {
     ErrorCode.INVALID_PARAMETER: ("height_cm: Input should be less than or equal to 300. Height in centimetres, 50-300. (got '400')", "height_cm"),
     ErrorCode.MISSING_FIELD: ("Send the face photo as the multipart file field 'face_image'.", "face_image"),
-    ErrorCode.FILE_TOO_LARGE: ("The photo is larger than 10240 KiB. Upload a smaller JPEG, PNG or WebP.", "face_image"),
-    ErrorCode.UNSUPPORTED_MEDIA_TYPE: ("The photo must be a JPEG, PNG or WebP image (checked from its content, not its name).", "face_image"),
+    ErrorCode.FILE_TOO_LARGE: ("The photo is larger than 10 MiB. Upload a smaller JPEG, PNG, WebP, HEIC or AVIF photo.", "face_image"),
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: ("The photo must be a JPEG, PNG, WebP, HEIC or AVIF image (checked from its content, not its name).", "face_image"),
     ErrorCode.IMAGE_DECODE_FAILED: ("The photo could not be decoded; it may be truncated or corrupt. Upload it again.", "face_image"),
-    ErrorCode.IMAGE_TOO_LARGE: ("The photo has more than 40,000,000 pixels. Upload a smaller image.", "face_image"),
+    ErrorCode.IMAGE_TOO_LARGE: ("The photo has more than 40,000,000 pixels (a JPEG may have up to 200,000,000). Upload a smaller image or a JPEG.", "face_image"),
     ErrorCode.IMAGE_TOO_SMALL: ("The photo is 40x40 pixels; both sides must be at least 64.", "face_image"),
     ErrorCode.ANIMATED_IMAGE: ("Animated images are not accepted. Upload a single still photo.", "face_image"),
     ErrorCode.WEBHOOK_URL_REFUSED: ("webhook_url must be an http or https URL.", "webhook_url"),
@@ -238,7 +238,7 @@ def error_responses(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
 
 
 SUBMIT_FIELDS_EXTRA = {
-    "face_image": {"type": "string", "format": "binary", "description": "The face photo: JPEG, PNG or WebP."},
+    "face_image": {"type": "string", "format": "binary", "description": "The face photo: JPEG, PNG, WebP, HEIC or AVIF; by default at most 10 MiB (IDBODY_MAX_UPLOAD_BYTES), a JPEG up to 200 megapixels (IDBODY_MAX_JPEG_PIXELS), other formats up to 40 (IDBODY_MAX_IMAGE_PIXELS)."},
     "webhook_url": {"type": "string", "format": "uri", "description": "Called when the job ends (delivery: see the webhooks docs)."},
 }
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +23,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
+from api.decode_budget import DecodeBudget, Unbounded
 from api.strict_form import parse_multipart
 from api.upload import FIELD as IMAGE_FIELD
 from api.upload import NormalizedImage, check_size, normalize_upload
@@ -73,7 +73,7 @@ class SubmitContext:
     storage: Storage
     celery: Any
     admission: Any  # api.admission.Admission
-    decode_slots: Any = field(default_factory=nullcontext)  # a semaphore: photos decoded at once
+    decode_budget: DecodeBudget | Unbounded = field(default_factory=Unbounded)  # decode memory per process
 
 
 def new_request_id() -> str:
@@ -86,9 +86,9 @@ def submit_job(ctx: SubmitContext, form: "SubmitForm", key: Any, idempotency_key
     settings = ctx.settings
     # 1. check the fields and the upload (ranges in shared.params; image checks in api.upload)
     params, form_webhook_url = parse_submit_fields(form.fields, defaults=size_defaults(settings))
-    with ctx.decode_slots:  # with max_decode_bytes, the bound on decode memory per process
-        image = normalize_upload(form.image, settings.max_upload_bytes, settings.max_image_pixels,
-                                 settings.min_image_side, max_decode_bytes=settings.max_decode_bytes)
+    image = normalize_upload(form.image, settings.max_upload_bytes, settings.max_image_pixels,
+                             settings.min_image_side, max_decode_bytes=settings.max_decode_bytes,
+                             max_jpeg_pixels=settings.max_jpeg_pixels, budget=ctx.decode_budget)
     # 2. admit: the webhook URL, an idempotent replay, the key's cap on unfinished jobs
     webhook_url = ctx.admission.webhook_url_for(key, form_url=form_webhook_url)
     admitted = ctx.admission.admit(key, idempotency_key, form.fields, form.image, new_request_id())

@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     public_api_url: str | None = Field(None, description="Base URL clients reach the gateway at, used in status_url/result_url of responses and webhooks; required when deployment is container. Default: the request's own (webhooks: this machine's loopback).")
     deployment: Literal["local", "container"] = Field("local", description="container: set by the images; the gateway and io workers then refuse to start without public_api_url.")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Larger uploads get 413.")
-    max_image_pixels: int = Field(40_000_000, ge=10_000, description="Decompression-bomb cap on width*height.")
+    max_image_pixels: int = Field(40_000_000, ge=10_000, description="Decompression-bomb cap on width*height of a PNG, WebP, HEIC or AVIF photo.")
+    max_jpeg_pixels: int = Field(200_000_000, ge=10_000, description="Cap on width*height of a JPEG photo (decoded at 1/2, 1/4 or 1/8 scale when large, so it may have more pixels than other formats).")
     min_image_side: int = Field(64, ge=16, description="Uploads with a shorter side are refused.")
     max_wait_s: int = Field(60, ge=0, le=600, description="Largest N honoured in 'Prefer: wait=N'.")
     api_workers: int = Field(1, ge=1, le=64, description="Gateway processes started by 'idbody api'.")
@@ -61,8 +62,8 @@ class Settings(BaseSettings):
     default_height: int | None = Field(None, ge=64, le=2048, multiple_of=8, description="Output height of jobs that do not send one (empty: 1216 on SDXL, 152 on the tiny profile); 'idbody up' sets 256 on the tiny profile.")
     max_waiting_requests: int = Field(64, ge=1, le=10_000, description="Most 'Prefer: wait' requests held at once per gateway process; the rest answer 202 at once.")
     cors_origins: list[str] = Field([], description='Browser origins allowed to call the API from another site (CORS), e.g. ["https://app.example.com"]; empty: CORS off.')
-    max_decode_bytes: int = Field(32 * 1024 * 1024, ge=1024 * 1024, description="Largest decoded photo (width x height x bytes per pixel, read from the header before decoding); JPEGs above it are decoded at 1/2, 1/4 or 1/8 scale, other files refused with image_too_large.")
-    max_concurrent_decodes: int = Field(4, ge=1, le=64, description="Photos decoded at once per gateway process; with max_decode_bytes this bounds the gateway's decode memory.")
+    max_decode_bytes: int = Field(32 * 1024 * 1024, ge=1024 * 1024, description="Largest decoded photo kept (width x height x bytes per pixel, read from the header before decoding): a JPEG above it is decoded at 1/2, 1/4 or 1/8 scale, another format decoded whole and then reduced to fit.")
+    max_concurrent_decodes: int = Field(4, ge=1, le=64, description="Gateway decode memory per process, in photos of max_decode_bytes: decodes hold their decoded size of max_concurrent_decodes x max_decode_bytes and wait while it is spent; a larger photo (a big PNG) waits to decode alone.")
     body_read_timeout_s: float = Field(60.0, gt=0, le=3600, description="A request body must arrive within this long, or 408 request_timeout.")
 
     # --- engine ----------------------------------------------------------------------

@@ -56,3 +56,29 @@ def corrupt_jpeg() -> bytes:
 def uniform_jpeg(size: tuple[int, int] = (512, 512), gray: int = 128) -> bytes:
     """A valid photo with no face in it."""
     return encode(Image.new("RGB", size, (gray, gray, gray)), "JPEG", quality=92)
+
+
+def halves(width: int, height: int) -> Image.Image:
+    """Red left half, blue right half: the picture ``photo`` encodes."""
+    image = Image.new("RGB", (width, height), (220, 30, 30))
+    image.paste((30, 30, 220), (width // 2, 0, width, height))
+    return image
+
+
+def heic(width: int = 160, height: int = 120, orientation: int | None = None) -> bytes:
+    """A real HEIC (HEVC-coded HEIF, as iPhones save photos), encoded here by pillow-heif."""
+    import pillow_heif  # a test dependency: the gateway itself only decodes (pi-heif)
+
+    heif = pillow_heif.from_pillow(halves(width, height))
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        heif.info["exif"] = exif.tobytes()
+    out = io.BytesIO()
+    heif.save(out, quality=90)
+    return out.getvalue()
+
+
+def phone_jpeg(width: int, height: int) -> bytes:
+    """A camera-sized JPEG (e.g. 8064x6048, 48 MP) of the red/blue halves, made at test time."""
+    return encode(halves(width, height), "JPEG", quality=85)

@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "result.json, the API's result shape with file URLs.",
         epilog="exit status: 0 ok; 2 the photo or a parameter is at fault (no_face_detected, "
                "invalid_parameter, ...); 1 generation failed. The error code is printed on stderr.")
-    parser.add_argument("photo", type=Path, help="The face photo: JPEG, PNG or WebP.")
+    parser.add_argument("photo", type=Path, help="The face photo: JPEG, PNG, WebP, HEIC or AVIF.")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
                         help="Folder for the PNGs and result.json (created if missing).")
     parser.add_argument("--profile", choices=("auto", "tiny", "instantid"), default=None,
@@ -84,7 +84,8 @@ def _load_photo(path: Path):
         raise IdentityBodyError(ErrorCode.INVALID_PARAMETER, f"Cannot read the photo {path}: "
                                 f"{exc.strerror or exc}.", field="photo") from None
     settings = get_settings()
-    image = normalize_upload(data, settings.max_upload_bytes, settings.max_image_pixels, settings.min_image_side)
+    image = normalize_upload(data, settings.max_upload_bytes, settings.max_image_pixels, settings.min_image_side,
+                             max_decode_bytes=settings.max_decode_bytes, max_jpeg_pixels=settings.max_jpeg_pixels)
     return Image.open(io.BytesIO(image.data)).convert("RGB")
 
 

@@ -72,7 +72,8 @@
     $("submit").disabled = true;
     try {
       const data = ParamsForm.appendTo($("job-form"), new FormData());
-      data.append("face_image", photo, photo.name || "photo.jpg");
+      const upload = await PhotoShrink.forUpload(photo); // a large photo shrunk here (photo_shrink.js)
+      data.append("face_image", upload, upload.name || "photo.jpg");
       const response = await fetch(api("generate-identity-body"), { method: "POST", body: data, headers: headers() });
       if (!response.ok) throw await errorOf(response);
       const accepted = await response.json();

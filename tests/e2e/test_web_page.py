@@ -115,7 +115,7 @@ def test_a_bad_upload_shows_the_error_code_and_message(stack, phone):
     page.click("#submit")
     page.wait_for_selector("#error:not([hidden])")
     assert page.inner_text("#error-code") == "unsupported_media_type"
-    assert "JPEG, PNG or WebP" in page.inner_text("#error-message")
+    assert "JPEG, PNG, WebP, HEIC or AVIF" in page.inner_text("#error-message")
     assert page.is_hidden("#job")
     assert "invalid" in page.get_attribute("section.photo", "class")  # the field at fault is marked
     assert _fits_the_screen(page)
