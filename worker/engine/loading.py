@@ -13,12 +13,13 @@ Example::
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from shared.errors import ErrorCode, IdentityBodyError
 from worker.engine.devices import DevicePolicy
+from worker.engine.memory_plan import MemoryPlan
 from worker.models import layout
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Engine:
     fallback_reason: str | None = None
     loaded_parts: list[str] = field(default_factory=list)
     fast: Any = None                         # worker.engine.fast_mode.FastEngine when fast
+    memory_plan: MemoryPlan | None = None    # rows_per_pass: the most images one denoise pass may run
 
     @property
     def note(self) -> str | None:
@@ -202,18 +204,22 @@ def load_engine(model_dir: Path, policy: DevicePolicy, fast=None) -> Engine:
 
 def finish_engine(pipe, method: str, scheduler_config, lcm_loaded: bool, policy: DevicePolicy,
                   fallback_reason: str | None = None, parts: list[str] | None = None, fast=None) -> Engine:
-    """Fuse the LoRA, keep both schedulers, place the pipeline, make it fast if asked: the tail
-    every engine shares (the full-size bench assembles its pipeline in memory and ends here too)."""
+    """Fuse the LoRA, keep both schedulers, plan the memory and place the pipeline, make it fast if
+    asked, then apply the plan's memory savers: the tail every engine shares (the full-size bench assembles its pipeline in memory and ends here too)."""
     from worker.engine.lcm_mode import ModeSwitch
 
     # The fast engine bakes the LoRA from the unfused base weights: no PEFT fuse first.
     modes = ModeSwitch(pipe, scheduler_config, lcm_loaded=lcm_loaded, fuse_now=fast is None)
-    policy.place(pipe)
+    plan = policy.plan_for(pipe)
+    policy.move(pipe, plan)
     pipe.set_progress_bar_config(disable=True)
     engine = Engine(pipe=pipe, method=method, policy=policy, modes=modes, fallback_reason=fallback_reason,
-                    loaded_parts=list(parts or []))
+                    loaded_parts=list(parts or []), memory_plan=plan)
     if fast is not None:
         from worker.engine.fast_mode import make_fast
 
+        if fast.compile_mode is not None and not plan.compile:
+            fast = replace(fast, compile_mode=None)    # the plan said why (logged above)
         make_fast(engine, fast)
+    policy.save_memory(pipe, plan)
     return engine
