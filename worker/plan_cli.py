@@ -99,8 +99,8 @@ def _text(plan, card: str, free: float | None, face_gib: float) -> str:
         passes = math.ceil(job / plan.rows_per_pass)
         lines += [f"  fp8 storage: {', '.join(plan.fp8) or 'none'}",
                   f"  VAE tiling: {'on (512 px tiles, one image at a time)' if plan.vae_tiling else 'off'}",
-                  f"  rows per pass: {plan.rows_per_pass} at {plan.shape.width}x{plan.shape.height} "
-                  f"(a {job}-image job runs in {passes} pass{'es' if passes > 1 else ''})",
+                  (f"  rows per pass: {plan.rows_per_pass} at {plan.shape.width}x{plan.shape.height} "
+                   f"(a {job}-image job runs in {passes} pass{'es' if passes > 1 else ''})"),
                   f"  predicted peak: {plan.predicted_peak_gib:.1f} GiB of a {plan.budget_gib:.1f} GiB budget",
                   f"  compile: {'allowed (IDBODY_ENGINE_COMPILE)' if plan.compile else 'skipped'}"]
     else:

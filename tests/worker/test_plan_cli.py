@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-
 from pathlib import Path
 
 import pytest
@@ -68,6 +67,7 @@ def test_the_pose_controlnet_counts_when_asked(capsys):
 def test_plan_does_not_import_torch():
     code = ("import sys; from idbody.cli import main; main(['plan', '--vram-gb', '4']); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                         check=False)
     assert run.returncode == 0, run.stderr
     assert "plan: group-offload" in run.stdout

@@ -3,6 +3,8 @@ gets, and each plan applied to the tiny pipeline on the CPU with diffusers' own 
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 import torch
 
@@ -70,7 +72,7 @@ def test_more_memory_never_picks_a_slower_placement_or_fewer_rows():
     plans = [plan_on(gib) for gib in (4, 6, 8, 10, 12, 16, 20, 24, 32, 48, 80)]
     ranks = [PLACEMENTS.index(p.name) for p in plans]
     assert ranks == sorted(ranks, reverse=True) and len(set(ranks)) >= 3
-    for smaller, bigger in zip(plans, plans[1:]):
+    for smaller, bigger in pairwise(plans):
         if smaller.name == bigger.name:
             assert bigger.rows_per_pass >= smaller.rows_per_pass
         assert smaller.predicted_peak_gib <= smaller.budget_gib
