@@ -141,6 +141,18 @@ class MemoryPlan:
         fits = [r for r in range(1, cap + 1) if self._peak(shape, r) <= self.budget_gib]
         return max(fits, default=1)
 
+    def passes(self, images: int, width: int, height: int, guidance: bool = True) -> list[int]:
+        """How a job (or a micro-batch) of ``images`` images splits into denoise passes: as even
+        as the row limit at this size allows, never more rows than the limit.
+
+        Example::
+
+            plan.passes(4, 832, 1216)      # [2, 2] on the 4 GB plan, [4] on an 80 GB card
+        """
+        rows = self.rows_for(width, height, guidance)
+        count = -(-images // rows)
+        return [images // count + (1 if i < images % count else 0) for i in range(count)]
+
     def _peak(self, shape: Shape, rows: int) -> float:
         return predicted_peak(self.name, self.weights, self.calibration, shape, rows, self.vae_tiling)
 

@@ -106,6 +106,15 @@ def test_rows_for_a_bigger_image_are_no_more_than_at_the_planned_size():
     assert small.rows_for(2048, 2048) < small.rows_per_pass
 
 
+def test_a_job_splits_into_passes_of_at_most_the_plans_rows():
+    small, big = plan_on(4.0), plan_on(80.0)
+    assert small.rows_per_pass == 2 and small.passes(4, 832, 1216) == [2, 2]
+    assert small.passes(5, 832, 1216) == [2, 2, 1] and small.passes(1, 832, 1216) == [1]
+    assert big.passes(4, 832, 1216) == [4] and big.passes(12, 832, 1216) == [6, 6]
+    one_row = MemoryPlan("group-offload", "cuda", rows_per_pass=1)
+    assert one_row.passes(4, 832, 1216) == [1, 1, 1, 1]
+
+
 def test_the_report_is_plain_json_values():
     report = plan_on(12.0).report()
     assert set(report) >= {"name", "rows_per_pass", "fp8", "vae_tiling", "compile", "predicted_peak_gib",
