@@ -26,6 +26,7 @@ from worker.engine.memory_plan import (
     MemoryPlan,
     ModelWeights,
     Shape,
+    card_free_gib,
     choose_plan,
     cpu_plan,
 )
@@ -45,6 +46,7 @@ class DevicePolicy:
     max_rows: int = 8           # settings.max_batch_images: the most rows a plan gives a pass
     plan_size: tuple[int, int] | None = None    # the job size planned for; None: the engine's default
     compile_wanted: bool = False
+    card_gib: float | None = None   # plan as if the card had this much memory (the bench's emulated cards)
 
     @property
     def dtype(self):
@@ -92,19 +94,21 @@ class DevicePolicy:
             from worker.engine.output_size import default_size
 
             shape = Shape(*(self.plan_size or default_size(pipe)))
-            plan = choose_plan(loaded_weights(pipe), free_gib(pipe), shape, self.max_rows,
-                               self.memory_plan, self.compile_wanted)
+            free = card_free_gib(self.card_gib) if self.card_gib else free_gib(pipe)
+            plan = choose_plan(loaded_weights(pipe), free, shape, self.max_rows, self.memory_plan,
+                               self.compile_wanted)
         log.info(plan.describe())
         return plan
 
     def move(self, pipe, plan: MemoryPlan) -> None:
         """Plans that keep every network resident move them now (the fast engine then bakes and
-        fuses on the device); offloading plans leave them where they loaded, on the CPU."""
-        if not plan.offloads:
-            pipe.to(plan.device)
-            pose = getattr(pipe, "pose_controlnet", None)   # not a registered component: moved here
-            if pose is not None:
-                pose.to(plan.device)
+        fuses on the device); offloading plans keep them on the CPU, where the offload hooks
+        (``save_memory``) fetch them from."""
+        device = "cpu" if plan.offloads else plan.device
+        pipe.to(device)
+        pose = getattr(pipe, "pose_controlnet", None)   # not a registered component: moved here
+        if pose is not None:
+            pose.to(device)
 
     def save_memory(self, pipe, plan: MemoryPlan) -> None:
         """fp8 storage, offload hooks and VAE tiling, after the fast engine rearranged the networks
