@@ -208,9 +208,10 @@ def finish_engine(pipe, method: str, scheduler_config, lcm_loaded: bool, policy:
     asked, then apply the plan's memory savers: the tail every engine shares (the full-size bench assembles its pipeline in memory and ends here too)."""
     from worker.engine.lcm_mode import ModeSwitch
 
+    plan = policy.plan_for(pipe)
+    fast = fast_options_under(plan, fast)
     # The fast engine bakes the LoRA from the unfused base weights: no PEFT fuse first.
     modes = ModeSwitch(pipe, scheduler_config, lcm_loaded=lcm_loaded, fuse_now=fast is None)
-    plan = policy.plan_for(pipe)
     policy.move(pipe, plan)
     pipe.set_progress_bar_config(disable=True)
     engine = Engine(pipe=pipe, method=method, policy=policy, modes=modes, fallback_reason=fallback_reason,
@@ -218,8 +219,19 @@ def finish_engine(pipe, method: str, scheduler_config, lcm_loaded: bool, policy:
     if fast is not None:
         from worker.engine.fast_mode import make_fast
 
-        if fast.compile_mode is not None and not plan.compile:
-            fast = replace(fast, compile_mode=None)    # the plan said why (logged above)
         make_fast(engine, fast)
     policy.save_memory(pipe, plan)
     return engine
+
+
+def fast_options_under(plan: MemoryPlan, fast):
+    """The fast engine's options as the memory plan allows them: no compiling where the plan
+    says so (it logged why), and no fast engine at all under an offloading plan: its fused q/k/v
+    weights share one storage, and offload hooks move each weight on its own, which would split
+    them (the LoRA's q/k/v deltas would then miss the fused weights)."""
+    if fast is None:
+        return None
+    if plan.offloads:
+        log.info("fast engine off under the %s plan (offload hooks would split its fused projections)", plan.name)
+        return None
+    return fast if plan.compile or fast.compile_mode is None else replace(fast, compile_mode=None)

@@ -164,14 +164,28 @@ def test_each_plan_applied_to_the_tiny_pipeline_generates_in_both_modes(tiny_mod
     assert fast.images[0].size == (inputs().width, inputs().height)
 
 
-def test_group_offload_follows_the_fast_engines_fused_layers(tiny_model_dir):
+def test_fp8_storage_leaves_the_fast_engines_fused_projections_whole(tiny_model_dir):
     from worker.engine.fast_mode import FastOptions
 
     engine = _fresh(tiny_model_dir, fast=FastOptions())
-    plan = MemoryPlan("group-offload", "cpu", fp8=("controlnet",), vae_tiling=True, rows_per_pass=1)
+    plan = MemoryPlan("resident-fp8", "cpu", fp8=("controlnet", "text_encoder"), rows_per_pass=2)
     engine.policy.save_memory(engine.pipe, plan)
     fused = [m for m in engine.pipe.controlnet.modules() if hasattr(m, "to_qkv")]
     assert fused and all(m.to_qkv.weight.dtype != torch.float8_e4m3fn for m in fused)
+    assert all(m.to_q.weight.data_ptr() == m.to_qkv.weight.data_ptr() for m in fused)   # still views
+    assert torch.float8_e4m3fn in {p.dtype for p in engine.pipe.controlnet.parameters()}
     images = generate_images(engine, inputs(num_images=2)).images
-    engine.modes.use("quality")
     assert len(images) == 2 and len(generate_images(engine, inputs(mode="quality", guidance=3.0)).images) == 2
+
+
+def test_offloading_plans_run_the_plain_engine_and_only_resident_ones_compile():
+    from worker.engine.fast_mode import FastOptions
+    from worker.engine.loading import fast_options_under
+
+    compiled = FastOptions(compile_mode="reduce-overhead")
+    assert fast_options_under(plan_on(4.0), compiled) is None                # group-offload
+    assert fast_options_under(plan_on(80.0, wanted="model-offload"), FastOptions()) is None
+    assert fast_options_under(plan_on(80.0), compiled) == compiled            # resident, untiled
+    tiled = fast_options_under(plan_on(24.0), compiled)                       # resident, VAE tiled
+    assert tiled is not None and tiled.compile_mode is None and tiled.fuse_qkv
+    assert fast_options_under(plan_on(80.0), None) is None
