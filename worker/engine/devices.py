@@ -73,7 +73,7 @@ class DevicePolicy:
         on_cuda = cuda_available and wanted in ("auto", "cuda")
         size = (settings.default_width, settings.default_height)
         common = {"memory_plan": settings.memory_plan, "max_rows": settings.max_batch_images,
-                      "plan_size": size if all(size) else None, "compile_wanted": settings.engine_compile}
+                  "plan_size": size if all(size) else None, "compile_wanted": settings.engine_compile}
         if on_cuda:
             offloads = settings.memory_plan in ("model-offload", "group-offload")
             policy = cls("cuda", "float16", offloads, reason=f"CUDA available (settings.device={wanted})", **common)
