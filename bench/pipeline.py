@@ -3,7 +3,8 @@
 Default: the tiny profile on this machine through the whole Python API (face analysis of a real
 photo -> prompt -> kps -> 4 x 128 px), fast (LCM) and quality (Euler + guidance) modes.
 ``--full-size``: architecture-exact SDXL + IdentityNet + IP-Adapter with random fp16 weights on a
-CUDA GPU at 768 wide x 1024 high: the plain eager engine vs the fast engine (bench.fast_engine).
+CUDA GPU at 768 wide x 1024 high: the plain eager engine vs the fast engine (bench.fast_engine),
+then each memory plan under an emulated 4/8/12/24 GiB card (bench.memory_plans).
 ``--full-body``: the same GPU models at the full-body default 832x1216, 4 images: fast mode as it is
 now (LCM 5 steps, guidance 1.5) against before (LCM 8 steps, guidance 0), with and without the face
 region, quality (Euler 30 steps, guidance 5), and the seconds the face-detail pass adds per image.
@@ -112,7 +113,12 @@ def bench_full_size(args) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(restart_probe(setup), indent=2))
         return 0
-    run(setup, out)
+    from dataclasses import replace
+
+    from bench import memory_plans
+
+    run(replace(setup, deadline=setup.deadline - (0 if args.smoke else memory_plans.RESERVE_S)), out)
+    memory_plans.run(setup, out)
     print(f"\nwrote {out}")
     return 0
 
@@ -195,7 +201,7 @@ def bench_face_detail(engine, images, kps, embedding, repeats: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full-size", action="store_true", help="architecture-exact random fp16 models on CUDA: "
-                        "eager baseline vs fast engine, micro-batching, compile and warm restart")
+                        "eager baseline vs fast engine, micro-batching, compile, warm restart, memory plans under emulated cards")
     parser.add_argument("--smoke", action="store_true", help="with --full-size: the same bench on the CPU with tiny "
                         "models (checks the bench runs; its timings mean nothing)")
     parser.add_argument("--repeats", type=int, default=3)

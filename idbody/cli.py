@@ -4,6 +4,7 @@
 Example::
 
     idbody models verify
+    idbody plan --vram-gb 4
     idbody up
     idbody --version
 """
@@ -22,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "worker.generate_cli",
     "idbody.stack.up",
     "worker.models.cli",
+    "worker.plan_cli",
 )
 
 

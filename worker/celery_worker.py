@@ -64,7 +64,7 @@ def _load_pipeline(**_: object) -> None:
         return
     from worker.clients import process_clients
     from worker.identity_pipeline import get_identity_pipeline
-    from worker.jobs.heartbeat import Heartbeat
+    from worker.jobs.heartbeat import Heartbeat, worker_info
     from worker.metrics import process_metrics
 
     clients = process_clients()
@@ -72,7 +72,7 @@ def _load_pipeline(**_: object) -> None:
     pipeline = get_identity_pipeline(clients.settings).load_models().warm_up()
     pipeline.enable_micro_batching(on_pass=metrics.micro_batch_pass)
     metrics.model_load_seconds.set(pipeline.load_s)
-    _heartbeat = Heartbeat(clients.store, pipeline.worker_id, pipeline.info(),
+    _heartbeat = Heartbeat(clients.store, pipeline.worker_id, worker_info(pipeline),
                            clients.settings.worker_heartbeat_ttl_s).start()
     log.info("worker %s ready (profile %s)", pipeline.worker_id, pipeline.profile)
 

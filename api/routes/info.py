@@ -1,7 +1,8 @@
 """``GET /api/v1/info``: what a client (the web page) needs to draw its form and say what it is
 talking to — the live workers' model profile, whether a key is needed, the default output size
-and size choices, and the generation parameters' JSON schema (the ranges of ``shared.params``,
-never a copy). Public: it tells nothing about jobs or keys.
+and size choices, the generation parameters' JSON schema (the ranges of ``shared.params``,
+never a copy), and the memory plan each live worker runs under. Public: it tells nothing about
+jobs or keys.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ class ServerInfo(BaseModel):
         "size_presets": [{"width": 256, "height": 256}, {"width": 512, "height": 512}],
         "notice": TINY_NOTICE, "params": {"type": "object", "properties": {"height_cm": {
             "type": "number", "minimum": 50, "maximum": 300, "default": 170}}},
+        "memory_plans": [{"worker_id": "gpu0@host:4242", "name": "group-offload", "device": "cuda",
+                          "fp8": ["controlnet", "text_encoder", "text_encoder_2"], "vae_tiling": True,
+                          "rows_per_pass": 2, "compile": False, "predicted_peak_gib": 2.03, "budget_gib": 2.6,
+                          "size": [832, 1216], "reason": "3.2 GiB free: the fastest placement that fits",
+                          "notes": []}],
     }]})
 
     profiles: list[str] = Field(description="Model profiles of the live workers: instantid, tiny; empty when none runs.")
@@ -44,6 +50,7 @@ class ServerInfo(BaseModel):
     size_presets: list[dict[str, int]] = Field(description="Sizes the web page offers (up to 512x512 when only the tiny profile runs).")
     notice: str | None = Field(None, description="What a person should know first (the tiny profile's noise), if anything.")
     params: dict[str, Any] = Field(description="JSON schema of the generation parameters: types, ranges, choices, defaults.")
+    memory_plans: list[dict[str, Any]] = Field([], description="The memory plan of each live worker (`idbody plan` prints the same): where the networks live (name: resident, resident-fp8, model-offload, group-offload, or cpu), fp8 storage, VAE tiling, images per denoise pass, predicted peak and budget in GiB, whether compiling may run, and why.")
 
 
 def server_info(settings: Settings, workers: list[dict[str, Any]]) -> dict[str, Any]:
@@ -67,6 +74,7 @@ def server_info(settings: Settings, workers: list[dict[str, Any]]) -> dict[str, 
         "size_presets": [{"width": w, "height": h} for w, h in size_presets(profiles)],
         "notice": notice,
         "params": GenerationParams.model_json_schema(),
+        "memory_plans": [{"worker_id": w.get("worker_id"), **w["memory_plan"]} for w in loaded if w.get("memory_plan")],
     }
 
 

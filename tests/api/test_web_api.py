@@ -51,6 +51,19 @@ def test_info_carries_the_parameter_schema_and_the_tiny_notice(gateway: Gateway)
     assert all(size["width"] * size["height"] <= 512 * 512 for size in info["size_presets"])  # noise stays small
 
 
+def test_info_carries_each_live_workers_memory_plan(gateway: Gateway):
+    from worker.engine.memory_plan import Shape, card_free_gib, choose_plan, manifest_weights
+
+    assert gateway.client.get("/api/v1/info").json()["memory_plans"] == []
+    plan = choose_plan(manifest_weights(), card_free_gib(4.0), Shape(832, 1216)).report()
+    gateway.store.heartbeat_worker("gpu0@test", {"profile": "instantid", "pipeline_loaded": True,
+                                                 "memory_plan": plan}, 30)
+    gateway.store.heartbeat_worker("gpu1@test", {"profile": "instantid", "pipeline_loaded": False,
+                                                 "memory_plan": plan}, 30)   # still loading: not counted
+    (listed,) = gateway.client.get("/api/v1/info").json()["memory_plans"]
+    assert listed == {"worker_id": "gpu0@test", **plan} and listed["name"] == "group-offload"
+
+
 @contextmanager
 def served(settings) -> Iterator[Gateway]:
     app, server, thread = serve(settings)

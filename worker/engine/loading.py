@@ -13,12 +13,13 @@ Example::
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from shared.errors import ErrorCode, IdentityBodyError
 from worker.engine.devices import DevicePolicy
+from worker.engine.memory_plan import MemoryPlan
 from worker.models import layout
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Engine:
     fallback_reason: str | None = None
     loaded_parts: list[str] = field(default_factory=list)
     fast: Any = None                         # worker.engine.fast_mode.FastEngine when fast
+    memory_plan: MemoryPlan | None = None    # rows_per_pass: the most images one denoise pass may run
 
     @property
     def note(self) -> str | None:
@@ -202,18 +204,34 @@ def load_engine(model_dir: Path, policy: DevicePolicy, fast=None) -> Engine:
 
 def finish_engine(pipe, method: str, scheduler_config, lcm_loaded: bool, policy: DevicePolicy,
                   fallback_reason: str | None = None, parts: list[str] | None = None, fast=None) -> Engine:
-    """Fuse the LoRA, keep both schedulers, place the pipeline, make it fast if asked: the tail
-    every engine shares (the full-size bench assembles its pipeline in memory and ends here too)."""
+    """Fuse the LoRA, keep both schedulers, plan the memory and place the pipeline, make it fast if
+    asked, then apply the plan's memory savers: the tail every engine shares (the full-size bench assembles its pipeline in memory and ends here too)."""
     from worker.engine.lcm_mode import ModeSwitch
 
+    plan = policy.plan_for(pipe)
+    fast = fast_options_under(plan, fast)
     # The fast engine bakes the LoRA from the unfused base weights: no PEFT fuse first.
     modes = ModeSwitch(pipe, scheduler_config, lcm_loaded=lcm_loaded, fuse_now=fast is None)
-    policy.place(pipe)
+    policy.move(pipe, plan)
     pipe.set_progress_bar_config(disable=True)
     engine = Engine(pipe=pipe, method=method, policy=policy, modes=modes, fallback_reason=fallback_reason,
-                    loaded_parts=list(parts or []))
+                    loaded_parts=list(parts or []), memory_plan=plan)
     if fast is not None:
         from worker.engine.fast_mode import make_fast
 
         make_fast(engine, fast)
+    policy.save_memory(pipe, plan)
     return engine
+
+
+def fast_options_under(plan: MemoryPlan, fast):
+    """The fast engine's options as the memory plan allows them: no compiling where the plan
+    says so (it logged why), and no fast engine at all under an offloading plan: its fused q/k/v
+    weights share one storage, and offload hooks move each weight on its own, which would split
+    them (the LoRA's q/k/v deltas would then miss the fused weights)."""
+    if fast is None:
+        return None
+    if plan.offloads:
+        log.info("fast engine off under the %s plan (offload hooks would split its fused projections)", plan.name)
+        return None
+    return fast if plan.compile or fast.compile_mode is None else replace(fast, compile_mode=None)

@@ -5,7 +5,7 @@ and ``shared.jobs.reaper`` puts its job back in the queue once the lease runs ou
 
 Example::
 
-    beat = Heartbeat(store, pipeline.worker_id, pipeline.info(), ttl_s=30)
+    beat = Heartbeat(store, pipeline.worker_id, worker_info(pipeline), ttl_s=30)
     beat.start()
     with holding(request_id):   # in the task: the job's lease is renewed while it runs
         ...
@@ -26,6 +26,13 @@ MAX_INTERVAL_S = 2.0
 
 # the process's running heartbeat (one per worker process, between start() and stop())
 _active: "Heartbeat | None" = None
+
+
+def worker_info(pipeline: Any) -> dict[str, Any]:
+    """What a worker's heartbeat publishes: the pipeline's info and the memory plan its engine
+    runs under (``MemoryPlan.report()``; None before the engine loads)."""
+    plan = getattr(pipeline.engine, "memory_plan", None)
+    return {**pipeline.info(), "memory_plan": plan.report() if plan is not None else None}
 
 
 @contextmanager

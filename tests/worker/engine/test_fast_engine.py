@@ -92,9 +92,9 @@ def test_scales_still_apply_per_call(tiny_engine, fast_engine):
 
 
 def test_fast_options_follow_the_setting_and_the_device():
-    cpu = DevicePolicy("cpu", "float32", False, False, reason="test")
-    cuda = DevicePolicy("cuda", "float16", False, False, reason="test")
-    offload = DevicePolicy("cuda", "float16", True, False, reason="test")
+    cpu = DevicePolicy("cpu", "float32", False, reason="test")
+    cuda = DevicePolicy("cuda", "float16", False, reason="test")
+    offload = DevicePolicy("cuda", "float16", True, reason="test")
     auto = Settings(_env_file=None)
     compiling = Settings(_env_file=None, engine_compile=True)
     assert FastOptions.decide(auto, cpu, "m") is None

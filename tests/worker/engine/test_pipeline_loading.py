@@ -24,7 +24,7 @@ from worker.engine.prompts import build_prompt
 from worker.models import layout
 from worker.tiny.model_dir import MARKER, build_tiny_model_dir, is_complete
 
-CPU = DevicePolicy("cpu", "float32", False, False, reason="tests")
+CPU = DevicePolicy("cpu", "float32", False, reason="tests")
 
 
 def _sha(path: Path) -> str:
@@ -90,7 +90,7 @@ def test_every_lcm_lora_module_of_the_file_is_applied(tiny_model_dir, tiny_engin
 def test_half_precision_engine_runs_both_modes(tiny_model_dir):
     # CUDA runs fp16: every tensor the engine makes itself (face tokens, IP-Adapter embeds, the
     # zero negative) must follow the weights' dtype. CPU fp16 catches a mismatch without a GPU.
-    half = DevicePolicy("cpu", "float16", False, False, reason="tests")
+    half = DevicePolicy("cpu", "float16", False, reason="tests")
     engine = load_engine(tiny_model_dir, half)
     assert {engine.pipe.unet.dtype, engine.pipe.controlnet.dtype, engine.pipe.vae.dtype} == {torch.float16}
     seen = []
@@ -176,10 +176,12 @@ def test_models_missing_lists_files_and_command(tiny_model_dir, tmp_path):
 
 
 def test_device_policy():
-    cpu = DevicePolicy.decide(Settings(_env_file=None, cpu_offload=True), cuda_available=False)
+    cpu = DevicePolicy.decide(Settings(_env_file=None, memory_plan="model-offload"), cuda_available=False)
     assert (cpu.device, cpu.dtype_name, cpu.cpu_offload, cpu.variant) == ("cpu", "float32", False, None)
-    gpu = DevicePolicy.decide(Settings(_env_file=None, cpu_offload=True, vae_tiling=True), cuda_available=True)
-    assert (gpu.device, gpu.dtype, gpu.cpu_offload, gpu.vae_tiling, gpu.variant) == \
-        ("cuda", torch.float16, True, True, "fp16")
+    gpu = DevicePolicy.decide(Settings(_env_file=None, memory_plan="group-offload", max_batch_images=4,
+                                       default_width=640, default_height=960), cuda_available=True)
+    assert (gpu.device, gpu.dtype, gpu.cpu_offload, gpu.memory_plan, gpu.max_rows, gpu.plan_size, gpu.variant) == \
+        ("cuda", torch.float16, True, "group-offload", 4, (640, 960), "fp16")
+    assert DevicePolicy.decide(Settings(_env_file=None), cuda_available=True).cpu_offload is False
     forced = DevicePolicy.decide(Settings(_env_file=None, device="cpu"), cuda_available=True)
     assert forced.device == "cpu" and forced.dtype == torch.float32
