@@ -211,6 +211,10 @@ _ERROR_EXAMPLES: dict[ErrorCode, tuple[str, str | None]] = {
     ErrorCode.REQUEST_TIMEOUT: ("The request body did not arrive within 60 s; send it again on a faster connection.", None),
     ErrorCode.UNAUTHORIZED: ("Send a valid API key as 'Authorization: Bearer <key>' (create one with 'idbody keys create').", None),
     ErrorCode.RATE_LIMITED: ("This API key allows 60 requests per minute; try again in 12 s.", None),
+    ErrorCode.TOO_MANY_STREAMS: ("This API key has 50 event streams open; close one or poll the job's status_url "
+                                 "instead.", None),
+    ErrorCode.STREAMS_FULL: ("This server holds its most event streams (2000); poll the job's status_url "
+                             "instead, or open the stream again later.", None),
     ErrorCode.TOO_MANY_QUEUED: ("This API key already has 10 unfinished jobs; wait for one to finish or cancel one.", None),
     ErrorCode.IDEMPOTENCY_MISMATCH: ("This Idempotency-Key was already used with a different request body; use a new key for a new request.", "Idempotency-Key"),
     ErrorCode.IDEMPOTENCY_IN_PROGRESS: ("A request with this Idempotency-Key is still being accepted; retry in a moment.", "Idempotency-Key"),
