@@ -200,3 +200,25 @@ def test_after_the_408_of_a_stalled_body_the_connection_is_closed(gateway):
                       "Content-Type: multipart/form-data; boundary=b\r\n\r\n").encode() + b"--b\r\n" + b"x" * 1024)
         closed, answer = _closed_within(sock, BODY_TIMEOUT_S + SLACK_S)
     assert answer.startswith(b"HTTP/1.1 408") and closed
+
+
+def test_a_client_gone_mid_upload_is_one_info_line(gateway):
+    log_file = gateway.log_dir / "api.log"
+    start = log_file.stat().st_size
+
+    def new_log() -> str:
+        with log_file.open("rb") as fh:
+            fh.seek(start)
+            return fh.read().decode(errors="replace")
+
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=SLACK_S) as sock:
+        sock.sendall((f"POST {SUBMIT} HTTP/1.1\r\nHost: x\r\nContent-Length: {1 << 20}\r\n"
+                      f"Authorization: Bearer {gateway.tokens[0]}\r\n"
+                      "Content-Type: multipart/form-data; boundary=b\r\n\r\n").encode()
+                     + b'--b\r\nContent-Disposition: form-data; name="face_image"; filename="x.jpg"\r\n\r\n'
+                     + b"x" * 300_000)
+    # the gateway notices the close while reading the body; its log says so once, calmly
+    line = until(lambda: next((ln for ln in new_log().splitlines() if "disconnected" in ln), None), SLACK_S,
+                 "the disconnect to be logged")
+    assert "INFO" in line.upper(), line
+    assert "Traceback" not in new_log() and "ERROR" not in new_log(), new_log()
