@@ -247,6 +247,22 @@ SUBMIT_FIELDS_EXTRA = {
 }
 
 
+def candidates_rules() -> list[dict[str, Any]]:
+    """``candidates >= num_images`` in JSON Schema, which cannot compare two fields: one rule per
+    possible num_images (an absent one means its default), so a client generated from the OpenAPI
+    knows the rule ``GenerationParams`` enforces."""
+    images = GenerationParams.model_fields["num_images"]
+    bounds = {type(m).__name__: m for m in images.metadata}
+    low, high = int(bounds["Ge"].ge), int(bounds["Le"].le)
+    rules: list[dict[str, Any]] = [{"if": {"properties": {"num_images": {"const": n}}, "required": ["num_images"]},
+                                    "then": {"properties": {"candidates": {"minimum": n}}}}
+                                   for n in range(low + 1, high + 1)]
+    if int(images.default) > low:
+        rules.append({"if": {"not": {"required": ["num_images"]}},
+                      "then": {"properties": {"candidates": {"minimum": int(images.default)}}}})
+    return rules
+
+
 def submit_request_body() -> dict[str, Any]:
     """The multipart request body of the submit route, derived from GenerationParams."""
     params = GenerationParams.model_json_schema()
@@ -255,6 +271,7 @@ def submit_request_body() -> dict[str, Any]:
         "required": ["face_image"],
         "properties": {**SUBMIT_FIELDS_EXTRA, **params["properties"]},
         "additionalProperties": False,
+        "allOf": candidates_rules(),
     }
     example = {"body_type": "athletic", "height_cm": 170, "weight_kg": 65, "gender": "female",
                "num_images": 4, "use_gemini_analysis": True}

@@ -140,7 +140,11 @@ async def generate_identity_body(
 def list_jobs(
     store: StoreDep, owner: OwnerDep, base: BaseUrlDep,
     limit: Annotated[int, Query(ge=1, le=listing.MAX_PAGE, description="Jobs per page.")] = 20,
-    cursor: Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page.")] = None,
+    cursor: Annotated[str | None, Query(
+        max_length=512, pattern=r"^[A-Za-z0-9_-]+$",
+        description="`next_cursor` of the previous page, passed back unchanged: opaque URL-safe base64 (no "
+                    "padding) whose content may change between versions; any other value is 422 invalid_parameter.",
+        examples=["MTc2NTEyMzQ1Ni43ODk6NmY5YzJkMWUtYjRhMy00YzVlLThmMmEtOWQwYjFjM2U0ZjVh"])] = None,
 ) -> JSONResponse:
     page = listing.list_jobs(store, owner, limit=limit, cursor=cursor)
     jobs = [{k: v for k, v in status_view(r, base).items() if v is not None} for r in page.records]

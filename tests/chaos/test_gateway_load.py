@@ -1,5 +1,7 @@
 """Connections that cost the gateway without paying: event streams past their caps, request headers
-that never end, bodies sent on after the gateway answered. Against the real gateway process
+that never end, bodies sent on after the gateway answered, a client gone mid-upload; and the last
+open doors of the probe: a cursor that is no time, loopback webhook hosts in odd spellings, rules
+the OpenAPI did not state. Against the real gateway process
 (``idbody api``: uvicorn, httptools, the header deadline), auth on, no worker (jobs stay queued).
 
 The deadlines waited on here are the gateway's own settings times a wide margin, so a loaded machine
@@ -7,11 +9,13 @@ only makes the tests slower, never red."""
 
 from __future__ import annotations
 
+import base64
 import select
 import socket
 import time
 
 import httpx
+import jsonschema
 import pytest
 
 from idbody.stack.polling import until
@@ -222,3 +226,36 @@ def test_a_client_gone_mid_upload_is_one_info_line(gateway):
                  "the disconnect to be logged")
     assert "INFO" in line.upper(), line
     assert "Traceback" not in new_log() and "ERROR" not in new_log(), new_log()
+
+
+@pytest.mark.parametrize("spelling", ["nan", "inf", "-inf", "NaN"])
+def test_a_cursor_whose_time_is_not_a_number_is_refused(gateway, spelling):
+    cursor = base64.urlsafe_b64encode(f"{spelling}:x".encode()).decode().rstrip("=")
+    r = httpx.get(f"{gateway.base_url}/api/v1/jobs", params={"cursor": cursor}, headers=_auth(gateway.tokens[0]),
+                  timeout=SLACK_S)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid_parameter" and r.json()["error"]["field"] == "cursor"
+
+
+@pytest.mark.parametrize("host", ["127.1", "0", "0x7f.0.0.1", "2130706433", "0177.0.0.1", "localhost",
+                                  "LOCALHOST.", "api.localhost", "10.1"])
+def test_loopback_and_private_webhook_hosts_in_any_spelling_are_refused_at_submit(gateway, host):
+    r = submit(gateway.base_url, tom_jpeg(), headers=_auth(gateway.tokens[1]), webhook_url=f"http://{host}:9/hook")
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "webhook_url_refused" and r.json()["error"]["field"] == "webhook_url"
+
+
+def test_openapi_states_the_candidates_rule_and_the_cursor_format(gateway):
+    spec = httpx.get(gateway.base_url + "/openapi.json", timeout=SLACK_S).json()
+    schema = spec["paths"][SUBMIT]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    validator = jsonschema.Draft202012Validator(schema)
+    photo = {"face_image": "..."}
+    assert validator.is_valid({**photo, "num_images": 2, "candidates": 2})
+    assert validator.is_valid({**photo, "num_images": 1, "candidates": 8})
+    assert not validator.is_valid({**photo, "num_images": 3, "candidates": 2})
+    assert not validator.is_valid({**photo, "candidates": 2})  # num_images defaults to 4
+    # what the schema refuses the gateway refuses, with the same field named
+    r = submit(gateway.base_url, tom_jpeg(), headers=_auth(gateway.tokens[1]), num_images="3", candidates="2")
+    assert r.status_code == 422 and r.json()["error"]["field"] == "candidates"
+    cursor = next(p for p in spec["paths"]["/api/v1/jobs"]["get"]["parameters"] if p["name"] == "cursor")
+    assert any(s.get("pattern") for s in cursor["schema"]["anyOf"]) and "base64" in cursor["description"]
