@@ -90,7 +90,8 @@ class Soak:
         self.face = EXAMPLE_FACE.read_bytes()
         self.accepted: list[str] = []
         self.counts = {"submits": 0, "accepted": 0, "refused": 0, "cancels": 0, "status_gets": 0,
-                       "streams_opened": 0, "streams_ended_finished": 0, "stream_errors": 0, "http_errors": 0}
+                       "streams_opened": 0, "streams_refused": 0, "streams_ended_finished": 0, "stream_errors": 0,
+                       "http_errors": 0}
         self.open_streams = 0
         self.samples: list[dict] = []
         self.started = time.monotonic()
@@ -146,6 +147,9 @@ class Soak:
         self.open_streams += 1
         try:
             async with client.stream("GET", f"{self.base}/api/v1/jobs/{rid}/events", timeout=None) as resp:
+                if resp.status_code != 200:  # past a stream cap: a client would poll instead
+                    self.counts["streams_refused"] += 1
+                    return
                 last = ""
                 async for line in resp.aiter_lines():
                     if line.startswith("data: "):
