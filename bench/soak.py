@@ -28,15 +28,13 @@ import random
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 
 from bench.gateway import EXAMPLE_FACE, SUBMIT
 from idbody.stack.servers import SeaweedS3Server, ValkeyServer, stop_process_groups
-from idbody.stack.service import ServiceStack
-from shared.settings import Settings
+from idbody.stack.service import ServiceStack, stack_settings
 from shared.storage import Storage
 
 FIELDS = {"body_type": "athletic", "height_cm": "170", "weight_kg": "65", "gender": "female", "num_images": "1",
@@ -274,12 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         stack_tmp = tmp / "tmp"
         stack_tmp.mkdir()
         with ValkeyServer.start(tmp / "valkey") as valkey, SeaweedS3Server.start(tmp / "s3") as s3:
-            settings = Settings(
-                _env_file=None, redis_url=valkey.url, s3_endpoint_url=s3.endpoint_url,
-                s3_access_key=s3.access_key, s3_secret_key=s3.secret_key, auth_disabled=True,
-                model_profile="tiny", device="cpu", tiny_model_dir=Path(".cache/tiny-models").resolve(),
-                s3_bucket_uploads=f"soak-up-{uuid.uuid4().hex[:6]}", s3_bucket_results=f"soak-res-{uuid.uuid4().hex[:6]}",
-                log_level="WARNING", job_retention_s=300, webhook_allow_hosts=["127.0.0.1"],
+            settings = stack_settings(
+                valkey, s3, 0, "soak", auth_disabled=True, model_profile="tiny", device="cpu",
+                tiny_model_dir=Path(".cache/tiny-models").resolve(), log_level="WARNING", job_retention_s=300,
             )
             Storage.from_settings(settings).ensure_buckets()
             os.environ["TMPDIR"] = str(stack_tmp)  # the stack's processes inherit it: their temp files land there
