@@ -168,8 +168,13 @@ class JobWatcher:
             if watched is None or (watched.read and raw == watched.raw and rank == watched.rank):
                 continue
             watched.raw, watched.rank, watched.read = raw, rank, True
+            try:
+                record = None if raw is None else JobRecord.model_validate_json(raw)
+            except ValueError:  # a record no reader understands: its streams keep their last status
+                log.warning("job watcher: the record of %s does not parse; its streams wait", request_id)
+                continue
             watched.version += 1
-            watched.record = None if raw is None else JobRecord.model_validate_json(raw)
+            watched.record = record
             # streams waiting on the old signal wake; the next wait is on a fresh one
             signal, watched.signal = watched.signal, asyncio.Event()
             signal.set()
