@@ -87,6 +87,7 @@ class Soak:
         self.base = stack.base_url
         self.face = EXAMPLE_FACE.read_bytes()
         self.accepted: list[str] = []
+        self.streams_unfinished: list[str] = []  # streams that ended before their job did
         self.counts = {"submits": 0, "accepted": 0, "refused": 0, "cancels": 0, "status_gets": 0,
                        "streams_opened": 0, "streams_refused": 0, "streams_ended_finished": 0, "stream_errors": 0,
                        "http_errors": 0}
@@ -152,7 +153,10 @@ class Soak:
                 async for line in resp.aiter_lines():
                     if line.startswith("data: "):
                         last = line
-                self.counts["streams_ended_finished"] += any(f'"status":"{s}"' in last for s in FINISHED)
+                if any(f'"status":"{s}"' in last for s in FINISHED):
+                    self.counts["streams_ended_finished"] += 1
+                else:
+                    self.streams_unfinished.append(rid)
         except httpx.HTTPError:
             self.counts["stream_errors"] += 1
         finally:
@@ -222,6 +226,7 @@ class Soak:
         return {
             "final": final, "accepted_jobs_unfinished": len(self.unfinished), "unfinished_ids": self.unfinished[:20],
             "keys_without_expiry_bytes": dict(sorted(sizes.items())), "leaked_keys": leaked,
+            "streams_ended_before_their_job": self.streams_unfinished[:20],
             "temp_files_at_start": self.temp_at_start, "temp_files_at_end": sorted(
                 str(Path(root, f).relative_to(self.tmpdir)) for root, _, files in os.walk(self.tmpdir) for f in files),
             "slopes_per_min_after_warmup": {
@@ -274,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         with ValkeyServer.start(tmp / "valkey") as valkey, SeaweedS3Server.start(tmp / "s3") as s3:
             settings = stack_settings(
                 valkey, s3, 0, "soak", auth_disabled=True, model_profile="tiny", device="cpu",
-                tiny_model_dir=Path(".cache/tiny-models").resolve(), log_level="WARNING", job_retention_s=300,
+                tiny_model_dir=Path(".cache/tiny-models").resolve(), log_level="WARNING",
+                # records must outlive the run: the end check reads every accepted job's status
+                job_retention_s=max(3600, int(args.minutes * 60 + args.drain_s) * 2),
             )
             Storage.from_settings(settings).ensure_buckets()
             os.environ["TMPDIR"] = str(stack_tmp)  # the stack's processes inherit it: their temp files land there
