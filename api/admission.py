@@ -1,7 +1,9 @@
 """The gate of the submit path (``api.submit.submit_job``, step 2): the webhook URL's addresses
 (SSRF), the key's default webhook URL, ``Idempotency-Key`` replay, and the key's cap on unfinished
 jobs. ``admit`` takes the claims; ``release`` gives them back when a later step fails, so a refused
-or failed submit leaves no claim behind.
+or failed submit leaves no claim behind. A release that fails (Valkey is down: the very outage that
+refused the submit) is owed and settled by the next ``admit`` once Valkey answers again, instead of
+holding the key's slot until the lazy sweep frees it.
 
 Example::
 
@@ -12,7 +14,12 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import redis
 
 from shared.access.api_keys import ApiKey
 from shared.access.idempotency import IdempotencyStore, request_fingerprint
@@ -23,6 +30,11 @@ from shared.jobs.retention import Retention
 from shared.jobs.store import JobStore
 from shared.settings import Settings
 from shared.url_guard import check_webhook_url
+
+log = logging.getLogger(__name__)
+
+# releases owed at once (each a few dozen bytes); past it the oldest is left to the lazy sweep
+MAX_OWED_RELEASES = 10_000
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,8 @@ class Admission:
     limiter: RateLimiter
     idempotency: IdempotencyStore
     retention: Retention
+    owed: deque[Admitted] = field(default_factory=lambda: deque(maxlen=MAX_OWED_RELEASES))
+    _settling: threading.Lock = field(default_factory=threading.Lock)
 
     def webhook_url_for(self, key: ApiKey | None, form_url: str | None) -> str | None:
         """The job's webhook URL (the form's, else the key's default), refused (422
@@ -53,6 +67,7 @@ class Admission:
     def admit(self, key: ApiKey | None, idempotency_key: str | None, fields: list[tuple[str, str]],
               upload: bytes, request_id: str) -> Admitted:
         """Claim the idempotency key (or find the earlier job) and a slot of the key's cap."""
+        self.settle_owed()
         owner = key.id if key is not None else None
         if idempotency_key is not None:
             fingerprint = request_fingerprint(_field_map(fields), upload)
@@ -69,7 +84,30 @@ class Admission:
         return admitted
 
     def release(self, admitted: Admitted) -> None:
-        """Give back what ``admit`` claimed (a later step failed)."""
+        """Give back what ``admit`` claimed (a later step failed); owed when Valkey is down."""
+        try:
+            self._release(admitted)
+        except redis.RedisError as exc:
+            log.warning("releasing the claims of refused job %s failed (%s); retried on the next submit",
+                        admitted.request_id, type(exc).__name__)
+            self.owed.append(admitted)
+
+    def settle_owed(self) -> None:
+        """Release what failed to be released before; stops at the first failure (still down)."""
+        if not self.owed or not self._settling.acquire(blocking=False):
+            return
+        try:
+            while self.owed:
+                admitted = self.owed[0]
+                try:
+                    self._release(admitted)
+                except redis.RedisError:
+                    return
+                self.owed.popleft()
+        finally:
+            self._settling.release()
+
+    def _release(self, admitted: Admitted) -> None:
         if admitted.owner is not None:
             self.limiter.release_job_slot(admitted.owner, admitted.request_id)
         if admitted.idempotency_key is not None:

@@ -5,8 +5,8 @@ cap checked in the route comes after the bytes were stored. This ASGI middleware
 
 - a ``Content-Length`` above the cap is answered 413 ``file_too_large`` before one byte is read;
 - a chunked (or lying) body is counted as ``receive`` hands it over, and the read that crosses
-  the cap raises 413 at once: nothing past the cap is read or stored, and the server closes the
-  connection instead of draining the rest;
+  the cap raises 413 at once: nothing past the cap is stored, and the answer carries
+  ``Connection: close`` so the server closes the connection instead of reading the rest;
 - the whole body must arrive within ``read_timeout_s``, else 408 ``request_timeout``, so a client
   that stalls mid-upload does not hold a connection and a spooled file for ever.
 
@@ -82,6 +82,10 @@ class BodyLimit:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                if counted.cut_short:
+                    # the rest of the body is still on the wire: the server would read (and drop)
+                    # all of it to reach the next request; closing the connection refuses it
+                    message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
             await send(message)
 
         try:
@@ -102,6 +106,7 @@ class _CountingReceive:
         self.timeout_s = timeout_s
         self.seen = 0
         self.done = False
+        self.cut_short = False
 
     async def __call__(self) -> dict:
         if self.done:
@@ -111,10 +116,12 @@ class _CountingReceive:
             with anyio.fail_after(max(0.0, self.deadline - anyio.current_time())):
                 message = await self.receive()
         except TimeoutError:
+            self.cut_short = True
             raise BodyReadTimeout(self.timeout_s) from None
         if message["type"] == "http.request":
             self.seen += len(message.get("body", b""))
             if self.seen > self.too_large.details["max_bytes"]:
+                self.cut_short = True
                 raise self.too_large
             self.done = not message.get("more_body", False)
         return message

@@ -15,6 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from shared.errors import ErrorCode, IdentityBodyError
 from shared.transient import RETRY_AFTER_S, is_transient
@@ -107,6 +109,13 @@ async def _redis_unavailable(request: Request, exc: redis.RedisError) -> JSONRes
     return _unavailable(request, exc)
 
 
+async def _client_gone(request: Request, exc: ClientDisconnect) -> Response:
+    """The client went away while sending its body: nothing to answer and nothing went wrong here."""
+    log.info("%s %s: the client disconnected before its request body was complete", request.method,
+             request.url.path, extra={"event": "request.client_disconnected"})
+    return Response(status_code=400)  # never read: the connection is gone
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     if is_transient(exc):  # S3 or the broker down, on whatever route met it
         return _unavailable(request, exc)
@@ -121,4 +130,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Redis/Valkey down (API-key lookup, job store) on any route: 503 with Retry-After, not 500
     app.add_exception_handler(redis.RedisError, _redis_unavailable)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected_error)

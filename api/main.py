@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 from api.body_limit import BodyLimit
 from api.decode_budget import DecodeBudget
 from api.errors import install_error_handlers
+from api.job_watch import JobWatcher
 from api.metrics import install_metrics
 from api.rate_limit_headers import RateLimitHeaders
 from api.routes import health, info, jobs
@@ -58,9 +59,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.celery = make_celery(settings, broker_pool_limit=threads)
     _keys_limits_retention(app, settings, store, storage)
     app.state.wait_limiter = anyio.CapacityLimiter(settings.max_waiting_requests)
+    app.state.job_watcher = JobWatcher(store, settings.max_streams_per_process, settings.max_streams_per_key)
     try:
         yield
     finally:
+        await app.state.job_watcher.stop()
         app.state.celery.close()
         store.client.close()
 

@@ -211,6 +211,10 @@ _ERROR_EXAMPLES: dict[ErrorCode, tuple[str, str | None]] = {
     ErrorCode.REQUEST_TIMEOUT: ("The request body did not arrive within 60 s; send it again on a faster connection.", None),
     ErrorCode.UNAUTHORIZED: ("Send a valid API key as 'Authorization: Bearer <key>' (create one with 'idbody keys create').", None),
     ErrorCode.RATE_LIMITED: ("This API key allows 60 requests per minute; try again in 12 s.", None),
+    ErrorCode.TOO_MANY_STREAMS: ("This API key has 50 event streams open; close one or poll the job's status_url "
+                                 "instead.", None),
+    ErrorCode.STREAMS_FULL: ("This server holds its most event streams (2000); poll the job's status_url "
+                             "instead, or open the stream again later.", None),
     ErrorCode.TOO_MANY_QUEUED: ("This API key already has 10 unfinished jobs; wait for one to finish or cancel one.", None),
     ErrorCode.IDEMPOTENCY_MISMATCH: ("This Idempotency-Key was already used with a different request body; use a new key for a new request.", "Idempotency-Key"),
     ErrorCode.IDEMPOTENCY_IN_PROGRESS: ("A request with this Idempotency-Key is still being accepted; retry in a moment.", "Idempotency-Key"),
@@ -243,6 +247,22 @@ SUBMIT_FIELDS_EXTRA = {
 }
 
 
+def candidates_rules() -> list[dict[str, Any]]:
+    """``candidates >= num_images`` in JSON Schema, which cannot compare two fields: one rule per
+    possible num_images (an absent one means its default), so a client generated from the OpenAPI
+    knows the rule ``GenerationParams`` enforces."""
+    images = GenerationParams.model_fields["num_images"]
+    bounds = {type(m).__name__: m for m in images.metadata}
+    low, high = int(bounds["Ge"].ge), int(bounds["Le"].le)
+    rules: list[dict[str, Any]] = [{"if": {"properties": {"num_images": {"const": n}}, "required": ["num_images"]},
+                                    "then": {"properties": {"candidates": {"minimum": n}}}}
+                                   for n in range(low + 1, high + 1)]
+    if int(images.default) > low:
+        rules.append({"if": {"not": {"required": ["num_images"]}},
+                      "then": {"properties": {"candidates": {"minimum": int(images.default)}}}})
+    return rules
+
+
 def submit_request_body() -> dict[str, Any]:
     """The multipart request body of the submit route, derived from GenerationParams."""
     params = GenerationParams.model_json_schema()
@@ -251,6 +271,7 @@ def submit_request_body() -> dict[str, Any]:
         "required": ["face_image"],
         "properties": {**SUBMIT_FIELDS_EXTRA, **params["properties"]},
         "additionalProperties": False,
+        "allOf": candidates_rules(),
     }
     example = {"body_type": "athletic", "height_cm": 170, "weight_kg": 65, "gender": "female",
                "num_images": 4, "use_gemini_analysis": True}

@@ -1,5 +1,9 @@
 """``idbody api``: run the gateway with uvicorn, one or more processes from the app factory.
 
+Each process parses HTTP with httptools on uvloop (``uvicorn[standard]``), closes connections whose
+request headers are late (``api.header_deadline``: ``header_timeout_s``), answers 503 past
+``max_connections`` open connections, and raises its open-files limit to fit them.
+
 Example::
 
     idbody api --host 0.0.0.0 --port 8000 --workers 2
@@ -9,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import socket
+
+# files a gateway process holds besides client connections: Valkey and S3 pools, logs, spooled uploads
+FILES_BESIDE_CONNECTIONS = 512
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
         "log_level": settings.log_level.lower(),
         "log_config": logging_config(settings),  # JSON or text lines, uvicorn's own included
         "proxy_headers": True,
+        "http": "api.header_deadline:HeaderDeadlineProtocol",
+        "limit_concurrency": settings.max_connections,
     }
+    raise_open_files_limit(settings.max_connections + FILES_BESIDE_CONNECTIONS)
     if options["workers"] == 1:
         uvicorn.run("api.main:create_app", **options)
         return 0
@@ -60,6 +70,24 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def raise_open_files_limit(wanted: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE towards ``wanted`` (never above the hard limit, never
+    lowered); the limit now in force. Processes started afterwards inherit it.
+
+    Example::
+
+        raise_open_files_limit(5000)   # 5000 (the usual default soft limit is 1024)
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
 
 
 def with_tcp_proto(sock: socket.socket) -> socket.socket:

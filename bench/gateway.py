@@ -3,9 +3,13 @@ process, ``idbody api``), and a real Celery GPU-queue worker (tiny profile) for 
 delay. Prints a table and writes bench/results/gateway.json.
 
     python -m bench.gateway [--seconds 8] [--max-requests 1500] [--probes 20] [--api-workers 2] [--status-clients 8]
+                            [--streams 1000,5000] [--max-streams 2000]
+
+The stream phase (bench.stream_load) holds 1,000 and 5,000 event streams open and times status GETs
+and submits against the same calls with none open.
 
 Targets (2-core machine): >= 300 submits/s, p99 < 50 ms at 8 clients, status >= 2,000/s,
-enqueue→start < 20 ms.
+enqueue→start < 20 ms; with 1,000 streams open status GET median <= 50 ms and submit <= 2x idle.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from PIL import Image
 
 from bench.cpu_account import CpuAccount
 from bench.raw_http import RawConnection
+from bench.stream_load import bench_streams, print_streams
 from idbody.stack.servers import SeaweedS3Server, ValkeyServer
 from idbody.stack.service import ServiceStack
 from shared.jobs.store import JobStore
@@ -222,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-kb", type=int, default=512, help="size of the submitted JPEG")
     parser.add_argument("--status-clients", type=int, default=8, help="concurrent connections in the status phases")
     parser.add_argument("--api-workers", type=int, default=1, help="gateway processes (idbody api --workers)")
+    parser.add_argument("--streams", default="1000,5000", help="open-stream counts of the stream phase ('' skips it)")
+    parser.add_argument("--max-streams", type=int, default=Settings.model_fields["max_streams_per_process"].default,
+                        help="the gateway's max_streams_per_process")
     parser.add_argument("--out", type=Path, default=Path("bench/results/gateway.json"))
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
@@ -234,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                 s3_access_key=s3.access_key, s3_secret_key=s3.secret_key, auth_disabled=True,
                 model_profile="tiny", device="cpu", tiny_model_dir=Path(".cache/tiny-models").resolve(),
                 s3_bucket_uploads=f"bench-up-{uuid.uuid4().hex[:6]}", s3_bucket_results=f"bench-res-{uuid.uuid4().hex[:6]}",
-                log_level="WARNING",
+                log_level="WARNING", max_streams_per_process=args.max_streams,
+                max_streams_per_key=100_000,  # auth is off: every stream counts against one "key"
             )
             Storage.from_settings(settings).ensure_buckets()
             store = JobStore.from_settings(settings)
@@ -247,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                 submit = [bench_submits(stack.base_url, image, c, args.seconds, args.max_requests, ids, pgid) for c in (1, 8, 64)]
                 status = bench_status(stack.base_url, ids, args.status_clients, args.seconds, args.max_requests * 4, pgid)
                 status_raw = bench_status_raw(stack.base_url, ids, args.status_clients, args.seconds, args.max_requests * 10, pgid)
+                counts = tuple(int(c) for c in args.streams.split(",") if c.strip())
+                streams = bench_streams(stack.base_url, ids, image, counts) if counts else []
                 enqueue = {"probes": 0, "first_job_ms": float("nan"), "p50_ms": float("nan"), "p99_ms": float("nan"), "max_ms": float("nan")}
                 if args.probes > 0:
                     # queued bench jobs would keep the worker busy: drop them before it starts
@@ -261,12 +272,15 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(), "api_workers": args.api_workers,
         "image_bytes": len(image), "image_pixels": list(Image.open(io.BytesIO(image)).size), "submit": submit, "status": status, "status_raw": status_raw, "enqueue_to_start": enqueue,
+        "streams": streams, "max_streams_per_process": args.max_streams,
         "targets": TARGETS,
     }
     report["met"] = verdicts(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print_table(report)
+    if streams:
+        print_streams(streams)
     print(f"\nwritten: {args.out}")
     return 0
 

@@ -26,6 +26,8 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     REQUEST_TIMEOUT = "request_timeout"
     RATE_LIMITED = "rate_limited"
+    TOO_MANY_STREAMS = "too_many_streams"
+    STREAMS_FULL = "streams_full"
     TOO_MANY_QUEUED = "too_many_queued"
     IDEMPOTENCY_MISMATCH = "idempotency_mismatch"
     IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
@@ -62,6 +64,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.TOO_MANY_STREAMS: 429,
+    ErrorCode.STREAMS_FULL: 503,
     ErrorCode.TOO_MANY_QUEUED: 429,
     ErrorCode.IDEMPOTENCY_MISMATCH: 422,
     ErrorCode.IDEMPOTENCY_IN_PROGRESS: 409,

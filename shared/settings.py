@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     # --- gateway -----------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address the gateway binds to.")
     api_port: int = Field(8000, description="Port the gateway listens on.")
+    max_streams_per_process: int = Field(2000, ge=1, le=100_000, description="Open job event streams per gateway process; past it a new stream answers 503 streams_full (clients poll the status instead).")
+    max_streams_per_key: int = Field(50, ge=1, le=100_000, description="Open job event streams per API key (jobs without a key share one count) in each gateway process; past it 429 too_many_streams.")
+    max_connections: int = Field(4096, ge=16, le=1_000_000, description="Open connections per gateway process; past it new requests answer 503 at once.")
+    header_timeout_s: float = Field(10.0, gt=0, le=600, description="A request line and its headers must arrive within this long, else the connection is closed.")
     public_api_url: str | None = Field(None, description="Base URL clients reach the gateway at, used in status_url/result_url of responses and webhooks; required when deployment is container. Default: the request's own (webhooks: this machine's loopback).")
     deployment: Literal["local", "container"] = Field("local", description="container: set by the images; the gateway and io workers then refuse to start without public_api_url.")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Larger uploads get 413.")

@@ -12,6 +12,10 @@ in IPv4 and IPv6, including IPv6 forms that embed an IPv4 address (IPv4-mapped `
 IPv4-compatible ``::a.b.c.d``, 6to4 ``2002::/16``, Teredo ``2001::/32``, NAT64 ``64:ff9b::/96`` and
 ``64:ff9b:1::/48``), whose embedded address is checked as well.
 
+Addresses written in any form the system resolver reads as an address (``127.1``, ``0``,
+``0x7f.0.0.1``, ``2130706433``) and ``localhost`` names are checked as the address they mean, at
+submit already, without a lookup.
+
 ``allow_hosts`` (``settings.webhook_allow_hosts``) lists host names or literal addresses that skip
 the address check, for local development against a receiver on loopback.
 
@@ -24,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -135,11 +140,38 @@ def parse_webhook_url(url: str) -> tuple[str, str, int]:
     return scheme, host, port or _DEFAULT_PORTS[scheme]
 
 
-def _literal(host: str) -> IPAddress | None:
+# the IPv4 spellings the C resolver takes as an address without a lookup (inet_aton): 1 to 4 parts,
+# each decimal, octal (leading 0) or hex (0x): 127.1, 0, 0x7f.0.0.1, 2130706433, 0177.0.0.1
+_INET_ATON_FORM = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}$", re.IGNORECASE)
+# RFC 6761: localhost and every name under it are loopback, answered without asking DNS
+_LOOPBACK_NAMES = ("localhost",)
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address ``host`` spells, in any form the resolver reads as an address, or None for a name.
+
+    Example::
+
+        literal_address("0x7f.1")       # IPv4Address('127.0.0.1')
+        literal_address("2130706433")   # IPv4Address('127.0.0.1')
+    """
     try:
         return ipaddress.ip_address(host)
     except ValueError:
-        return None
+        pass
+    if _INET_ATON_FORM.match(host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def _loopback_name(host: str) -> IPAddress | None:
+    name = host.lower()
+    if any(name == n or name.endswith("." + n) for n in _LOOPBACK_NAMES):
+        return ipaddress.IPv4Address("127.0.0.1")
+    return None
 
 
 def _is_allowed(host: str, allow_hosts: Iterable[str]) -> bool:
@@ -159,7 +191,7 @@ def check_webhook_url(url: str, allow_hosts: Iterable[str] = ()) -> str:
     """
     url = url.strip()
     _, host, _ = parse_webhook_url(url)
-    literal = _literal(host)
+    literal = literal_address(host) or _loopback_name(host)
     if literal is not None and not _is_allowed(host, allow_hosts):
         reason = refusal_reason(literal)
         if reason:
@@ -181,7 +213,7 @@ def resolve_webhook_target(
         # '127.0.0.1'
     """
     scheme, host, port = parse_webhook_url(url)
-    literal = _literal(host)
+    literal = literal_address(host)
     raw = [str(literal)] if literal is not None else list(resolver(host, port))
     addresses = [ipaddress.ip_address(a) for a in raw]
     if not addresses:

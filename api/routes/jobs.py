@@ -22,6 +22,7 @@ from api.deps import (
     SubmitDep,
 )
 from api.job_events import status_events
+from api.job_watch import watcher_of
 from api.prefer import wait_seconds
 from api.schemas import (
     DeletedResponse,
@@ -139,7 +140,11 @@ async def generate_identity_body(
 def list_jobs(
     store: StoreDep, owner: OwnerDep, base: BaseUrlDep,
     limit: Annotated[int, Query(ge=1, le=listing.MAX_PAGE, description="Jobs per page.")] = 20,
-    cursor: Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page.")] = None,
+    cursor: Annotated[str | None, Query(
+        max_length=512, pattern=r"^[A-Za-z0-9_-]+$",
+        description="`next_cursor` of the previous page, passed back unchanged: opaque URL-safe base64 (no "
+                    "padding) whose content may change between versions; any other value is 422 invalid_parameter.",
+        examples=["MTc2NTEyMzQ1Ni43ODk6NmY5YzJkMWUtYjRhMy00YzVlLThmMmEtOWQwYjFjM2U0ZjVh"])] = None,
 ) -> JSONResponse:
     page = listing.list_jobs(store, owner, limit=limit, cursor=cursor)
     jobs = [{k: v for k, v in status_view(r, base).items() if v is not None} for r in page.records]
@@ -185,7 +190,8 @@ async def job_status(request_id: RequestId, request: Request, store: StoreDep, o
         "after the finished status. An `event: error` with `{error: {code, message}}` ends it when the job "
         "is deleted meanwhile. Comment lines keep a quiet stream open; a stream still open after 10 minutes "
         "ends, and the client opens it again. Browsers that cannot send the Authorization header with "
-        "EventSource can read it with fetch()."
+        "EventSource can read it with fetch(). Open streams are capped per API key (429 too_many_streams) and "
+        "per server process (503 streams_full), both with Retry-After: poll `GET /jobs/{id}` instead."
     ),
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {"example": (
@@ -193,13 +199,14 @@ async def job_status(request_id: RequestId, request: Request, store: StoreDep, o
         'id: 2\nevent: status\ndata: {"request_id":"...","status":"running","progress":{"step":3,'
         '"total":8,"stage":"denoising","eta_s":2.5},...}\n\n')}}},
                **error_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.INVALID_PARAMETER, ErrorCode.UNAUTHORIZED,
-                                 ErrorCode.RATE_LIMITED)},
+                                 ErrorCode.RATE_LIMITED, ErrorCode.TOO_MANY_STREAMS, ErrorCode.STREAMS_FULL)},
 )
 async def job_events(request_id: RequestId, request: Request, store: StoreDep, owner: OwnerDep,
                      base: BaseUrlDep) -> StreamingResponse:
     record, position = await run_in_threadpool(store.get_with_position, request_id)
     first = status_view(_check_visible(record, owner), base, position)
-    stream = status_events(store, request_id, base, first, request.is_disconnected)
+    watch = watcher_of(request.app).watch(request_id, owner)  # 429/503 past the stream caps
+    stream = status_events(watch, base, first)
     return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from idbody.stack.polling import until
+from idbody.stack.seaweed_security import write_security
 
 
 class LocalServerError(RuntimeError):
@@ -171,6 +172,9 @@ class SeaweedS3Server(_Process):
             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
         }]}))
         identities.chmod(0o600)
+        # the filer, volume and gRPC ports answer only the stack (keys and certificates weed reads
+        # from its working folder): loopback alone is open to every local user
+        write_security(workdir)
         s3, master, volume, filer, admin, webdav, *grpc = _free_ports(11)
         s3 = port or s3
         log = workdir / "weed.log"

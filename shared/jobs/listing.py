@@ -3,7 +3,8 @@
 ``JobStore.create`` adds every job to its owner's index (``jobs:owner:{owner}``, scored by
 created_at). A page reads the index from a cursor and the records in one MGET; ids whose record
 has expired or was deleted are skipped and dropped from the index. The cursor is opaque to
-clients: the (created_at, request_id) of the last job returned, so pages neither repeat nor skip
+clients (unpadded URL-safe base64 of ``<created_at>:<request_id>``, a format that may change): the
+(created_at, request_id) of the last job returned, so pages neither repeat nor skip
 jobs when new ones arrive in between.
 
 Example::
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import time
 from dataclasses import dataclass
 
@@ -49,7 +51,10 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         score, _, request_id = raw.partition(":")
         if not request_id:
             raise ValueError("no request id")
-        return float(score), request_id
+        created_at = float(score)
+        if not math.isfinite(created_at):  # "nan"/"inf" parse as floats but are no created_at
+            raise ValueError("not a time")
+        return created_at, request_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise IdentityBodyError(ErrorCode.INVALID_PARAMETER,
                                 "cursor: not a cursor this API returned; pass next_cursor unchanged.",

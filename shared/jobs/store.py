@@ -114,6 +114,22 @@ class JobStore:
         queued = record.status is JobStatus.QUEUED and rank is not None
         return record, int(rank) + 1 if queued else None
 
+    def snapshots(self, request_ids: list[str]) -> list[tuple[bytes | None, int | None]]:
+        """Each job's raw record JSON (None: unknown or expired) and 1-based rank in the queue order
+        (None: not in it), all in one round trip: the gateway's stream watcher compares them to its
+        last read and decodes only what changed.
+
+        Example::
+
+            store.snapshots(["r1", "r2"])   # [(b'{"request_id": "r1", ...}', 3), (None, None)]
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for request_id in request_ids:
+            pipe.get(JOB_KEY.format(request_id))
+            pipe.zrank(QUEUE_KEY, request_id)
+        replies = pipe.execute()
+        return [(raw, None if rank is None else int(rank) + 1) for raw, rank in zip(replies[::2], replies[1::2])]
+
     def delete(self, request_id: str) -> None:
         """Remove the record and its place in the queue order now."""
         pipe = self.client.pipeline(transaction=True)

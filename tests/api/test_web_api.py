@@ -140,18 +140,20 @@ def test_a_stream_still_open_after_its_time_limit_ends_and_can_be_opened_again(g
     import anyio
 
     from api.job_events import status_events
+    from api.job_watch import JobWatcher
 
     rid = submit(gateway).json()["request_id"]
     first = gateway.client.get(f"/api/v1/jobs/{rid}").json()
 
-    async def collect() -> list[str]:
-        async def connected() -> bool:
-            return False
+    async def collect() -> tuple[list[str], int]:
+        watcher = JobWatcher(gateway.store, max_streams=10, max_per_key=10, poll_s=0.05)
+        stream = status_events(watcher.watch(rid, None), gateway.base_url, first, keepalive_s=0.1, max_s=0.5)
+        chunks = [chunk async for chunk in stream]
+        await watcher.stop()
+        return chunks, watcher.open_streams
 
-        return [chunk async for chunk in status_events(gateway.store, rid, gateway.base_url, first, connected,
-                                                       poll_s=0.05, keepalive_s=0.1, max_s=0.5)]
-
-    chunks = anyio.run(collect)
+    chunks, still_open = anyio.run(collect)
+    assert still_open == 0  # the ended stream gave its place back
     assert chunks[0].startswith("id: 1\nevent: status\n") and '"status":"queued"' in chunks[0]
     assert ": keep-alive\n\n" in chunks[1:]  # the job stayed queued: only keep-alives followed
     assert gateway.store.get(rid).status.value == "queued"

@@ -1,5 +1,7 @@
 """SeaweedFS's filer serves every bucket over plain HTTP without S3 auth, and its master and volume
-ports are no better: only the S3 gateway may listen beyond loopback. Checked on a real ``weed``
+ports are no better: only the S3 gateway may listen beyond loopback, and on loopback (open to every
+local user) the filer, volume and gRPC ports want the stack's own keys and client certificate
+(idbody/stack/seaweed_security.py). Checked on a real ``weed``
 for the local launcher (``idbody up``, the test fixtures) and for the compose start script's own
 flags; no fixed extra ports (Iceberg 8181, Lance 9101) and no telemetry in either."""
 
@@ -75,3 +77,64 @@ def test_compose_seaweedfs_exposes_only_s3(tmp_path):
     finally:
         proc.kill()
         proc.wait(15)
+
+
+def _ports_of(s3_server) -> dict[str, int]:
+    argv = psutil.Process(s3_server.proc.pid).cmdline()
+    return {a.split("=", 1)[0].lstrip("-"): int(a.split("=", 1)[1]) for a in argv
+            if a.split("=", 1)[0].endswith((".port", ".port.grpc")) and a.split("=", 1)[1].isdigit()}
+
+
+def _http_get(url: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_local_filer_and_volume_refuse_reads_without_the_stacks_keys(s3_server, settings):
+    import boto3
+
+    secret = b"a face nobody else may read " * 64
+    s3 = boto3.client("s3", endpoint_url=s3_server.endpoint_url, aws_access_key_id=s3_server.access_key,
+                      aws_secret_access_key=s3_server.secret_key, region_name="us-east-1")
+    bucket = settings.s3_bucket_uploads
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="job/face.jpg", Body=secret)
+    assert s3.get_object(Bucket=bucket, Key="job/face.jpg")["Body"].read() == secret  # S3 with its keys: fine
+    ports = _ports_of(s3_server)
+    for url in (f"http://127.0.0.1:{ports['filer.port']}/buckets/{bucket}/job/face.jpg",
+                f"http://127.0.0.1:{ports['filer.port']}/buckets/{bucket}/job/"):
+        status, body = _http_get(url)
+        assert status == 401 and secret[:20] not in body, (url, status, body[:200])
+    # a volume read of a file id the master hands out also wants a token it does not give here
+    status, body = _http_get(f"http://127.0.0.1:{ports['master.port']}/dir/assign")
+    fid = __import__("json").loads(body)["fid"]
+    assert _http_get(f"http://127.0.0.1:{ports['volume.port']}/{fid}")[0] == 401
+    # the S3 port still wants its keys
+    assert _http_get(f"{s3_server.endpoint_url}/{bucket}/job/face.jpg")[0] == 403
+
+
+def test_local_grpc_ports_want_the_stacks_client_certificate(s3_server):
+    import socket
+    import ssl
+
+    ports = _ports_of(s3_server)
+    context = ssl.create_default_context(cafile=str(s3_server.workdir / "ca.crt"))
+    context.check_hostname = False
+    context.set_alpn_protocols(["h2"])
+    for name in ("master.port.grpc", "volume.port.grpc", "filer.port.grpc"):
+        with socket.create_connection(("127.0.0.1", ports[name]), timeout=30) as raw:
+            # plain text (what an unconfigured weed shell speaks) gets no HTTP/2 answer
+            raw.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            assert not raw.recv(64).startswith(b"\x00\x00"), name
+        # TLS without a client certificate: the server ends it (TLS 1.3 says so after the handshake)
+        with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+            with context.wrap_socket(socket.create_connection(("127.0.0.1", ports[name]), timeout=30)) as tls:
+                tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                if not tls.recv(64):
+                    raise ConnectionResetError(f"{name} closed the connection")

@@ -134,3 +134,23 @@ def test_submit_check_refuses_private_literals_and_never_resolves_names():
     # a name is left to delivery, which resolves, checks every address and pins one: a name that
     # does not resolve (.invalid never does) passes here without a lookup
     assert check_webhook_url(" https://hooks.example.invalid/x ") == "https://hooks.example.invalid/x"
+
+
+@pytest.mark.parametrize("host", ["127.1", "0", "0x7f.0.0.1", "2130706433", "0177.0.0.1", "0x7f000001", "10.1",
+                                  "localhost", "Api.LocalHost"])
+def test_addresses_in_resolver_spellings_and_localhost_are_refused_at_submit_without_dns(host):
+    with pytest.raises(IdentityBodyError) as info:
+        check_webhook_url(f"http://{host}:9000/hook")
+    assert info.value.code == ErrorCode.WEBHOOK_URL_REFUSED and info.value.field == "webhook_url"
+
+
+@pytest.mark.parametrize("host", ["127.1", "2130706433", "0x7f.0.0.1"])
+def test_delivery_reads_resolver_spellings_as_the_address_they_mean(host):
+    resolver = fake_dns({})
+    assert "127.0.0.1" in _refused(f"http://{host}/hook", resolver=resolver)
+    assert resolver.calls == []  # an address, not a name: never looked up
+
+
+def test_names_that_only_look_numeric_are_still_names():
+    assert check_webhook_url("https://1e100.net/hook") == "https://1e100.net/hook"
+    assert check_webhook_url("https://0x7f.example.com/hook") == "https://0x7f.example.com/hook"
