@@ -297,7 +297,7 @@ class IdentityPipeline:
         from worker.engine.prompts import build_prompt
         from worker.face.keypoints import draw_kps, retarget_kps
 
-        prompt = build_prompt(params.body_params(), analysis)
+        prompt = build_prompt(params.prompt_params(), analysis)
         fallback_w, fallback_h = default_size(self.engine.pipe)
         width, height = params.width or fallback_w, params.height or fallback_h
         kps = retarget_kps(face.kps, width, height, params.pose)
@@ -322,7 +322,7 @@ class IdentityPipeline:
 
         if not params.face_detail or self.engine.method != "instantid":
             return None
-        pair = face_detail_prompt(params.body_params(), analysis)
+        pair = face_detail_prompt(params.prompt_params(), analysis)
         return FaceDetailInputs(
             prompt=pair.positive, negative_prompt=pair.negative, face_embedding=face.embedding, seed=seed,
             strength=params.face_detail_strength, mode=params.mode, steps=params.steps(),
