@@ -98,7 +98,7 @@ const JobView = (() => {
       const download = document.createElement("a");
       download.className = "button";
       download.href = image.url;
-      download.download = `${image.id}.png`;
+      download.download = image.file_name || `${image.id}.png`;
       download.target = "_blank";
       download.rel = "noopener";
       download.textContent = "Download";
