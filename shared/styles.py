@@ -31,7 +31,7 @@ class Style:
 STYLES: dict[str, Style] = {style.name: style for style in (
     # the product's look before styles existed (its quality words; the painted looks it avoids)
     Style("photographic", "A natural photograph in daylight (the default).",
-          "photorealistic, natural light, sharp focus", "cartoon, illustration, painting"),
+          "photorealistic, natural light, sharp focus", "cartoon"),
     Style("cinematic", "A film still: dramatic light, shallow depth of field, graded colour.",
           "cinematic film still, dramatic lighting, shallow depth of field, color graded",
           "cartoon, illustration, flat lighting"),
