@@ -271,7 +271,8 @@ def submit_request_body() -> dict[str, Any]:
         "additionalProperties": False,
     }
     example = {"body_type": "athletic", "height_cm": 170, "weight_kg": 65, "gender": "female",
-               "num_images": 4, "use_gemini_analysis": True}
+               "num_images": 4, "use_gemini_analysis": True, "style": "cinematic", "scene": "on a city rooftop at dusk",
+               "output_format": "webp", "output_quality": 85}
     return {
         "required": True,
         "content": {"multipart/form-data": {"schema": schema, "example": example}},
