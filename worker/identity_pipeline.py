@@ -9,8 +9,7 @@ Example::
     result = pipeline(face_image=Image.open("me.jpg"),
                       body_params={"body_type": "athletic", "height_cm": 170, "weight_kg": 65,
                                    "gender": "female"}, num_images=4)
-    result["images"], result["method"], result["note"], result["timings"], result["safety_check"]
-    result["identity_judge"]       # "dlib-resnet": grades likeness apart from antelopev2 (worker.face.judge)
+    result["images"], result["method"], result["note"], result["timings"], result["safety_check"], result["identity_judge"]
     result["parts"]                # ["sdxl", "vae-fp16-fix", "identitynet", "ip-adapter", "lcm-lora", "pose-prompt-only"]
     result["image_details"][0]     # {"identity_score": 0.71, "face_found": True,
                                    #  "below_threshold": False, "seed": 1234, "nsfw": False,
@@ -75,7 +74,7 @@ class IdentityPipeline:
         self.settings = settings or get_settings()
         self.engine = None
         self.face_analyzer = None
-        self.judge = self.safety_check = None   # worker.face.judge, worker.safety.screen (None: off)
+        self.checks = None                  # worker.output_checks.OutputChecks: identity judge, safety check
         self.appearance_analyzer = None     # optional: .submit(pil) -> Future[dict]
         self.choice = None                  # worker.models.profile.ProfileChoice, decided once
         self.load_s: float | None = None
@@ -95,9 +94,8 @@ class IdentityPipeline:
             from worker.engine.devices import DevicePolicy
             from worker.engine.fast_mode import FastOptions
             from worker.engine.loading import load_engine
-            from worker.face.judge import identity_judge
             from worker.models.profile import choose_profile
-            from worker.safety.screen import load_safety_check
+            from worker.output_checks import OutputChecks
 
             started = time.perf_counter()
             self.choice = choose_profile(self.settings)
@@ -109,7 +107,7 @@ class IdentityPipeline:
             policy = DevicePolicy.decide(self.settings)
             self.engine = load_engine(model_dir, policy, fast=FastOptions.decide(self.settings, policy, model_dir))
             self.face_analyzer = analyzer
-            self.judge, self.safety_check = identity_judge(analyzer), load_safety_check(self.settings)
+            self.checks = OutputChecks.load(analyzer, self.settings)
             if self.appearance_analyzer is None and self.settings.gemini_api_key is not None:
                 from worker.appearance.analyzer import AppearanceAnalyzer
 
@@ -246,7 +244,8 @@ class IdentityPipeline:
         from worker.appearance.analyzer import start_analysis, wait_for_analysis
         from worker.engine.face_detail import detail_steps, refine_faces
         from worker.engine.generation import stage_progress
-        from worker.safety.screen import safety_label, screen_images
+        from worker.output_checks import OutputChecks
+        from worker.safety.screen import screen_images
 
         self.load_models()
         started = time.perf_counter()
@@ -276,16 +275,16 @@ class IdentityPipeline:
                 images, passes = refined.images, [e.as_dict() for e in refined.entries]
                 timings.update(refined.timings)
         # 5. identity score per candidate (after the face pass) by the judge, then keep the best num_images
-        reference = self.judge.reference(face_image, face)
+        # (made here for a pipeline handed its engine and analyzer directly rather than loaded)
+        checks = self.checks = self.checks or OutputChecks.load(self.face_analyzer, self.settings)
+        reference = checks.judge.reference(face_image, face)
         images, details = self._rank_by_identity(images, reference, params, seed, timings, passes)
         # 6. safety check on every returned image (a flagged one is withheld: worker.safety.screen)
-        t = time.perf_counter()
-        images, details = screen_images(self.safety_check, images, details)
-        timings["safety_check_s"] = time.perf_counter() - t
+        images, details = screen_images(checks.safety, images, details, timings)
         timings.update(out.timings, total_s=time.perf_counter() - started)
         return {"images": images, "image_details": details, "analysis": analysis,
                 "method": self.engine.method, "profile": self.profile, "note": self.note, "seed": seed,
-                "parts": self.engine.parts, **self.judge.describe(), "safety_check": safety_label(self.safety_check),
+                "parts": self.engine.parts, **checks.describe(),
                 "prompt": prompt.positive, "negative_prompt": prompt.negative, "timings": timings}
 
     def _base_generation(self, inputs, progress: Progress | None):
@@ -353,7 +352,7 @@ class IdentityPipeline:
         from worker.face.identity_score import rank_candidates
 
         t = time.perf_counter()
-        scores = self.judge.score(reference, images)
+        scores = self.checks.judge.score(reference, images)
         timings["identity_score_s"] = time.perf_counter() - t
         ranked = rank_candidates(scores, keep=params.num_images, min_score=params.min_identity_score)
         passes = passes or [{"face_detail": None, "face_detail_reason": None}] * len(images)

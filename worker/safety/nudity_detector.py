@@ -69,7 +69,7 @@ class NudityDetector:
         self.input_name = session.get_inputs()[0].name
 
     @classmethod
-    def load(cls, providers: list[str] | None = None) -> "NudityDetector":
+    def load(cls, providers: list[str] | None = None) -> NudityDetector:
         import onnxruntime
 
         available = set(onnxruntime.get_available_providers())

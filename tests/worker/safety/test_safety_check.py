@@ -11,7 +11,13 @@ from PIL import Image
 from shared.settings import Settings
 from tests.face_photos import t1, tom
 from worker.safety.nudity_detector import NudityDetector, model_input
-from worker.safety.screen import SafetyCheck, load_safety_check, safety_label, screen_images, withheld_copy
+from worker.safety.screen import (
+    SafetyCheck,
+    load_safety_check,
+    safety_label,
+    screen_images,
+    withheld_copy,
+)
 
 pytest.importorskip("nudenet")
 
