@@ -275,8 +275,7 @@ class IdentityPipeline:
                 images, passes = refined.images, [e.as_dict() for e in refined.entries]
                 timings.update(refined.timings)
         # 5. identity score per candidate (after the face pass) by the judge, then keep the best num_images
-        # (made here for a pipeline handed its engine and analyzer directly rather than loaded)
-        checks = self.checks = self.checks or OutputChecks.load(self.face_analyzer, self.settings)
+        checks = OutputChecks.of(self)
         reference = checks.judge.reference(face_image, face)
         images, details = self._rank_by_identity(images, reference, params, seed, timings, passes)
         # 6. safety check on every returned image (a flagged one is withheld: worker.safety.screen)
@@ -350,9 +349,10 @@ class IdentityPipeline:
         return the ``num_images`` best, best first, with each one's entry for the result (what the
         face-detail pass did to it included)."""
         from worker.face.identity_score import rank_candidates
+        from worker.output_checks import OutputChecks
 
         t = time.perf_counter()
-        scores = self.checks.judge.score(reference, images)
+        scores = OutputChecks.of(self).judge.score(reference, images)
         timings["identity_score_s"] = time.perf_counter() - t
         ranked = rank_candidates(scores, keep=params.num_images, min_score=params.min_identity_score)
         passes = passes or [{"face_detail": None, "face_detail_reason": None}] * len(images)

@@ -27,6 +27,14 @@ class OutputChecks:
     def load(cls, face_analyzer: Any, settings: Any) -> OutputChecks:
         return cls(identity_judge(face_analyzer), load_safety_check(settings))
 
+    @classmethod
+    def of(cls, pipeline: Any) -> OutputChecks:
+        """``pipeline.checks``, made here when ``load_models`` did not make them (a pipeline handed
+        its engine and analyzer directly, as some tests and tools do)."""
+        if pipeline.checks is None:
+            pipeline.checks = cls.load(pipeline.face_analyzer, pipeline.settings)
+        return pipeline.checks
+
     def describe(self) -> dict[str, Any]:
         """What the result says about how its images were judged and screened."""
         return {**self.judge.describe(), "safety_check": safety_label(self.safety)}

@@ -140,9 +140,9 @@ def progress_writer(store: Any, request_id: str, deadline: float) -> ProgressWri
 def generate_job_result(record: JobRecord, pipeline: Any, storage: Any, on_step: ProgressWriter,
                         retry: TransientRetry | None = None) -> JobResult:
     """Fetch the upload, generate (the stages of ``IdentityPipeline.generate``: face analysis,
-    layout, base generation, face-detail pass, identity score and re-rank), upload the images in the
-    job's output format; returns
-    the JobResult to store, each image with its score and what the face-detail pass did to it.
+    layout, base generation, face-detail pass, identity score and re-rank, safety check), upload the
+    images in the job's output format; returns the JobResult to store, each image with its score,
+    its safety verdict and what the face-detail pass did to it.
     Storage calls go through ``retry``: an S3 outage delays them rather than failing the job."""
     from PIL import Image
 
