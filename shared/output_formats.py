@@ -35,8 +35,7 @@ class FormatSpec:
 FORMATS: dict[str, FormatSpec] = {spec.name: spec for spec in (
     FormatSpec("png", "PNG", "image/png", "png", False, "Lossless; the largest files."),
     FormatSpec("jpeg", "JPEG", "image/jpeg", "jpg", True, "Lossy; output_quality 1-100 (default 90)."),
-    FormatSpec("webp", "WEBP", "image/webp", "webp", True, "Lossy; output_quality 1-100 (default 90); "
-               "smaller than JPEG at the same quality."),
+    FormatSpec("webp", "WEBP", "image/webp", "webp", True, "Lossy; output_quality 1-100 (default 90)."),
 )}
 
 

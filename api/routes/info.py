@@ -41,7 +41,7 @@ class ServerInfo(BaseModel):
         "output_formats": [{"name": "png", "content_type": "image/png", "extension": "png", "lossy": False,
                             "description": "Lossless; the largest files."},
                            {"name": "webp", "content_type": "image/webp", "extension": "webp", "lossy": True,
-                            "description": "Lossy; output_quality 1-100 (default 90); smaller than JPEG at the same quality."}],
+                            "description": "Lossy; output_quality 1-100 (default 90)."}],
         "params": {"type": "object", "properties": {"height_cm": {
             "type": "number", "minimum": 50, "maximum": 300, "default": 170}}},
     }]})
