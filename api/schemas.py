@@ -108,10 +108,14 @@ class DeletedResponse(BaseModel):
 
 class ResultImageOut(BaseModel):
     id: str = Field(description="identity_body_0, identity_body_1, ...")
-    url: str = Field(description="Presigned GET (or CDN) URL of the PNG.")
+    url: str = Field(description="Presigned GET (or CDN) URL of the image.")
+    content_type: str = Field("image/png", description="image/png, image/jpeg or image/webp: the job's output_format; "
+                              "the URL serves it with this Content-Type.")
+    file_name: str = Field(description="identity_body_<i>.png, .jpg or .webp: the stored object's name.")
     identity_score: float | None = Field(None, description=(
-        "Cosine similarity between the uploaded face's recognition embedding and the largest face in this "
-        "image (same recognizer); 1 is the same face. Null when no face was found."))
+        "Cosine similarity between the uploaded face's and this image's largest face's embeddings, both by the "
+        "identity judge (see identity_judge: dlib's recognizer, not the antelopev2 one that steered the "
+        "generation); 1 is the same face, strangers score about 0.8-0.9 on dlib's scale. Null when no face was found."))
     face_found: bool | None = Field(None, description="Whether a face was found in this image.")
     below_threshold: bool = Field(False, description=(
         "True when min_identity_score was given and this image scores below it (or shows no face)."))
@@ -120,6 +124,9 @@ class ResultImageOut(BaseModel):
                                                                    "to this image (null when it did not run).")
     face_detail_reason: str | None = Field(None, description="Why it was skipped: no_face, no_steps, off, "
                                            "or unavailable with sdxl_fallback.")
+    nsfw: bool | None = Field(None, description="The safety check's verdict. true: the detector flagged this image "
+                              "and the URL serves a heavily blurred copy in its place (the original is not kept); "
+                              "null: the operator turned the check off (safety_check: off).")
 
 
 class InputFaceOut(BaseModel):
@@ -134,14 +141,17 @@ class JobResultResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"success": True, "request_id": _RID, "count": 2,
          "images": [{"id": "identity_body_0", "url": "https://s3.example.com/idbody-results/...0.png?X-Amz-Signature=...",
+                     "content_type": "image/png", "file_name": "identity_body_0.png",
                      "identity_score": 0.71, "face_found": True, "below_threshold": False, "seed": 1236,
-                     "face_detail": "applied", "face_detail_reason": None},
+                     "face_detail": "applied", "face_detail_reason": None, "nsfw": False},
                     {"id": "identity_body_1", "url": "https://s3.example.com/idbody-results/...1.png?X-Amz-Signature=...",
+                     "content_type": "image/png", "file_name": "identity_body_1.png",
                      "identity_score": None, "face_found": False, "below_threshold": True, "seed": 1234,
-                     "face_detail": "skipped", "face_detail_reason": "no_face"}],
+                     "face_detail": "skipped", "face_detail_reason": "no_face", "nsfw": True}],
          "analysis": {"skin_tone": "warm ivory", "ethnicity": "East Asian"}, "method": "instantid",
          "profile": "instantid", "note": None,
          "parts": ["sdxl", "vae-fp16-fix", "identitynet", "ip-adapter", "lcm-lora", "pose-prompt-only"],
+         "identity_judge": "dlib-resnet", "identity_judge_independent": True, "safety_check": "nudenet-320n",
          "input_face": {"det_score": 0.87, "box_size": [212.0, 268.5]}},
         {"success": False, "request_id": _RID, "count": 0, "images": [], "analysis": {}, "method": "instantid",
          "profile": None, "note": None, "parts": [], "input_face": None,
@@ -161,6 +171,14 @@ class JobResultResponse(BaseModel):
         "What made the images: the model parts the worker loaded (sdxl, vae-fp16-fix, identitynet, "
         "ip-adapter, lcm-lora, pose-controlnet) and, without a pose ControlNet, pose-prompt-only: the "
         "pose was asked for in the prompt alone. Empty for a job that did not succeed."))
+    identity_judge: str | None = Field(None, description=(
+        "The recognizer that computed identity_score: dlib-resnet (dlib's ResNet face recognizer). Null for a job "
+        "that did not succeed."))
+    identity_judge_independent: bool | None = Field(None, description=(
+        "true: the judge is not the recognizer whose embedding conditioned the generation (instantid profile: "
+        "antelopev2 conditions, dlib judges); false: the same one (tiny profile: dlib does both)."))
+    safety_check: str | None = Field(None, description=(
+        "The detector that screened every image (nudenet-320n), or off when the operator turned the check off."))
     input_face: InputFaceOut | None = Field(None, description="The uploaded face as found: detection score and box size.")
     error: JobErrorOut | None = Field(None, description="Only when the job failed or was canceled.")
 
@@ -274,7 +292,8 @@ def submit_request_body() -> dict[str, Any]:
         "allOf": candidates_rules(),
     }
     example = {"body_type": "athletic", "height_cm": 170, "weight_kg": 65, "gender": "female",
-               "num_images": 4, "use_gemini_analysis": True}
+               "num_images": 4, "use_gemini_analysis": True, "style": "cinematic", "scene": "on a city rooftop at dusk",
+               "output_format": "webp", "output_quality": 85}
     return {
         "required": True,
         "content": {"multipart/form-data": {"schema": schema, "example": example}},

@@ -141,7 +141,8 @@ class Client:
                 return
 
     def download(self, result: Result, directory: str | Path) -> list[Path]:
-        """Save the result's images as ``<directory>/<image id>.png``; returns the paths."""
+        """Save the result's images under their file names (``<directory>/identity_body_0.png``, or
+        ``.jpg``/``.webp`` for those output formats); returns the paths."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         paths = []
@@ -149,7 +150,7 @@ class Client:
             # presigned URLs carry their own credentials: no Authorization header to the object store
             resp = httpx.get(image.url, timeout=self._http.timeout)
             resp.raise_for_status()
-            path = out / f"{Path(image.id).name}.png"
+            path = out / Path(image.file_name or f"{image.id}.png").name
             path.write_bytes(resp.content)
             paths.append(path)
         return paths

@@ -76,7 +76,18 @@ class Job:
 @dataclass(frozen=True)
 class ResultImage:
     id: str    # identity_body_0, identity_body_1, ...
-    url: str   # presigned (or CDN) URL of the PNG; expires
+    url: str   # presigned (or CDN) URL of the image; expires
+    content_type: str = "image/png"     # the job's output_format: image/png, image/jpeg or image/webp
+    file_name: str | None = None        # identity_body_0.png / .jpg / .webp
+    identity_score: float | None = None
+    below_threshold: bool = False
+    nsfw: bool | None = None            # None: the server's safety check was off
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ResultImage:
+        return cls(id=data["id"], url=data["url"], content_type=data.get("content_type", "image/png"),
+                   file_name=data.get("file_name"), identity_score=data.get("identity_score"),
+                   below_threshold=bool(data.get("below_threshold", False)), nsfw=data.get("nsfw"))
 
 
 @dataclass(frozen=True)
@@ -92,12 +103,15 @@ class Result:
     note: str | None = None
     error: JobError | None = None
     parts: list[str] = field(default_factory=list)
+    identity_judge: str | None = None       # the recognizer that computed each identity_score
+    safety_check: str | None = None         # the detector that screened the images, or "off"
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Result:
         return cls(
             success=bool(data["success"]), request_id=data["request_id"], count=int(data.get("count", 0)),
-            images=[ResultImage(id=im["id"], url=im["url"]) for im in data.get("images", [])],
+            images=[ResultImage.from_json(im) for im in data.get("images", [])],
             analysis=dict(data.get("analysis") or {}), method=data.get("method", "instantid"),
             note=data.get("note"), error=JobError.from_json(data.get("error")), parts=list(data.get("parts") or []),
+            identity_judge=data.get("identity_judge"), safety_check=data.get("safety_check"),
         )

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from shared.errors import ErrorCode, IdentityBodyError
+from shared.output_formats import DEFAULT_FORMAT, OutputFormat
+from shared.styles import DEFAULT_STYLE, StyleName
 
 BodyType = Literal["slim", "athletic", "muscular", "average", "curvy"]
 Gender = Literal["male", "female", "other"]
@@ -37,6 +39,8 @@ MAX_CANDIDATES = 8
 
 # The seed's body_params keys (what ``pipeline(face_image=..., body_params={...})`` accepts).
 BODY_PARAM_KEYS = ("body_type", "height_cm", "weight_kg", "gender", "ethnicity", "skin_tone", "pose", "clothing")
+# what prompt building reads: the body parameters plus the look and the surroundings
+PROMPT_PARAM_KEYS = (*BODY_PARAM_KEYS, "style", "scene")
 
 
 class GenerationParams(BaseModel):
@@ -52,6 +56,10 @@ class GenerationParams(BaseModel):
     skin_tone: str | None = Field(None, max_length=64, description="Free text; filled by appearance analysis when empty.")
     pose: Pose = Field("standing", description="standing, walking or sitting.")
     clothing: str = Field("casual minimal", max_length=200, description="Clothing description.")
+    style: StyleName = Field(DEFAULT_STYLE, description="Look of the image, one of the presets GET /api/v1/info "
+                             "lists under styles (photographic, cinematic, watercolor, ...).")
+    scene: str | None = Field(None, max_length=200, description="Where the person is: free text such as "
+                              "'on a beach at sunset' (background and setting).")
     num_images: int = Field(4, ge=1, le=4, description="Variations, 1-4, generated in one batch.")
     mode: Mode = Field("fast", description="fast: LCM-LoRA, 5 steps, guidance 1.5; quality: Euler, 30 steps, guidance 5.")
     num_inference_steps: int | None = Field(None, ge=1, le=100, description="Default: 5 in fast mode, 30 in quality mode.")
@@ -81,7 +89,12 @@ class GenerationParams(BaseModel):
         description="Returned images whose identity score is below it (or that show no face) are marked "
                     "below_threshold: true; they are still returned. Default: no threshold.")
 
-    @field_validator("ethnicity", "skin_tone", "clothing")
+    output_format: OutputFormat = Field(DEFAULT_FORMAT, description="png (lossless), jpeg or webp: the format "
+                                        "of the stored images, their Content-Type and file names.")
+    output_quality: int | None = Field(None, ge=1, le=100, description="jpeg and webp only: encoder quality "
+                                       "1-100. Default: 90.")
+
+    @field_validator("ethnicity", "skin_tone", "clothing", "scene")
     @classmethod
     def _printable_text(cls, value: str | None) -> str | None:
         # free text ends up in the prompt: no NUL or other control characters, no lone surrogates
@@ -107,6 +120,14 @@ class GenerationParams(BaseModel):
             raise ValueError(f"must be at most {LCM_MAX_STEPS} in fast (LCM) mode; use mode=quality for more steps")
         return value
 
+    @field_validator("output_quality")
+    @classmethod
+    def _lossy_quality(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("output_format") == "png":
+            raise ValueError("applies only to the lossy formats; send output_format=jpeg or webp, "
+                             "or leave output_quality out for png")
+        return value
+
     @field_validator("candidates")
     @classmethod
     def _enough_candidates(cls, value: int | None, info: ValidationInfo) -> int | None:
@@ -128,6 +149,10 @@ class GenerationParams(BaseModel):
 
     def body_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in BODY_PARAM_KEYS}
+
+    def prompt_params(self) -> dict[str, Any]:
+        """What ``worker.engine.prompts`` builds the prompts from: the body parameters, style and scene."""
+        return {k: getattr(self, k) for k in PROMPT_PARAM_KEYS}
 
 
 def parse_params(data: dict[str, Any]) -> GenerationParams:

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     max_batch_images: int = Field(8, ge=1, le=64, description="Most images one denoise pass runs when jobs of the same shape are batched together (the compiled engine warms up its CUDA graphs up to this batch).")
     micro_batching: bool = Field(True, description="With the fast engine (CUDA by default): the gpu worker runs up to max_batch_images jobs at once (Celery's threads pool) and their base generations share one denoise pass when their shape (mode, steps, size, guidance) matches. Off, or without the fast engine: one job at a time.")
     batch_window_ms: int = Field(50, ge=0, le=5000, description="Longest the oldest waiting job waits for company of its shape before its denoise pass starts.")
+    safety_check: bool = Field(True, description="Run the nudity detector (NudeNet 320n) on every output image; a flagged image is stored as a blurred copy and marked nsfw: true. Off: images carry nsfw: null and results say safety_check: off.")
+    safety_threshold: float = Field(0.5, ge=0, le=1, description="An output image is flagged when the detector gives any exposed intimate body part at least this probability (0 flags every image).")
 
     # --- appearance analysis (Gemini, opt-in) -------------------------------------------
     gemini_api_key: SecretStr | None = Field(None, description="No key: appearance analysis is skipped.")

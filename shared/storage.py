@@ -7,7 +7,7 @@ results bucket.
 Keys::
 
     uploads: {request_id}/face.jpg      (the checked photo, re-encoded by the gateway: api.upload)
-    results: {request_id}/identity_body_{index}.png
+    results: {request_id}/identity_body_{index}.{png|jpg|webp}   (the job's output_format)
 
 Example::
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 UPLOAD_KEY = "{}/face.jpg"
-RESULT_KEY = "{}/identity_body_{}.png"
+RESULT_KEY = "{}/identity_body_{}.{}"
 
 
 class Storage:
@@ -123,10 +123,12 @@ class Storage:
 
     # --- results ---------------------------------------------------------------------------------
 
-    def put_result(self, request_id: str, index: int, png: bytes) -> str:
-        """Store result image ``index`` of a job; returns its key in the results bucket."""
-        key = RESULT_KEY.format(request_id, int(index))
-        self.client.put_object(Bucket=self.results_bucket, Key=key, Body=png, ContentType="image/png")
+    def put_result(self, request_id: str, index: int, data: bytes, content_type: str = "image/png",
+                   extension: str = "png") -> str:
+        """Store result image ``index`` of a job, encoded as ``content_type`` (its key ends in
+        ``extension``: shared.output_formats); returns its key in the results bucket."""
+        key = RESULT_KEY.format(request_id, int(index), extension)
+        self.client.put_object(Bucket=self.results_bucket, Key=key, Body=data, ContentType=content_type)
         return key
 
     def result_url(self, key: str, expires_in_s: int | None = None) -> str:

@@ -2,9 +2,9 @@
 
 The photo goes through the gateway's upload checks, the parameters through the one
 GenerationParams model (options derived from it: ``shared.params_cli``), then the seed's Python API
-runs with a progress bar on stderr. DIR gets ``identity_body_<i>.png`` and ``result.json`` in the
-seed's response shape (``success, request_id, count, images[{id, url}], analysis, method, note``;
-``url`` is the PNG's file URI) plus ``seed``, ``params``, ``profile`` and ``timings``.
+runs with a progress bar on stderr. DIR gets ``identity_body_<i>.png`` (``.jpg``/``.webp`` with
+``--output-format``) and ``result.json`` in the seed's response shape (``success, request_id,
+count, images[{id, url}], analysis, method, note``; ``url`` is the image's file URI) plus ``seed``, ``params``, ``profile`` and ``timings``.
 
 Exit status: 0 on success; 2 when the input is at fault (bad parameter, unreadable photo, no face:
 what the API answers with a 4xx); 1 when generation itself failed. The stable error code is printed
@@ -36,13 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "generate", help="Generate full-body images from one face photo, in this process (no servers).",
         description="Run the whole pipeline in this process (no servers). The photo gets the API's upload "
-                    "checks and the options its parameter checks; DIR receives identity_body_<i>.png and "
-                    "result.json, the API's result shape with file URLs.",
+                    "checks and the options its parameter checks; DIR receives identity_body_<i>.png (or .jpg/.webp: "
+                    "--output-format) and result.json, the API's result shape with file URLs.",
         epilog="exit status: 0 ok; 2 the photo or a parameter is at fault (no_face_detected, "
                "invalid_parameter, ...); 1 generation failed. The error code is printed on stderr.")
     parser.add_argument("photo", type=Path, help="The face photo: JPEG, PNG, WebP, HEIC or AVIF.")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
-                        help="Folder for the PNGs and result.json (created if missing).")
+                        help="Folder for the images and result.json (created if missing).")
     parser.add_argument("--profile", choices=("auto", "tiny", "instantid"), default=None,
                         help="Model profile (default: settings.model_profile).")
     parser.add_argument("--quiet", action="store_true", help="No progress output on stderr.")
@@ -91,6 +91,7 @@ def _load_photo(path: Path):
 
 def _run(face, params, args: argparse.Namespace) -> dict[str, Any]:
     from shared.jobs.record import result_image_id
+    from shared.output_formats import encode_image
     from shared.settings import get_settings
     from worker.identity_pipeline import IdentityPipeline
 
@@ -109,14 +110,17 @@ def _run(face, params, args: argparse.Namespace) -> dict[str, Any]:
     _stage(args, 3)
     args.output.mkdir(parents=True, exist_ok=True)
     images = []
-    for index, image in enumerate(out["images"]):
-        path = (args.output / f"{result_image_id(index)}.png").resolve()
-        image.save(path, format="PNG")
+    for index, (image, detail) in enumerate(zip(out["images"], out["image_details"])):
+        encoded = encode_image(image, params.output_format, params.output_quality)
+        path = (args.output / f"{result_image_id(index)}.{encoded.extension}").resolve()
+        path.write_bytes(encoded.data)
         images.append({"id": result_image_id(index), "url": path.as_uri(), "file": path.name,
-                       "width": image.width, "height": image.height})
+                       "content_type": encoded.content_type, "width": image.width, "height": image.height, **detail})
     return {"success": True, "request_id": str(uuid.uuid4()), "count": len(images), "images": images,
             "analysis": out["analysis"], "method": out["method"], "note": out["note"], "seed": out["seed"],
-            "parts": out["parts"], "params": params.model_dump(), "profile": pipeline.profile, "timings": out["timings"]}
+            "parts": out["parts"], "identity_judge": out["identity_judge"],
+            "identity_judge_independent": out["identity_judge_independent"], "safety_check": out["safety_check"],
+            "params": params.model_dump(), "profile": pipeline.profile, "timings": out["timings"]}
 
 
 class _StepBar:

@@ -9,10 +9,10 @@ Example::
     result = pipeline(face_image=Image.open("me.jpg"),
                       body_params={"body_type": "athletic", "height_cm": 170, "weight_kg": 65,
                                    "gender": "female"}, num_images=4)
-    result["images"], result["method"], result["note"], result["timings"]
+    result["images"], result["method"], result["note"], result["timings"], result["safety_check"], result["identity_judge"]
     result["parts"]                # ["sdxl", "vae-fp16-fix", "identitynet", "ip-adapter", "lcm-lora", "pose-prompt-only"]
     result["image_details"][0]     # {"identity_score": 0.71, "face_found": True,
-                                   #  "below_threshold": False, "seed": 1234,
+                                   #  "below_threshold": False, "seed": 1234, "nsfw": False,
                                    #  "face_detail": "applied", "face_detail_reason": None}, best image first
     pipeline.generate(face_image=face, params=GenerationParams(body_type="slim", num_images=2))
     pipeline.generate(face, num_images=2, candidates=6, min_identity_score=0.4)   # re-ranking
@@ -74,6 +74,7 @@ class IdentityPipeline:
         self.settings = settings or get_settings()
         self.engine = None
         self.face_analyzer = None
+        self.checks = None                  # worker.output_checks.OutputChecks: identity judge, safety check
         self.appearance_analyzer = None     # optional: .submit(pil) -> Future[dict]
         self.choice = None                  # worker.models.profile.ProfileChoice, decided once
         self.load_s: float | None = None
@@ -94,6 +95,7 @@ class IdentityPipeline:
             from worker.engine.fast_mode import FastOptions
             from worker.engine.loading import load_engine
             from worker.models.profile import choose_profile
+            from worker.output_checks import OutputChecks
 
             started = time.perf_counter()
             self.choice = choose_profile(self.settings)
@@ -105,6 +107,7 @@ class IdentityPipeline:
             policy = DevicePolicy.decide(self.settings)
             self.engine = load_engine(model_dir, policy, fast=FastOptions.decide(self.settings, policy, model_dir))
             self.face_analyzer = analyzer
+            self.checks = OutputChecks.load(analyzer, self.settings)
             if self.appearance_analyzer is None and self.settings.gemini_api_key is not None:
                 from worker.appearance.analyzer import AppearanceAnalyzer
 
@@ -236,11 +239,13 @@ class IdentityPipeline:
         """Stages: 1. face analysis of the upload (appearance analysis alongside) → 2. prompt and
         layout (keypoints retargeted to the frame, face region) → 3. base generation (InstantID
         text-to-image, all candidates in one batch) → 4. face-detail pass (InstantID img2img on
-        each image's face) → 5. identity score and re-ranking. ``progress`` counts the steps of
-        stages 3 and 4 together."""
+        each image's face) → 5. identity score by the judge and re-ranking → 6. safety check.
+        ``progress`` counts the steps of stages 3 and 4 together."""
         from worker.appearance.analyzer import start_analysis, wait_for_analysis
         from worker.engine.face_detail import detail_steps, refine_faces
         from worker.engine.generation import stage_progress
+        from worker.output_checks import OutputChecks
+        from worker.safety.screen import screen_images
 
         self.load_models()
         started = time.perf_counter()
@@ -269,12 +274,16 @@ class IdentityPipeline:
                                        progress=stage_progress(progress, params.steps(), total, "face_detail"))
                 images, passes = refined.images, [e.as_dict() for e in refined.entries]
                 timings.update(refined.timings)
-        # 5. identity score per candidate (after the face pass), then keep the best num_images
-        images, details = self._rank_by_identity(images, face.embedding, params, seed, timings, passes)
+        # 5. identity score per candidate (after the face pass) by the judge, then keep the best num_images
+        checks = OutputChecks.of(self)
+        reference = checks.judge.reference(face_image, face)
+        images, details = self._rank_by_identity(images, reference, params, seed, timings, passes)
+        # 6. safety check on every returned image (a flagged one is withheld: worker.safety.screen)
+        images, details = screen_images(checks.safety, images, details, timings)
         timings.update(out.timings, total_s=time.perf_counter() - started)
         return {"images": images, "image_details": details, "analysis": analysis,
                 "method": self.engine.method, "profile": self.profile, "note": self.note, "seed": seed,
-                "parts": self.engine.parts,
+                "parts": self.engine.parts, **checks.describe(),
                 "prompt": prompt.positive, "negative_prompt": prompt.negative, "timings": timings}
 
     def _base_generation(self, inputs, progress: Progress | None):
@@ -297,7 +306,7 @@ class IdentityPipeline:
         from worker.engine.prompts import build_prompt
         from worker.face.keypoints import draw_kps, retarget_kps
 
-        prompt = build_prompt(params.body_params(), analysis)
+        prompt = build_prompt(params.prompt_params(), analysis)
         fallback_w, fallback_h = default_size(self.engine.pipe)
         width, height = params.width or fallback_w, params.height or fallback_h
         kps = retarget_kps(face.kps, width, height, params.pose)
@@ -322,7 +331,7 @@ class IdentityPipeline:
 
         if not params.face_detail or self.engine.method != "instantid":
             return None
-        pair = face_detail_prompt(params.body_params(), analysis)
+        pair = face_detail_prompt(params.prompt_params(), analysis)
         return FaceDetailInputs(
             prompt=pair.positive, negative_prompt=pair.negative, face_embedding=face.embedding, seed=seed,
             strength=params.face_detail_strength, mode=params.mode, steps=params.steps(),
@@ -336,13 +345,14 @@ class IdentityPipeline:
     def _rank_by_identity(self, images: list[Image.Image], reference, params: GenerationParams, seed: int,
                           timings: dict[str, Any], passes: list[dict[str, Any]] | None = None,
                           ) -> tuple[list[Image.Image], list[dict[str, Any]]]:
-        """Score every candidate against the upload's embedding with the loaded recognizer and
+        """Score every candidate against the upload's embedding with the identity judge and
         return the ``num_images`` best, best first, with each one's entry for the result (what the
         face-detail pass did to it included)."""
-        from worker.face.identity_score import rank_candidates, score_images
+        from worker.face.identity_score import rank_candidates
+        from worker.output_checks import OutputChecks
 
         t = time.perf_counter()
-        scores = score_images(self.face_analyzer, reference, images)
+        scores = OutputChecks.of(self).judge.score(reference, images)
         timings["identity_score_s"] = time.perf_counter() - t
         ranked = rank_candidates(scores, keep=params.num_images, min_score=params.min_identity_score)
         passes = passes or [{"face_detail": None, "face_detail_reason": None}] * len(images)

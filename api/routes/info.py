@@ -14,9 +14,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import SettingsDep, StoreDep
+from shared.output_formats import format_list
 from shared.params import GenerationParams
 from shared.settings import Settings
 from shared.size_presets import default_output_size, size_presets
+from shared.styles import style_list
 
 router = APIRouter(prefix="/api/v1", tags=["info"])
 
@@ -34,7 +36,14 @@ class ServerInfo(BaseModel):
         "profiles": ["tiny"], "workers": 1, "auth_required": False,
         "default_size": {"width": 256, "height": 256},
         "size_presets": [{"width": 256, "height": 256}, {"width": 512, "height": 512}],
-        "notice": TINY_NOTICE, "params": {"type": "object", "properties": {"height_cm": {
+        "notice": TINY_NOTICE,
+        "styles": [{"name": "photographic", "description": "A natural photograph in daylight (the default)."},
+                   {"name": "watercolor", "description": "A watercolor painting: soft washes of colour on paper."}],
+        "output_formats": [{"name": "png", "content_type": "image/png", "extension": "png", "lossy": False,
+                            "description": "Lossless; the largest files."},
+                           {"name": "webp", "content_type": "image/webp", "extension": "webp", "lossy": True,
+                            "description": "Lossy; output_quality 1-100 (default 90)."}],
+        "params": {"type": "object", "properties": {"height_cm": {
             "type": "number", "minimum": 50, "maximum": 300, "default": 170}}},
         "memory_plans": [{"worker_id": "gpu0@host:4242", "name": "group-offload", "device": "cuda",
                           "fp8": ["controlnet", "text_encoder", "text_encoder_2"], "vae_tiling": True,
@@ -49,6 +58,8 @@ class ServerInfo(BaseModel):
     default_size: dict[str, int] = Field(description="Output width and height of a job that sends none.")
     size_presets: list[dict[str, int]] = Field(description="Sizes the web page offers (up to 512x512 when only the tiny profile runs).")
     notice: str | None = Field(None, description="What a person should know first (the tiny profile's noise), if anything.")
+    styles: list[dict[str, str]] = Field(description="The style presets a job can name in 'style': name and a one-line description.")
+    output_formats: list[dict[str, Any]] = Field(description="The formats a job can name in 'output_format': name, Content-Type, file extension, whether output_quality applies.")
     params: dict[str, Any] = Field(description="JSON schema of the generation parameters: types, ranges, choices, defaults.")
     memory_plans: list[dict[str, Any]] = Field([], description="The memory plan of each live worker (`idbody plan` prints the same): where the networks live (name: resident, resident-fp8, model-offload, group-offload, or cpu), fp8 storage, VAE tiling, images per denoise pass, predicted peak and budget in GiB, whether compiling may run, and why.")
 
@@ -73,6 +84,8 @@ def server_info(settings: Settings, workers: list[dict[str, Any]]) -> dict[str, 
         "default_size": default,
         "size_presets": [{"width": w, "height": h} for w, h in size_presets(profiles)],
         "notice": notice,
+        "styles": style_list(),
+        "output_formats": format_list(),
         "params": GenerationParams.model_json_schema(),
         "memory_plans": [{"worker_id": w.get("worker_id"), **w["memory_plan"]} for w in loaded if w.get("memory_plan")],
     }

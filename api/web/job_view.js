@@ -82,7 +82,8 @@ const JobView = (() => {
     ParamsForm.markInvalid(null);
   }
 
-  // The result JSON: one figure per image, with its identity score when the server sends one.
+  // The result JSON: one figure per image, with its identity score (and the judge that gave it),
+  // whether it is below the job's min_identity_score, and whether the safety check withheld it.
   function gallery(result) {
     $("results").hidden = false;
     $("result-note").textContent = result.note || "";
@@ -93,12 +94,19 @@ const JobView = (() => {
       img.alt = `Generated image ${image.id}`;
       img.loading = "lazy";
       const caption = document.createElement("figcaption");
-      const score = typeof image.identity_score === "number" ? ` · identity ${image.identity_score.toFixed(2)}` : "";
-      caption.textContent = `${image.id}${score}`;
+      const judge = result.identity_judge ? ` (${result.identity_judge})` : "";
+      const score = typeof image.identity_score === "number"
+        ? ` · identity ${image.identity_score.toFixed(2)}${judge}` : " · no face found";
+      const below = image.below_threshold ? " · below threshold" : "";
+      const withheld = image.nsfw ? " · withheld by the safety check (blurred)" : "";
+      caption.textContent = `${image.id}${score}${below}${withheld}`;
+      caption.dataset.identityScore = image.identity_score ?? "";
+      caption.dataset.belowThreshold = String(Boolean(image.below_threshold));
+      caption.dataset.nsfw = String(image.nsfw);
       const download = document.createElement("a");
       download.className = "button";
       download.href = image.url;
-      download.download = `${image.id}.png`;
+      download.download = image.file_name || `${image.id}.png`;
       download.target = "_blank";
       download.rel = "noopener";
       download.textContent = "Download";

@@ -5,7 +5,7 @@
 const ParamsForm = (() => {
   const GROUPS = {
     "body-fields": ["body_type", "gender", "height_cm", "weight_kg", "pose", "clothing", "ethnicity", "skin_tone"],
-    "image-fields": ["mode", "num_images", "size"],
+    "image-fields": ["mode", "num_images", "size", "style", "scene", "output_format", "output_quality"],
   };
   // width and height are offered together, as the size choice
   const SIZE_FIELDS = ["width", "height"];

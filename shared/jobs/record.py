@@ -88,6 +88,9 @@ class ResultImage(BaseModel):
     # the face-detail pass (worker.engine.face_detail): "applied" or "skipped" and why (no_face, off, ...)
     face_detail: str | None = None
     face_detail_reason: str | None = None
+    content_type: str = "image/png"  # the stored object's type (the job's output_format)
+    # the safety check's verdict (worker.safety.screen): True means a blurred copy is stored; None: check off
+    nsfw: bool | None = None
 
 
 class JobResult(BaseModel):
@@ -97,6 +100,9 @@ class JobResult(BaseModel):
     profile: str | None = None  # "instantid" (released weights) or "tiny" (random weights)
     note: str | None = None
     parts: list[str] = Field(default_factory=list)  # what made the images (worker.engine.loading.Engine.parts)
+    identity_judge: str | None = None  # the recognizer that computed identity_score (worker.face.judge)
+    identity_judge_independent: bool | None = None  # False: the judge also conditioned the generation
+    safety_check: str | None = None  # the detector that screened the images, or "off"
 
 
 class WebhookAttempt(BaseModel):

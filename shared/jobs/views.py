@@ -80,6 +80,9 @@ def result_view(record: JobRecord, url_for: Callable[[str], str]) -> dict[str, A
         "profile": result.profile if result else None,
         "note": result.note if result else None,
         "parts": list(result.parts) if result else [],
+        "identity_judge": result.identity_judge if result else None,
+        "identity_judge_independent": result.identity_judge_independent if result else None,
+        "safety_check": result.safety_check if result else None,
         "input_face": input_face(record),
     }
     if not succeeded:
@@ -93,11 +96,12 @@ def result_view(record: JobRecord, url_for: Callable[[str], str]) -> dict[str, A
 
 
 def image_entry(image: ResultImage, url_for: Callable[[str], str]) -> dict[str, Any]:
-    """One image of the result: its URL and its likeness (``identity_score`` None with
-    ``face_found: false`` when no face was found in it)."""
-    return {"id": image.id, "url": url_for(image.key), "identity_score": image.identity_score,
+    """One image of the result: its URL, type and file name, and its likeness (``identity_score``
+    None with ``face_found: false`` when no face was found in it)."""
+    return {"id": image.id, "url": url_for(image.key), "content_type": image.content_type,
+            "file_name": image.key.rsplit("/", 1)[-1], "identity_score": image.identity_score,
             "face_found": image.face_found, "below_threshold": image.below_threshold, "seed": image.seed,
-            "face_detail": image.face_detail, "face_detail_reason": image.face_detail_reason}
+            "face_detail": image.face_detail, "face_detail_reason": image.face_detail_reason, "nsfw": image.nsfw}
 
 
 def input_face(record: JobRecord) -> dict[str, Any] | None:

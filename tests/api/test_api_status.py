@@ -34,7 +34,8 @@ def _finish(gw: Gateway, rid: str, n: int = 2) -> None:
     face = {"bbox": [10.0, 20.0, 110.0, 150.0], "det_score": 0.93, "box_size": [100.0, 130.0]}
     done = gw.store.transition(rid, JobStatus.SUCCEEDED, result={
         "images": images, "analysis": {"skin_tone": "warm ivory", "face": face}, "method": "instantid",
-        "profile": "tiny", "note": None, "parts": ["sdxl", "identitynet", "pose-prompt-only"]})
+        "profile": "tiny", "note": None, "parts": ["sdxl", "identitynet", "pose-prompt-only"],
+        "identity_judge": "dlib-resnet", "identity_judge_independent": False, "safety_check": "nudenet-320n"})
     assert done is not None
 
 
@@ -68,7 +69,9 @@ def test_result_shapes(gateway):
     assert status["status"] == "succeeded" and status["result_url"].endswith(f"/api/v1/jobs/{rid}/result")
     result = gateway.client.get(f"/api/v1/jobs/{rid}/result").json()
     assert set(result) == {"success", "request_id", "count", "images", "analysis", "method", "profile", "note",
-                           "parts", "input_face"}
+                           "parts", "identity_judge", "identity_judge_independent", "safety_check", "input_face"}
+    assert (result["identity_judge"], result["identity_judge_independent"], result["safety_check"]) == (
+        "dlib-resnet", False, "nudenet-320n")
     assert result["parts"] == ["sdxl", "identitynet", "pose-prompt-only"]
     assert result["success"] is True and result["count"] == 2 and result["method"] == "instantid"
     assert result["profile"] == "tiny"
@@ -79,6 +82,10 @@ def test_result_shapes(gateway):
     assert result["input_face"] == status["input_face"] == {"det_score": 0.93, "box_size": [100.0, 130.0]}
     png = httpx.get(result["images"][1]["url"])
     assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size == (64, 96)
+    # a record written before output formats existed still reads as a PNG
+    assert [(im["content_type"], im["file_name"]) for im in result["images"]] == [
+        ("image/png", "identity_body_0.png"), ("image/png", "identity_body_1.png")]
+    assert [im["nsfw"] for im in result["images"]] == [None, None]
 
 
 def test_result_of_failed_job(gateway):

@@ -64,6 +64,17 @@ def test_info_carries_each_live_workers_memory_plan(gateway: Gateway):
     assert listed == {"worker_id": "gpu0@test", **plan} and listed["name"] == "group-offload"
 
 
+def test_info_lists_the_styles_and_output_formats_the_parameters_accept(gateway: Gateway):
+    info = gateway.client.get("/api/v1/info").json()
+    props = info["params"]["properties"]
+    assert [s["name"] for s in info["styles"]] == props["style"]["enum"]
+    assert len(info["styles"]) >= 6 and all(s["description"] for s in info["styles"])
+    formats = {f["name"]: f for f in info["output_formats"]}
+    assert list(formats) == props["output_format"]["enum"] == ["png", "jpeg", "webp"]
+    assert formats["jpeg"]["content_type"] == "image/jpeg" and formats["jpeg"]["lossy"] is True
+    assert formats["png"]["lossy"] is False
+
+
 @contextmanager
 def served(settings) -> Iterator[Gateway]:
     app, server, thread = serve(settings)

@@ -83,6 +83,9 @@ def test_a_photo_becomes_a_gallery_with_live_progress(stack, phone, job_deadline
     page.fill("#param-num_images", str(IMAGES))
     page.click("details > summary")
     page.fill("#param-num_inference_steps", str(STEPS))
+    page.select_option("#param-style", "cinematic")  # the presets of shared/styles.py, from /api/v1/info
+    page.select_option("#param-output_format", "webp")
+    page.fill("#param-min_identity_score", "1")  # nothing reaches 1: every image is marked below it
     page.click("#submit")
     page.wait_for_function("document.querySelector('#status').dataset.status === 'succeeded'",
                            timeout=job_deadline_ms)
@@ -99,6 +102,11 @@ def test_a_photo_becomes_a_gallery_with_live_progress(stack, phone, job_deadline
         timeout=30_000)
     assert page.eval_on_selector_all("#gallery img", "imgs => imgs.map(i => i.naturalWidth)") == [128, 128]
     assert page.eval_on_selector_all("#gallery a.button", "links => links.length") == IMAGES
+    captions = page.eval_on_selector_all("#gallery figcaption", "cs => cs.map(c => [c.textContent, c.dataset.belowThreshold])")
+    assert len(captions) == IMAGES and all(below == "true" and "below threshold" in text for text, below in captions)
+    assert all("(dlib-resnet)" in text or "no face found" in text for text, _ in captions), captions
+    assert all(name.endswith(".webp") for name in page.eval_on_selector_all(
+        "#gallery a.button", "links => links.map(a => a.getAttribute('download'))"))
     assert _fits_the_screen(page)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "phone-gallery.png"), full_page=True)

@@ -35,20 +35,25 @@ def _idbody(*argv: str, cwd: Path, tiny_dir: Path | None = None) -> subprocess.C
 
 
 @pytest.mark.integration  # a process that loads the engine: seconds idle, minutes on a busy machine
-def test_generate_writes_pngs_and_the_seed_result_shape(tiny_model_dir, tmp_path):
+def test_generate_writes_images_and_the_seed_result_shape(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     run = _idbody("generate", str(PHOTO), "-o", str(out), "--profile", "tiny", "--body-type", "athletic",
-                  "--seed", "11", *SMALL, cwd=tmp_path, tiny_dir=tiny_model_dir)
+                  "--seed", "11", "--style", "anime", "--scene", "in a park", "--output-format", "jpeg",
+                  *SMALL, cwd=tmp_path, tiny_dir=tiny_model_dir)
     assert run.returncode == 0, run.stderr
     sidecar = json.loads((out / "result.json").read_text())
     assert {"success", "request_id", "count", "images", "analysis", "method", "note"} <= set(sidecar)
     assert sidecar["success"] is True and sidecar["count"] == 2 and sidecar["seed"] == 11
     assert [im["id"] for im in sidecar["images"]] == ["identity_body_0", "identity_body_1"]
-    for image in sidecar["images"]:
+    for index, image in enumerate(sidecar["images"]):
         path = out / image["file"]
+        assert image["file"] == f"identity_body_{index}.jpg" and image["content_type"] == "image/jpeg"
         assert image["url"] == path.resolve().as_uri()
-        assert Image.open(path).size == (64, 96)
+        assert Image.open(path).size == (64, 96) and Image.open(path).format == "JPEG"
+        assert image["nsfw"] is False and "identity_score" in image
+    assert (sidecar["safety_check"], sidecar["identity_judge"]) == ("nudenet-320n", "dlib-resnet")
     assert sidecar["params"]["body_type"] == "athletic" and sidecar["profile"] == "tiny"
+    assert (sidecar["params"]["style"], sidecar["params"]["scene"]) == ("anime", "in a park")
     assert sidecar["analysis"]["face"]["face_count"] >= 1
     for stage in ("loading models", "analysing the face", "denoising", "writing images"):
         assert stage in run.stderr

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from shared.styles import DEFAULT_STYLE, STYLES
 from worker.appearance.schema import given, user_wins
 
 # WHO adult BMI cut-offs; a value on a boundary belongs to the upper band.
@@ -66,13 +67,11 @@ GENDER_NOUNS: dict[str, str] = {
 }
 
 FRAMING = "head to toe, entire body in frame, shoes visible"
-QUALITY = "photorealistic, natural light, sharp focus"
 
 NEGATIVE_BASE = (
     "cropped, cut off, out of frame, portrait, close-up, headshot, upper body only, half body, "
     "missing legs, missing feet, extra limbs, extra arms, extra legs, extra fingers, "
-    "deformed hands, bad anatomy, bad proportions, disfigured, blurry, lowres, watermark, text, "
-    "cartoon"
+    "deformed hands, bad anatomy, bad proportions, disfigured, blurry, lowres, watermark, text"
 )
 
 DEFAULT_BODY: dict[str, Any] = {
@@ -81,6 +80,7 @@ DEFAULT_BODY: dict[str, Any] = {
     "weight_kg": 65.0,
     "pose": "standing",
     "clothing": "casual minimal",
+    "style": DEFAULT_STYLE,
 }
 
 
@@ -116,7 +116,9 @@ def height_words(height_cm: float) -> str:
 
 
 def build_prompt(body: dict[str, Any], analysis: dict[str, Any] | None = None) -> PromptPair:
-    """Compose the prompts for one job from the seed's body parameters.
+    """Compose the prompts for one job from the seed's body parameters, ``style`` (a preset of
+    ``shared.styles``: its fragment right after the framing, where the 77-token window surely
+    reads it, and its negative after the pose's) and ``scene`` (free text after the clothing).
 
     ``analysis`` (keys skin_tone, ethnicity, age_range, gender_presentation, hair) only fills what
     the user left empty or None.
@@ -133,9 +135,11 @@ def build_prompt(body: dict[str, Any], analysis: dict[str, Any] | None = None) -
     height, weight = float(merged["height_cm"]), float(merged["weight_kg"])
 
     subject = _subject(merged, analysis)
+    style = STYLES[str(merged["style"])]
     parts = [
         f"full body shot of {_article(subject)} {subject}",
         FRAMING,
+        style.positive,
         POSE_WORDS.get(pose, _clean(pose)),
         BUILD_WORDS.get(body_type, _clean(body_type) + " build"),
         BMI_WORDS[bmi_band(height, weight)],
@@ -143,10 +147,10 @@ def build_prompt(body: dict[str, Any], analysis: dict[str, Any] | None = None) -
         _skin(_pick(merged.get("skin_tone"), analysis.get("skin_tone"))),
         _clean(analysis.get("hair")),
         f"wearing {_clean(merged['clothing']) or 'casual clothes'}",
-        QUALITY,
+        _clean(merged.get("scene")),
     ]
-    # Pose conflicts first: the negative prompt is truncated at 77 tokens as well.
-    negative = ", ".join(p for p in (POSE_NEGATIVE.get(pose, ""), NEGATIVE_BASE) if p)
+    # Pose and style conflicts first: the negative prompt is truncated at 77 tokens as well.
+    negative = ", ".join(p for p in (POSE_NEGATIVE.get(pose, ""), style.negative, NEGATIVE_BASE) if p)
     return PromptPair(positive=", ".join(p for p in parts if p), negative=negative)
 
 
@@ -180,13 +184,14 @@ def _article(phrase: str) -> str:
     return "an" if phrase[:1].lower() in "aeiou" else "a"
 
 
-FACE_DETAIL_QUALITY = "detailed face, natural skin texture, sharp focus, natural light, photorealistic"
-FACE_DETAIL_NEGATIVE = "blurry, lowres, deformed, disfigured, asymmetric eyes, bad anatomy, cartoon, watermark, text"
+FACE_DETAIL_QUALITY = "detailed face, natural skin texture, sharp focus"
+FACE_DETAIL_NEGATIVE = "blurry, lowres, deformed, disfigured, asymmetric eyes, bad anatomy, watermark, text"
 
 
 def face_detail_prompt(body: dict[str, Any], analysis: dict[str, Any] | None = None) -> PromptPair:
     """The prompt pair for the face-detail pass: the same person, described as the close-up the
-    crop is. The body prompt's framing and its anti-close-up negative would fight that crop.
+    crop is, in the job's style (a photoreal face pasted into a watercolor would stand out). The body
+    prompt's framing and its anti-close-up negative would fight that crop.
 
     Example::
 
@@ -196,10 +201,13 @@ def face_detail_prompt(body: dict[str, Any], analysis: dict[str, Any] | None = N
     analysis = analysis or {}
     merged = {**DEFAULT_BODY, **{k: v for k, v in body.items() if given(v)}}
     subject = _subject(merged, analysis)
+    style = STYLES[str(merged["style"])]
     parts = [
         f"close-up photo of the face of {_article(subject)} {subject}",
         _skin(_pick(merged.get("skin_tone"), analysis.get("skin_tone"))),
         _clean(analysis.get("hair")),
         FACE_DETAIL_QUALITY,
+        style.positive,
     ]
-    return PromptPair(positive=", ".join(p for p in parts if p), negative=FACE_DETAIL_NEGATIVE)
+    return PromptPair(positive=", ".join(p for p in parts if p),
+                      negative=f"{style.negative}, {FACE_DETAIL_NEGATIVE}")

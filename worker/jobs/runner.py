@@ -28,6 +28,7 @@ from shared.jobs.record import (
     ResultImage,
     result_image_id,
 )
+from shared.output_formats import encode_image
 from shared.params import parse_params
 from shared.transient import is_transient
 from worker.jobs.transient_retry import TransientRetry
@@ -139,8 +140,9 @@ def progress_writer(store: Any, request_id: str, deadline: float) -> ProgressWri
 def generate_job_result(record: JobRecord, pipeline: Any, storage: Any, on_step: ProgressWriter,
                         retry: TransientRetry | None = None) -> JobResult:
     """Fetch the upload, generate (the stages of ``IdentityPipeline.generate``: face analysis,
-    layout, base generation, face-detail pass, identity score and re-rank), upload PNGs; returns
-    the JobResult to store, each image with its score and what the face-detail pass did to it.
+    layout, base generation, face-detail pass, identity score and re-rank, safety check), upload the
+    images in the job's output format; returns the JobResult to store, each image with its score,
+    its safety verdict and what the face-detail pass did to it.
     Storage calls go through ``retry``: an S3 outage delays them rather than failing the job."""
     from PIL import Image
 
@@ -154,13 +156,16 @@ def generate_job_result(record: JobRecord, pipeline: Any, storage: Any, on_step:
     observe_identity_scores(details)
     images = []
     for index, (image, detail) in enumerate(zip(out["images"], details)):
-        buf = io.BytesIO()
-        image.save(buf, format="PNG")
-        key = retry.call(IMAGES, storage.put_result, record.request_id, index, buf.getvalue())
-        images.append(ResultImage(id=result_image_id(index), key=key, width=image.width,
-                                  height=image.height, **detail))
+        encoded = encode_image(image, params.output_format, params.output_quality)
+        key = retry.call(IMAGES, storage.put_result, record.request_id, index, encoded.data,
+                         encoded.content_type, encoded.extension)
+        images.append(ResultImage(id=result_image_id(index), key=key, width=image.width, height=image.height,
+                                  content_type=encoded.content_type, **detail))
     return JobResult(images=images, analysis=out.get("analysis") or {}, method=out.get("method", "instantid"),
-                     profile=out.get("profile"), note=out.get("note"), parts=list(out.get("parts") or []))
+                     profile=out.get("profile"), note=out.get("note"), parts=list(out.get("parts") or []),
+                     identity_judge=out.get("identity_judge"),
+                     identity_judge_independent=out.get("identity_judge_independent"),
+                     safety_check=out.get("safety_check"))
 
 
 def observe_identity_scores(details: list[dict[str, Any]]) -> None:

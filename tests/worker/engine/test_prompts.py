@@ -7,7 +7,8 @@ import dataclasses
 
 import pytest
 
-from worker.engine.prompts import PromptPair, bmi_band, build_prompt
+from shared.styles import STYLES
+from worker.engine.prompts import PromptPair, bmi_band, build_prompt, face_detail_prompt
 
 
 def body(**overrides):
@@ -200,3 +201,53 @@ def test_subject_and_framing_lead_the_prompt():
     head = positive.split(", ")[:4]
     assert head[0].startswith("full body shot of")
     assert "head to toe" in head
+
+
+@pytest.mark.parametrize("name", sorted(STYLES))
+def test_each_style_reaches_both_prompts(name):
+    style = STYLES[name]
+    pair = build_prompt(body(style=name))
+    assert style.positive in pair.positive
+    assert style.negative in pair.negative
+    # the look comes right after the framing, inside the 77 tokens the text encoders read
+    assert pair.positive.index(style.positive) < pair.positive.index("wearing")
+    detail = face_detail_prompt(body(style=name))
+    assert style.positive in detail.positive and style.negative in detail.negative
+
+
+def test_styles_differ_and_the_default_is_photographic():
+    prompts = {build_prompt(body(style=name)).positive for name in STYLES}
+    assert len(prompts) == len(STYLES)
+    assert build_prompt(body()).positive == build_prompt(body(style="photographic")).positive
+    assert "photorealistic" in build_prompt(body()).positive
+
+
+def test_painted_styles_do_not_ask_for_a_photograph():
+    pair = build_prompt(body(style="watercolor"))
+    assert "photorealistic" not in pair.positive
+    assert "photorealistic" in pair.negative
+
+
+@pytest.mark.parametrize("scene", ["on a beach at sunset", "in a busy Tokyo street at night"])
+def test_scene_reaches_the_prompt_after_the_clothing(scene):
+    positive = build_prompt(body(scene=scene)).positive
+    assert scene in positive
+    assert positive.index("wearing") < positive.index(scene)
+
+
+def test_scene_is_collapsed_to_one_phrase_and_absent_when_empty():
+    assert build_prompt(body(scene="in a park\n  at dawn, ")).positive.endswith(", in a park at dawn")
+    assert build_prompt(body(scene=None)).positive == build_prompt(body()).positive
+    assert build_prompt(body(scene="  ")).positive == build_prompt(body()).positive
+
+
+def test_every_style_is_a_parameter_choice_and_listed():
+    from typing import get_args
+
+    from shared.styles import StyleName, style_list
+
+    assert set(get_args(StyleName)) == set(STYLES)
+    assert len(STYLES) >= 6
+    listed = style_list()
+    assert [s["name"] for s in listed] == list(get_args(StyleName))
+    assert all(s["description"].endswith(".") and "\n" not in s["description"] for s in listed)
