@@ -41,13 +41,19 @@ def test_generate_writes_pngs_and_the_seed_result_shape(tiny_model_dir, tmp_path
                   "--seed", "11", *SMALL, cwd=tmp_path, tiny_dir=tiny_model_dir)
     assert run.returncode == 0, run.stderr
     sidecar = json.loads((out / "result.json").read_text())
-    assert {"success", "request_id", "count", "images", "analysis", "method", "note"} <= set(sidecar)
+    # the API's result shape (the status API's result view), with file URLs
+    assert {"success", "request_id", "count", "images", "analysis", "method", "profile", "note", "parts",
+            "input_face"} <= set(sidecar)
     assert sidecar["success"] is True and sidecar["count"] == 2 and sidecar["seed"] == 11
     assert [im["id"] for im in sidecar["images"]] == ["identity_body_0", "identity_body_1"]
     for image in sidecar["images"]:
+        assert {"identity_score", "face_found", "below_threshold", "seed", "face_detail", "face_detail_reason"} <= set(image)
+        assert image["face_found"] is (image["identity_score"] is not None)
         path = out / image["file"]
         assert image["url"] == path.resolve().as_uri()
-        assert Image.open(path).size == (64, 96)
+        assert Image.open(path).size == (64, 96) == (image["width"], image["height"])
+    assert sorted(image["seed"] for image in sidecar["images"]) == [11, 12]  # image i: seed + i
+    assert sidecar["input_face"]["det_score"] > 0
     assert sidecar["params"]["body_type"] == "athletic" and sidecar["profile"] == "tiny"
     assert sidecar["analysis"]["face"]["face_count"] >= 1
     for stage in ("loading models", "analysing the face", "denoising", "writing images"):
