@@ -110,5 +110,15 @@ def beat_schedule_path(settings: Settings) -> Path:
     """
     if settings.beat_schedule_path is not None:
         return settings.beat_schedule_path
-    digest = hashlib.sha256(settings.redis_url.encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"idbody-celerybeat-{digest}"
+    return Path(tempfile.gettempdir()) / f"idbody-celerybeat-{stack_tag(settings.redis_url)}"
+
+
+def stack_tag(redis_url: str) -> str:
+    """What tells one stack's files in a host's temp folder from another's: a digest of the Redis
+    URL that every process of a stack shares (beat's schedule, the workers' liveness files).
+
+    Example::
+
+        stack_tag("redis://127.0.0.1:6379/0")   # '3f2a9c1d0e7b'
+    """
+    return hashlib.sha256(redis_url.encode()).hexdigest()[:12]

@@ -43,10 +43,29 @@ BODY_PARAM_KEYS = ("body_type", "height_cm", "weight_kg", "gender", "ethnicity",
 PROMPT_PARAM_KEYS = (*BODY_PARAM_KEYS, "style", "scene")
 
 
+# What a person reads for each field (the schema's `title`: the web page's labels, /docs); a field
+# left out gets pydantic's title from its name
+TITLES = {
+    "body_type": "Body type", "height_cm": "Height (cm)", "weight_kg": "Weight (kg)", "gender": "Gender",
+    "ethnicity": "Ethnicity", "skin_tone": "Skin tone", "pose": "Pose", "clothing": "Clothing",
+    "num_images": "Number of images", "mode": "Mode", "num_inference_steps": "Denoise steps",
+    "guidance_scale": "Guidance scale", "controlnet_conditioning_scale": "IdentityNet strength",
+    "ip_adapter_scale": "Identity strength (IP-Adapter)", "seed": "Seed", "width": "Width (px)",
+    "height": "Height (px)", "use_gemini_analysis": "Analyse the face with Gemini",
+    "face_detail": "Refine the face", "face_detail_strength": "Face refinement strength",
+    "face_region_emphasis": "Keep identity to the face", "candidates": "Candidates",
+    "min_identity_score": "Minimum identity score",
+}
+
+
+def _field_title(name: str, _info: object) -> str:
+    return TITLES.get(name) or name.replace("_", " ").capitalize()
+
+
 class GenerationParams(BaseModel):
     """Everything a caller can set about one generation job."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, field_title_generator=_field_title)
 
     body_type: BodyType = Field("average", description="slim, athletic, muscular, average or curvy.")
     height_cm: float = Field(170, ge=50, le=300, description="Height in centimetres, 50-300.")

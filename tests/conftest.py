@@ -83,9 +83,17 @@ def settings(valkey, s3_server, tmp_path: Path) -> Settings:
 # --- engine (tiny profile, built once per session) ---------------------------------------------
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny profile in the folder the ``settings`` fixture points at (built once, reused)."""
+    """The tiny profile in the folder the ``settings`` fixture points at (built once, reused).
+
+    Every in-process engine test depends on it, so it also keeps torch to one thread in the test
+    process: the tiny models' operations are too small to split, and a second OpenMP thread spins
+    waiting for work. tests/worker/engine/test_pipeline_generation.py took 14.6 CPU-seconds with one
+    thread and 100.5 with two on the busy two-core dev VM (172 s against 858 s of wall time)."""
+    import torch
+
     from worker.tiny.model_dir import build_tiny_model_dir
 
+    torch.set_num_threads(1)
     return build_tiny_model_dir(tmp_path_factory.getbasetemp() / "tiny-models")
 
 

@@ -2,9 +2,12 @@
 
 The photo goes through the gateway's upload checks, the parameters through the one
 GenerationParams model (options derived from it: ``shared.params_cli``), then the seed's Python API
-runs with a progress bar on stderr. DIR gets ``identity_body_<i>.png`` (``.jpg``/``.webp`` with
-``--output-format``) and ``result.json`` in the seed's response shape (``success, request_id,
-count, images[{id, url}], analysis, method, note``; ``url`` is the image's file URI) plus ``seed``, ``params``, ``profile`` and ``timings``.
+runs with a progress bar on stderr. DIR (default ``generated/``) gets ``identity_body_<i>.png``
+(``.jpg``/``.webp`` with ``--output-format``) and ``result.json``: the API's result
+(``shared.jobs.views.result_view``: ``success, request_id, count, images[{id, url, identity_score,
+face_found, nsfw, seed, ...}], analysis, method, profile, note, parts, identity_judge, safety_check,
+input_face``; ``url`` is the image's file URI) plus each image's ``file``, ``width`` and ``height``,
+and ``seed``, ``params`` and ``timings``.
 
 Exit status: 0 on success; 2 when the input is at fault (bad parameter, unreadable photo, no face:
 what the API answers with a 4xx); 1 when generation itself failed. The stable error code is printed
@@ -12,7 +15,7 @@ first on stderr (``error: no_face_detected: ...``) and written to result.json to
 
 Example::
 
-    idbody generate docs/examples/face.jpg -o out/ --body-type athletic --num-images 2 --seed 7
+    idbody generate docs/examples/face.jpg --body-type athletic --num-images 2 --seed 7   # into generated/
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from shared.errors import ErrorCode, IdentityBodyError
 from shared.params_cli import add_param_options, params_from_args
 
 SIDECAR = "result.json"
+# not out/, where the README's client example downloads: the two never overwrite each other
+DEFAULT_OUTPUT = "generated"
 EXIT_INPUT, EXIT_FAILED = 2, 1
 STAGES = ("loading models", "analysing the face", "denoising", "writing images")
 
@@ -41,8 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="exit status: 0 ok; 2 the photo or a parameter is at fault (no_face_detected, "
                "invalid_parameter, ...); 1 generation failed. The error code is printed on stderr.")
     parser.add_argument("photo", type=Path, help="The face photo: JPEG, PNG, WebP, HEIC or AVIF.")
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
-                        help="Folder for the images and result.json (created if missing).")
+    parser.add_argument("-o", "--output", type=Path, default=Path(DEFAULT_OUTPUT), metavar="DIR",
+                        help=f"Folder for the images and result.json (created if missing; default: {DEFAULT_OUTPUT}/).")
     parser.add_argument("--profile", choices=("auto", "tiny", "instantid"), default=None,
                         help="Model profile (default: settings.model_profile).")
     parser.add_argument("--quiet", action="store_true", help="No progress output on stderr.")
@@ -90,8 +95,6 @@ def _load_photo(path: Path):
 
 
 def _run(face, params, args: argparse.Namespace) -> dict[str, Any]:
-    from shared.jobs.record import result_image_id
-    from shared.output_formats import encode_image
     from shared.settings import get_settings
     from worker.identity_pipeline import IdentityPipeline
 
@@ -108,19 +111,38 @@ def _run(face, params, args: argparse.Namespace) -> dict[str, Any]:
     finally:
         bar.close()
     _stage(args, 3)
-    args.output.mkdir(parents=True, exist_ok=True)
+    return _result(out, params, pipeline.profile, args.output)
+
+
+def _result(out: dict[str, Any], params, profile: str, folder: Path) -> dict[str, Any]:
+    """Save the images; the API's result view of them (``shared.jobs.views.result_view``, file URLs),
+    plus each image's file name and size, the seed, the parameters and the timings."""
+    import time
+
+    from shared.jobs.record import JobRecord, JobResult, JobStatus, ResultImage, result_image_id
+    from shared.jobs.views import result_view
+    from shared.output_formats import encode_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    details = out.get("image_details") or [{} for _ in out["images"]]
     images = []
-    for index, (image, detail) in enumerate(zip(out["images"], out["image_details"])):
+    for index, (image, detail) in enumerate(zip(out["images"], details)):
         encoded = encode_image(image, params.output_format, params.output_quality)
-        path = (args.output / f"{result_image_id(index)}.{encoded.extension}").resolve()
+        path = (folder / f"{result_image_id(index)}.{encoded.extension}").resolve()
         path.write_bytes(encoded.data)
-        images.append({"id": result_image_id(index), "url": path.as_uri(), "file": path.name,
-                       "content_type": encoded.content_type, "width": image.width, "height": image.height, **detail})
-    return {"success": True, "request_id": str(uuid.uuid4()), "count": len(images), "images": images,
-            "analysis": out["analysis"], "method": out["method"], "note": out["note"], "seed": out["seed"],
-            "parts": out["parts"], "identity_judge": out["identity_judge"],
-            "identity_judge_independent": out["identity_judge_independent"], "safety_check": out["safety_check"],
-            "params": params.model_dump(), "profile": pipeline.profile, "timings": out["timings"]}
+        images.append(ResultImage(id=result_image_id(index), key=str(path), width=image.width, height=image.height,
+                                  content_type=encoded.content_type, **detail))
+    record = JobRecord(request_id=str(uuid.uuid4()), status=JobStatus.SUCCEEDED, params=params.model_dump(),
+                       created_at=time.time(), result=JobResult(
+                           images=images, analysis=out["analysis"], method=out["method"], profile=profile,
+                           note=out["note"], parts=list(out.get("parts") or []),
+                           identity_judge=out.get("identity_judge"),
+                           identity_judge_independent=out.get("identity_judge_independent"),
+                           safety_check=out.get("safety_check")))
+    view = result_view(record, lambda key: Path(key).as_uri())
+    for entry, image in zip(view["images"], images):
+        entry.update(file=Path(image.key).name, width=image.width, height=image.height)
+    return {**view, "seed": out["seed"], "params": params.model_dump(), "timings": out["timings"]}
 
 
 class _StepBar:

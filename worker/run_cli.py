@@ -85,17 +85,18 @@ def _main(args: argparse.Namespace) -> int:
         return _ready(settings)
     node = args.hostname or default_node(args.queues)
     if args.action == "alive":
-        return _alive(node)
+        return _alive(node, settings)
     if args.queues == IO_QUEUE and (refusal := _deployment_refusal(settings)):
         print(f"idbody worker: not starting: {refusal}", file=sys.stderr)
         return 2
     from shared.structured_logs import configure_logging, log_format
 
     configure_logging(settings)
+    from shared.celery_app import stack_tag
     from worker.celery_worker import app
     from worker.jobs.liveness import LivenessBeacon, alive_path
 
-    LivenessBeacon(alive_path(node)).start()
+    LivenessBeacon(alive_path(node, stack_tag(settings.redis_url))).start()
 
     app.worker_main(celery_argv(args.queues, args.concurrency, args.hostname, args.loglevel or settings.log_level,
                                 args.beat, quiet=log_format(settings) == "json", gpu_slots=_gpu_slots(args, settings)))
@@ -119,10 +120,11 @@ def _ready(settings) -> int:
     return 0
 
 
-def _alive(node: str) -> int:
+def _alive(node: str, settings) -> int:
+    from shared.celery_app import stack_tag
     from worker.jobs.liveness import alive_path, check_alive
 
-    alive, sentence = check_alive(alive_path(node))
+    alive, sentence = check_alive(alive_path(node, stack_tag(settings.redis_url)))
     print(sentence, file=sys.stdout if alive else sys.stderr)
     return 0 if alive else 1
 

@@ -25,6 +25,13 @@ def index() -> FileResponse:
                         headers={"Cache-Control": "no-cache"})
 
 
+@router.get("/favicon.ico")
+def favicon() -> FileResponse:
+    # browsers ask for it on every page whatever the page links: an answer, not a 404 in each log
+    return FileResponse(WEB_DIR / "favicon.ico", media_type="image/x-icon",
+                        headers={"Cache-Control": "max-age=86400"})
+
+
 def install_page(app: FastAPI) -> None:
     """Serve the page at ``/`` and its assets under ``/web/``."""
     app.include_router(router)

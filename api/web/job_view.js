@@ -31,7 +31,7 @@ const JobView = (() => {
       case "running": {
         const stage = STAGES[p.stage] || "starting";
         const steps = p.total && (p.stage === "denoising" || p.stage === "face_detail") ? ` (step ${p.step} of ${p.total})` : "";
-        const eta = p.eta_s !== null && p.eta_s !== undefined && p.stage === "denoising" ? `, about ${Math.ceil(p.eta_s)} s left` : "";
+        const eta = p.eta_s !== null && p.eta_s !== undefined && p.step < p.total ? `, about ${Math.ceil(p.eta_s)} s left` : "";
         return `Running: ${stage}${steps}${eta}`;
       }
       case "succeeded":

@@ -116,6 +116,7 @@ def valkey_binary() -> Path:
 @dataclass
 class ValkeyServer(_Process):
     port: int = 0
+    name = "Valkey"
 
     @property
     def url(self) -> str:
@@ -144,6 +145,7 @@ VOLUME_SLOTS = 2000
 @dataclass
 class SeaweedS3Server(_Process):
     port: int = 0
+    name = "SeaweedFS S3"
     access_key: str = ""
     secret_key: str = field(default="", repr=False)
 

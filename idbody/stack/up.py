@@ -35,6 +35,7 @@ from idbody.stack.servers import stop_process_groups
 from shared.settings import ENV_PREFIX, Settings
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+CHILDREN_STOP_S, SERVERS_STOP_S = 15, 10  # then SIGKILL
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,10 +63,22 @@ class Stack:
     children: list[Child] = field(default_factory=list)
     servers: list = field(default_factory=list)
 
-    def stop(self) -> None:
-        """Stop the children, then the servers (a worker shutting down warm still talks to Valkey)."""
-        stop_process_groups([child.proc for child in self.children], timeout_s=15)
-        stop_process_groups([server.proc for server in self.servers], timeout_s=10)
+    def stop(self, say=print) -> None:
+        """Stop the children, then the servers (a worker shutting down warm still talks to Valkey),
+        saying what it waits for and, at the end, how long it took."""
+        started = time.monotonic()
+        children = [child for child in self.children if child.proc.poll() is None]
+        servers = [server for server in self.servers if server.proc.poll() is None]
+        if not (children or servers):
+            return
+        if children:
+            say(f"Stopping {', '.join(child.name for child in children)}: a worker finishes its current "
+                f"denoise step first (killed after {CHILDREN_STOP_S} s) ...", flush=True)
+        stop_process_groups([child.proc for child in children], timeout_s=CHILDREN_STOP_S)
+        if servers:
+            say(f"Stopping {', '.join(server.name for server in servers)} ...", flush=True)
+        stop_process_groups([server.proc for server in servers], timeout_s=SERVERS_STOP_S)
+        say(f"Stopped everything in {time.monotonic() - started:.1f} s.", flush=True)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -183,6 +196,16 @@ def _status_of(url: str) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    code = _up(args)
+    # everything it started has stopped: leave at once. The interpreter's teardown of torch
+    # (imported to look for a GPU and to build the tiny profile) took 6-12 s after the closing line
+    # on a busy two-core machine, a silence that read as a hang.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _up(args: argparse.Namespace) -> int:
     from shared.settings import get_settings
     from worker.models.profile import choose_profile
 
@@ -227,7 +250,7 @@ def _main(args: argparse.Namespace) -> int:
         _watch(stack.children, settings)
         return 1
     except KeyboardInterrupt:
-        print("\nStopping ...")
+        print(flush=True)  # past the ^C the terminal echoed
         return 0
     finally:
         stack.stop()

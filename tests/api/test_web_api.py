@@ -27,10 +27,15 @@ def test_the_page_and_its_assets_are_served_from_the_package(gateway: Gateway):
     assert {"web/app.js", "web/style.css"} <= set(assets)
     for asset in assets:
         assert gateway.client.get("/" + asset).status_code == 200, asset
+    icon = gateway.client.get("/favicon.ico")  # asked for by browsers whatever the page links
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/x-icon"
+    assert icon.content == (WEB_DIR / "favicon.ico").read_bytes()
 
 
 def test_the_page_fetches_nothing_from_elsewhere():
     for path in WEB_DIR.iterdir():
+        if path.suffix == ".ico":
+            continue  # an image
         text = path.read_text()
         assert not re.search(r"https?://", text), f"{path.name} names an outside address"
         # ranges live in shared/params.py; the page reads them from /api/v1/info

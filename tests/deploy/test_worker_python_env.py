@@ -56,8 +56,9 @@ def _arg_default(dockerfile: Path, name: str) -> str:
 
 
 def _ci_torch_version() -> str:
-    match = re.search(r"pip install \S* ?(?:--quiet )?torch==(\S+)", (ROOT / ".ci" / "run").read_text())
-    assert match, ".ci/run does not pin torch"
+    # .ci/run installs through deploy/local-env.sh, which pins torch
+    match = re.search(r"^TORCH_VERSION=(\S+)$", (ROOT / "deploy" / "local-env.sh").read_text(), re.MULTILINE)
+    assert match, "deploy/local-env.sh does not pin torch"
     return match.group(1)
 
 

@@ -4,6 +4,7 @@ both ways of stopping it (SIGINT as Ctrl-C sends it, and SIGTERM)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -119,7 +120,9 @@ def test_up_serves_small_tiny_jobs_prints_job_events_and_stops_on_ctrl_c(up):
     assert ranks == sorted(set(ranks)) and ranks[0] == 0 and ranks[-1] == len(JOB_EVENTS) - 1, events
     assert events[-1].endswith("1 images 256x256")
     assert up.stop(signal.SIGINT) == 0
-    assert "Stopping" in up.text()
+    assert "Stopping api, worker-gpu0, worker-io: a worker finishes" in up.text()
+    # a closing line with the time it took, after what it waited for
+    assert re.search(r"Stopping Valkey, SeaweedFS S3 \.\.\.\nStopped everything in \d+\.\d s\.\n$", up.text()), up.text()
     with pytest.raises(httpx.HTTPError):
         httpx.get(base + "/healthz", timeout=2)
 
@@ -128,7 +131,7 @@ def test_up_serves_small_tiny_jobs_prints_job_events_and_stops_on_ctrl_c(up):
 def test_sigterm_stops_it_while_the_pipeline_loads(up):
     up.wait_for("Waiting for", READY_S)
     assert up.stop(signal.SIGTERM) == 0
-    assert "Stopping" in up.text()
+    assert "Stopping api, worker-gpu0, worker-io" in up.text() and "Stopped everything in" in up.text()
 
 
 @pytest.mark.integration

@@ -74,3 +74,15 @@ def test_face_stage_defaults_and_ranges():
             parse_params({"face_detail_strength": bad})
         assert err.value.field == "face_detail_strength"
     assert parse_params({"face_detail": "false"}).face_detail is False
+
+
+def test_the_schema_titles_are_labels_a_person_reads():
+    from shared.params import TITLES
+
+    props = GenerationParams.model_json_schema()["properties"]
+    assert set(TITLES) <= set(props)  # no title left for a field that is gone
+    assert props["num_images"]["title"] == "Number of images"
+    assert props["height_cm"]["title"] == "Height (cm)"
+    assert props["ip_adapter_scale"]["title"] == "Identity strength (IP-Adapter)"
+    # never the name title-cased ("Num Images", "Ip Adapter Scale"): the page shows the title
+    assert not [name for name, prop in props.items() if "_" in name and prop["title"] == name.replace("_", " ").title()]

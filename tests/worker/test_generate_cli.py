@@ -42,16 +42,22 @@ def test_generate_writes_images_and_the_seed_result_shape(tiny_model_dir, tmp_pa
                   *SMALL, cwd=tmp_path, tiny_dir=tiny_model_dir)
     assert run.returncode == 0, run.stderr
     sidecar = json.loads((out / "result.json").read_text())
-    assert {"success", "request_id", "count", "images", "analysis", "method", "note"} <= set(sidecar)
+    # the API's result shape (the status API's result view), with file URLs
+    assert {"success", "request_id", "count", "images", "analysis", "method", "profile", "note", "parts",
+            "input_face"} <= set(sidecar)
     assert sidecar["success"] is True and sidecar["count"] == 2 and sidecar["seed"] == 11
     assert [im["id"] for im in sidecar["images"]] == ["identity_body_0", "identity_body_1"]
     for index, image in enumerate(sidecar["images"]):
+        assert {"identity_score", "face_found", "below_threshold", "seed", "face_detail", "face_detail_reason"} <= set(image)
+        assert image["face_found"] is (image["identity_score"] is not None)
         path = out / image["file"]
         assert image["file"] == f"identity_body_{index}.jpg" and image["content_type"] == "image/jpeg"
         assert image["url"] == path.resolve().as_uri()
-        assert Image.open(path).size == (64, 96) and Image.open(path).format == "JPEG"
-        assert image["nsfw"] is False and "identity_score" in image
+        assert Image.open(path).size == (64, 96) == (image["width"], image["height"])
+        assert Image.open(path).format == "JPEG" and image["nsfw"] is False
     assert (sidecar["safety_check"], sidecar["identity_judge"]) == ("nudenet-320n", "dlib-resnet")
+    assert sorted(image["seed"] for image in sidecar["images"]) == [11, 12]  # image i: seed + i
+    assert sidecar["input_face"]["det_score"] > 0
     assert sidecar["params"]["body_type"] == "athletic" and sidecar["profile"] == "tiny"
     assert (sidecar["params"]["style"], sidecar["params"]["scene"]) == ("anime", "in a park")
     assert sidecar["analysis"]["face"]["face_count"] >= 1

@@ -8,13 +8,14 @@
   heartbeat in Redis, published after the load, is fresh). An outage makes the worker unready
   until the broker is back and the next heartbeat lands.
 
-The file lives in the container's own temp folder, one per Celery node name, so several workers
-on one machine (``idbody up --workers N``) each have their own.
+The file lives in the temp folder, one per stack (``stack_tag``: its Redis URL) and Celery node
+name, so several workers of one stack (``idbody up --workers N``) and two stacks on one host each
+have their own.
 
 Example::
 
-    beacon = LivenessBeacon(alive_path("gpu@host")).start()
-    check_alive(alive_path("gpu@host"))        # (True, "alive: beacon 2.1 s old")
+    beacon = LivenessBeacon(alive_path("gpu@host", stack_tag(settings.redis_url))).start()
+    check_alive(alive_path("gpu@host", stack_tag(settings.redis_url)))   # (True, "alive: beacon 2.1 s old")
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ BEACON_INTERVAL_S = 5.0
 MAX_BEACON_AGE_S = 30.0
 
 
-def alive_path(node: str, folder: str | os.PathLike | None = None) -> Path:
+def alive_path(node: str, stack: str, folder: str | os.PathLike | None = None) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.@-]", "_", node)
-    return Path(folder or tempfile.gettempdir()) / f"idbody-worker-{safe}.alive"
+    return Path(folder or tempfile.gettempdir()) / f"idbody-worker-{stack}-{safe}.alive"
 
 
 class LivenessBeacon:

@@ -86,6 +86,11 @@ def start_job(store: Any, record: JobRecord) -> JobRecord | None:
     return store.transition(record.request_id, JobStatus.RUNNING, worker=worker_name())
 
 
+# this worker's last finished job's step clock, per progress total: the next job's time left
+# follows its shape (shared.jobs.progress.StepEta)
+LAST_STEP_CLOCKS: dict[int, StepEta] = {}
+
+
 class ProgressWriter:
     """The per-step callback: records progress with its stage and ETA, stops a canceled job
     (returns False), and enforces the soft time limit itself because Celery's time limits do not
@@ -97,11 +102,14 @@ class ProgressWriter:
         self.store, self.request_id, self.deadline = store, request_id, deadline
         self.step_timer = process_metrics()
         self.eta: StepEta | None = None
-        self._stage_started = time.monotonic()
         self.last = (0, 0)  # the step and total reported last, kept by the stages without steps
 
     def stage(self, stage: JobStage) -> None:
         # advisory: a canceled job is stopped by the next denoise step, not here
+        if stage is JobStage.UPLOADING and self.eta is not None:
+            self.eta.end()
+            self.eta.previous = None  # keep one job's clock per total, not a chain of them
+            LAST_STEP_CLOCKS[self.eta.total] = self.eta  # the next job of this total estimates from it
         self._write(*self.last, stage=stage.value)
 
     def _write(self, step: int, total: int, **fields: Any) -> bool:
@@ -117,18 +125,16 @@ class ProgressWriter:
             raise IdentityBodyError(ErrorCode.GENERATION_TIMEOUT, TIMEOUT_MESSAGE)
         self.step_timer.step_done()
         self.last = (step, total)
-        stage, eta_s = JobStage(stage), None
-        if stage is JobStage.DENOISING:
-            if self.eta is None or self.eta.total != total:
-                self.eta = StepEta(total=total, started=self._stage_started)
-            self.eta.step_done()
-            eta_s = self.eta.seconds_left(step)
+        stage = JobStage(stage)
+        if self.eta is None or self.eta.total != total:
+            self.eta = StepEta(total=total, previous=LAST_STEP_CLOCKS.get(total))
+        self.eta.step_done(step)
+        eta_s = self.eta.seconds_left(step)
         # the store writes progress only while the job runs: False means canceled (or purged)
         return self._write(step, total, stage=stage.value, eta_s=eta_s)
 
     def start(self, total: int) -> None:
-        """The job starts: the face is analysed first; the first step is timed from here."""
-        self._stage_started = time.monotonic()
+        """The job starts: the face is analysed first."""
         self.last = (0, total)
         self.stage(JobStage.ANALYZING_FACE)
 

@@ -13,15 +13,54 @@ from tests.worker.jobs.test_job_runner import EngineStandIn, queued_job
 from worker.jobs.runner import run_job
 
 
-def test_eta_is_steps_left_times_the_measured_step():
-    eta = StepEta(total=8, started=100.0)
+def test_eta_is_steps_left_times_the_steps_measured_after_the_first():
+    eta = StepEta(total=8)
     assert eta.seconds_left(0) is None
-    eta.step_done(now=102.0)  # the first step carries warm-up: 2 s
-    assert eta.seconds_left(1) == 14.0
-    eta.step_done(now=102.5)
-    eta.step_done(now=103.0)  # from then on, the steps measured after it: 0.5 s each
+    eta.step_done(1, now=102.0)  # the first step carries the first call at a new size: no estimate
+    assert eta.seconds_left(1) is None
+    eta.step_done(2, now=102.5)
+    eta.step_done(3, now=103.0)  # from then on, the steps measured after it: 0.5 s each
     assert eta.seconds_left(3) == 2.5
+    eta.step_done(8, now=105.5)  # steps that were not reported count by their number
     assert eta.seconds_left(8) == 0.0
+
+
+def _timeline(marks: dict[int, float], ended: float) -> StepEta:
+    eta = StepEta(total=7)
+    for step, at in marks.items():
+        eta.step_done(step, now=at)
+    eta.end(now=ended)
+    return eta
+
+
+# a tiny-profile job at 256 px as the worker ran it (fast mode: 5 denoise steps, then the VAE
+# decode and face detection, then 2 face-detail steps): the first step carries the first call at
+# that size, and 1 s of decoding sits between steps 5 and 6, which the steps alone do not show
+MEASURED = {1: 5.5, 2: 5.65, 3: 5.86, 4: 6.03, 5: 6.25, 6: 7.1, 7: 7.25}
+MEASURED_END = 7.31
+
+
+def test_eta_follows_the_previous_job_of_the_same_total_within_half():
+    before = _timeline(MEASURED, MEASURED_END)
+    # the same job on a machine twice as slow, 40 s into its face analysis
+    now = {step: 40 + 2 * (at - MEASURED[1]) + 9 for step, at in MEASURED.items()}
+    end = 40 + 2 * (MEASURED_END - MEASURED[1]) + 9
+    eta = StepEta(total=7, previous=before)
+    for step, at in now.items():
+        eta.step_done(step, now=at)
+        if step >= 2:
+            actual = end - at
+            assert abs(eta.seconds_left(step) - actual) <= 0.5 * actual + 0.05, (step, eta.seconds_left(step), actual)
+    # against the steps alone, which leave the decode out: at step 2 that says 0.75 s of the 1.66 s left
+    assert StepEta(total=7, marks={1: 5.5, 2: 5.65}).seconds_left(2) == 0.8
+
+
+def test_an_eta_from_the_first_step_alone_is_never_given():
+    # the bug: a first step timed with the face analysis and warm-up read "about 63 s left" on a
+    # job that ended 17 s later
+    eta = StepEta(total=7, previous=_timeline(MEASURED, MEASURED_END))
+    eta.step_done(1, now=63.0)
+    assert eta.seconds_left(1) is None
 
 
 class RecordingStore(JobStore):
@@ -51,8 +90,9 @@ def test_the_record_walks_through_the_stages_with_an_eta(store_storage):
     stages = [w["stage"] for w in store.writes]
     assert stages == ["analyzing_face", "denoising", "denoising", "denoising", "uploading"]
     denoise = [w for w in store.writes if w["stage"] == "denoising"]
-    assert [w["step"] for w in denoise] == [1, 2, 3] and denoise[-1]["eta_s"] == 0.0
-    assert all(w["eta_s"] is not None and w["eta_s"] >= 0 for w in denoise)
+    assert [w["step"] for w in denoise] == [1, 2, 3]
+    # no estimate from the first step alone, then one that shrinks to the end
+    assert denoise[0]["eta_s"] is None and 0 <= denoise[2]["eta_s"] <= denoise[1]["eta_s"]
     # the job's steps (its mode's default here), known before the loop starts
     assert store.writes[0]["total"] == parse_params(store.get(rid).params).steps()
     # the finished record keeps the last progress: the upload after the last step

@@ -47,11 +47,15 @@ def gemini() -> Iterator[GeminiServer]:
 
 
 @pytest.fixture(scope="module")
-def pipeline(gemini: GeminiServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdentityPipeline]:
+def pipeline(gemini: GeminiServer, tiny_engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdentityPipeline]:
     settings = pipeline_settings(
         tmp_path_factory.getbasetemp(), gemini_api_key=KEY, gemini_base_url=gemini.base_url, gemini_model="gemini-test"
     )
-    pipe = IdentityPipeline(settings).load_models()
+    # load_models runs whole (profile, face analyzer, appearance wiring) on the session's tiny
+    # engine, the one it would load on the CPU, instead of loading a second copy
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("worker.engine.loading.load_engine", lambda *args, **kwargs: tiny_engine)
+        pipe = IdentityPipeline(settings).load_models()
     yield pipe
     pipe.appearance_analyzer.close()
 

@@ -17,6 +17,7 @@ import yaml
 from idbody.stack.polling import until
 from idbody.stack.servers import ValkeyServer
 from idbody.stack.service import ServiceStack, stack_settings
+from shared.celery_app import stack_tag
 from worker.jobs.liveness import alive_path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -63,7 +64,7 @@ def test_broker_outage_makes_the_worker_unready_never_dead(s3_server, tiny_model
             valkey.stop()
             unready = until(lambda: (p := _probe(stack, "ready")).returncode == 1 and p, 60, "readiness to fail")
             assert "unreachable" in unready.stderr
-            beacon = alive_path(node)
+            beacon = alive_path(node, stack_tag(settings.redis_url))
             seen = beacon.stat().st_mtime
             until(lambda: beacon.stat().st_mtime > seen, 30, "the liveness beacon to beat during the outage")
             still = _probe(stack, *alive)
@@ -80,4 +81,4 @@ def test_broker_outage_makes_the_worker_unready_never_dead(s3_server, tiny_model
             assert worker.poll() is None and _probe(stack, *alive).returncode == 0
     finally:
         valkey.stop()
-        alive_path(node).unlink(missing_ok=True)
+        alive_path(node, stack_tag(settings.redis_url)).unlink(missing_ok=True)
