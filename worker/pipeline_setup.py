@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -24,6 +24,7 @@ from PIL import Image
 from shared.errors import IdentityBodyError
 from shared.params import GenerationParams
 from shared.settings import Settings
+from worker.appearance.analyzer import AppearanceAnalyzer
 from worker.engine.denoise_pass import run_pass
 from worker.engine.devices import DevicePolicy
 from worker.engine.fast_mode import FastOptions
@@ -31,12 +32,12 @@ from worker.engine.fast_mode import warm_up as warm_up_fast
 from worker.engine.generation import GenerationInputs, generate_images
 from worker.engine.loading import Engine, load_engine
 from worker.engine.micro_batcher import MicroBatcher, micro_batch_slots
+from worker.face import analysis, dlib_analyzer
 from worker.face.analysis import FaceInfo
 from worker.face.keypoints import draw_kps
-from worker.models.profile import ProfileChoice, choose_profile
-
-if TYPE_CHECKING:
-    from worker.appearance.analyzer import AppearanceAnalyzer
+from worker.models import profile
+from worker.models.profile import ProfileChoice
+from worker.tiny.model_dir import build_tiny_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,11 @@ class FaceAnalyzer(Protocol):
     def largest_face(self, image: Image.Image) -> FaceInfo | None: ...
 
 
-def face_analyzer_for(profile: str, model_dir: Path, settings: Settings) -> FaceAnalyzer:
+def face_analyzer_for(profile_name: str, model_dir: Path, settings: Settings) -> FaceAnalyzer:
     """antelopev2 (insightface) for the released weights; dlib's real detector and recognizer
     for the tiny profile, whose random weights could not recognise anyone (same interface)."""
-    if profile == "tiny":
-        from worker.face.dlib_analyzer import DlibFaceAnalyzer as Analyzer
-    else:
-        from worker.face.analysis import FaceAnalyzer as Analyzer
-    return Analyzer(model_dir, providers=settings.onnx_providers, det_size=(640, 640),
+    analyzer = dlib_analyzer.DlibFaceAnalyzer if profile_name == "tiny" else analysis.FaceAnalyzer
+    return analyzer(model_dir, providers=settings.onnx_providers, det_size=(640, 640),
                     min_face_px=settings.min_face_px)
 
 
@@ -75,7 +73,7 @@ def load(settings: Settings, face_analyzer: FaceAnalyzer | None = None,
     """Decide the profile, load the engine and the face analyzer (an analyzer given is kept, as is
     an appearance analyzer; one is made from the settings when they hold a Gemini key)."""
     started = time.perf_counter()
-    choice = choose_profile(settings)
+    choice = profile.choose_profile(settings)   # looked up on the module: the one place it is decided
     log.info("model profile: %s (%s)", choice.profile, choice.reason)
     model_dir = _model_dir(choice)
     analyzer = face_analyzer or face_analyzer_for(choice.profile, model_dir, settings)
@@ -83,8 +81,6 @@ def load(settings: Settings, face_analyzer: FaceAnalyzer | None = None,
     policy = DevicePolicy.decide(settings)
     engine = load_engine(model_dir, policy, fast=FastOptions.decide(settings, policy, model_dir))
     if appearance_analyzer is None and settings.gemini_api_key is not None:
-        from worker.appearance.analyzer import AppearanceAnalyzer  # the Gemini client, only with a key
-
         appearance_analyzer = AppearanceAnalyzer.from_settings(settings)
     load_s = time.perf_counter() - started
     log.info("pipeline loaded in %.1fs", load_s)
@@ -93,8 +89,6 @@ def load(settings: Settings, face_analyzer: FaceAnalyzer | None = None,
 
 def _model_dir(choice: ProfileChoice) -> Path:
     if choice.profile == "tiny":
-        from worker.tiny.model_dir import build_tiny_model_dir  # builds random weights: the tiny profile only
-
         return build_tiny_model_dir(Path(choice.model_dir))
     return Path(choice.model_dir)
 

@@ -15,11 +15,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import ErrorCode, IdentityBodyError
 from worker.engine.devices import DevicePolicy
 from worker.models import layout
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
+    from worker.engine.fast_mode import FastEngine
+    from worker.engine.lcm_mode import ModeSwitch
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +45,13 @@ POSE_PROMPT_ONLY = "pose-prompt-only"   # what a result's parts say when no pose
 class Engine:
     """A loaded pipeline and what the generation code needs to know about it."""
 
-    pipe: Any
+    pipe: DiffusionPipeline                  # InstantIDPipeline, or the plain SDXL fallback
     method: str                              # "instantid" | "sdxl_fallback"
     policy: DevicePolicy
-    modes: Any                               # worker.engine.lcm_mode.ModeSwitch
+    modes: ModeSwitch
     fallback_reason: str | None = None
     loaded_parts: list[str] = field(default_factory=list)
-    fast: Any = None                         # worker.engine.fast_mode.FastEngine when fast
+    fast: FastEngine | None = None           # set by worker.engine.fast_mode.make_fast
 
     @property
     def note(self) -> str | None:
