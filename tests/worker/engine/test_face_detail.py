@@ -163,6 +163,25 @@ def test_all_faces_go_through_one_batched_pass_equal_to_each_alone(tiny_engine, 
     assert np.abs(pixels(together.images[0]) - pixels(frame)).max() > 3, "the pass redrew the face"
 
 
+def test_face_passes_of_two_jobs_share_one_pass_each_getting_its_own(tiny_engine, detect, full_body_frame):
+    """A micro-batch of face passes: two jobs (other person, prompt, seed) in one img2img pass, each
+    getting what its pass alone gives."""
+    from worker.engine.denoise_pass import run_pass
+    from worker.engine.face_detail import plan_face_pass
+
+    frame, _ = full_body_frame
+    first = detail_inputs(seed=3)
+    second = detail_inputs(seed=9, face_embedding=face_embedding(1), prompt="close-up photo of a smiling face")
+    passes = [plan_face_pass(tiny_engine, [frame], detect, inputs) for inputs in (first, second)]
+    results = run_pass(tiny_engine, [p.job() for p in passes])
+    assert [r.timings["batch_rows"] for r in results] == [2, 2]
+    together = [p.finish(r).images[0] for p, r in zip(passes, results)]
+    alone = [refine_faces(tiny_engine, [frame], detect, inputs).images[0] for inputs in (first, second)]
+    for shared, own in zip(together, alone):
+        assert np.abs(pixels(shared) - pixels(own)).max() <= 3
+    assert np.abs(pixels(together[0]) - pixels(together[1])).mean() > 0.1, "the jobs stayed apart"
+
+
 def test_cancel_during_the_pass_stops_it_and_the_engine_still_works(tiny_engine, detect, full_body_frame):
     frame, _ = full_body_frame
     seen = []
