@@ -182,8 +182,7 @@ def time_case(engine, setup: Setup, case: Case, peak: float, warm: bool) -> dict
 
 def microbatch(engine, setup: Setup, jobs: int = 8) -> dict[str, Any]:
     """``jobs`` single-image fast jobs (different people and seeds): one by one vs one pass."""
-    from worker.engine.batch_generation import BatchJob, generate_batch
-    from worker.engine.generation import generate_images
+    from worker.engine.generation import BatchJob, generate_batch, generate_images
 
     case = setup.scaled(Case("fast 4 steps x1", "fast", 4, 0.0, 1))
     inputs = [sample_inputs(setup, case, seed=100 + i, person=i) for i in range(jobs)]

@@ -21,7 +21,9 @@ Example::
 The same object is what a GPU worker keeps resident: ``get_identity_pipeline()`` is the one
 instance per process, ``load_models()`` decides the profile once (``choose_profile``) and loads,
 ``warm_up()`` runs each stage once before the worker publishes readiness, ``info()`` is what the
-worker's heartbeat publishes.
+worker's heartbeat publishes. Those are cog's ``setup`` and live in worker.pipeline_setup; this
+module is its ``predict``: the stages of one generation, each pass run by the engine's one
+denoise runner (worker.engine.denoise_pass), directly or through the micro-batcher.
 
 The result's ``analysis`` dict::
 
@@ -41,30 +43,38 @@ import random
 import socket
 import threading
 import time
-from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from shared.params import GenerationParams, parse_params
 from shared.settings import Settings, get_settings
+from worker.appearance.analyzer import start_analysis, wait_for_analysis
+from worker.engine.denoise_pass import JobResult, PassJob, Progress, StepCount, run_pass
+from worker.engine.face_detail import plan_face_pass
+from worker.engine.generation import GenerationOutput
+from worker.engine.job_inputs import base_inputs, detail_inputs, detail_off, job_steps
+from worker.engine.output_size import default_size
+from worker.face.identity_score import rank_candidates
+from worker.output_checks import OutputChecks
+from worker.pipeline_setup import FaceAnalyzer, load, micro_batcher, warm_up
+from worker.safety.screen import screen_images
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
+    from worker.appearance.analyzer import AppearanceAnalyzer
+    from worker.engine.loading import Engine
+    from worker.engine.micro_batcher import MicroBatcher
+    from worker.face.analysis import FaceInfo
+    from worker.models.profile import ProfileChoice
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], "bool | None"]
 TINY_NOTE = ("Tiny model profile: the generator's weights are random (for tests and demos), so the images "
              "are noise, not likenesses; face analysis and identity scores use real models (dlib).")
-
-
-def face_analyzer_for(profile: str, model_dir: Path, settings: Settings):
-    """antelopev2 (insightface) for the released weights; dlib's real detector and recognizer
-    for the tiny profile, whose random weights could not recognise anyone (same interface)."""
-    if profile == "tiny":
-        from worker.face.dlib_analyzer import DlibFaceAnalyzer as Analyzer
-    else:
-        from worker.face.analysis import FaceAnalyzer as Analyzer
-    return Analyzer(model_dir, providers=settings.onnx_providers, det_size=(640, 640),
-                    min_face_px=settings.min_face_px)
+FACE_DETAIL_STAGE = "face_detail"
 
 
 class IdentityPipeline:
@@ -72,125 +82,49 @@ class IdentityPipeline:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        self.engine = None
-        self.face_analyzer = None
-        self.checks = None                  # worker.output_checks.OutputChecks: identity judge, safety check
-        self.appearance_analyzer = None     # optional: .submit(pil) -> Future[dict]
-        self.choice = None                  # worker.models.profile.ProfileChoice, decided once
+        self.engine: Engine | None = None
+        self.face_analyzer: FaceAnalyzer | None = None
+        self.checks: OutputChecks | None = None                        # identity judge, safety check
+        self.appearance_analyzer: AppearanceAnalyzer | None = None   # optional: .submit(pil) -> Future[dict]
+        self.choice: ProfileChoice | None = None                       # decided once
         self.load_s: float | None = None
         self.warmup_s: float | None = None
         self.loaded_at: float | None = None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._lock = threading.Lock()
         self._run_lock = threading.Lock()   # one engine call at a time: a diffusers pipeline is stateful
-        self.batcher = None                 # worker.engine.micro_batcher.MicroBatcher, on a batching worker
+        self.batcher: MicroBatcher | None = None   # on a batching worker
 
-    # --- lifecycle ---------------------------------------------------------------------
-    def load_models(self) -> "IdentityPipeline":
+    # --- setup (worker.pipeline_setup) ---------------------------------------------------
+    def load_models(self) -> IdentityPipeline:
         """Decide the profile (once), load the engine and the face analyzer; later calls return at once."""
         with self._lock:
             if self.engine is not None:
                 return self
-            from worker.engine.devices import DevicePolicy
-            from worker.engine.fast_mode import FastOptions
-            from worker.engine.loading import load_engine
-            from worker.models.profile import choose_profile
-            from worker.output_checks import OutputChecks
-
-            started = time.perf_counter()
-            self.choice = choose_profile(self.settings)
-            log.info("model profile: %s (%s)", self.choice.profile, self.choice.reason)
-            model_dir = self._model_dir()
-            # an analyzer set before loading is kept (as the appearance analyzer is)
-            analyzer = self.face_analyzer or face_analyzer_for(self.profile, model_dir, self.settings)
-            analyzer.load()
-            policy = DevicePolicy.decide(self.settings)
-            self.engine = load_engine(model_dir, policy, fast=FastOptions.decide(self.settings, policy, model_dir))
-            self.face_analyzer = analyzer
-            self.checks = OutputChecks.load(analyzer, self.settings)
-            if self.appearance_analyzer is None and self.settings.gemini_api_key is not None:
-                from worker.appearance.analyzer import AppearanceAnalyzer
-
-                self.appearance_analyzer = AppearanceAnalyzer.from_settings(self.settings)
-            self.load_s, self.loaded_at = time.perf_counter() - started, time.time()
-            log.info("pipeline loaded in %.1fs", self.load_s)
+            loaded = load(self.settings, self.face_analyzer, self.appearance_analyzer)
+            self.choice, self.face_analyzer, self.appearance_analyzer = (
+                loaded.choice, loaded.face_analyzer, loaded.appearance_analyzer)
+            self.load_s, self.loaded_at = loaded.load_s, loaded.loaded_at
+            self.checks = OutputChecks.load(self.face_analyzer, self.settings)
+            self.engine = loaded.engine
         return self
 
-    def _model_dir(self) -> Path:
-        if self.choice.profile == "tiny":
-            from worker.tiny.model_dir import build_tiny_model_dir
-
-            return build_tiny_model_dir(Path(self.choice.model_dir))
-        return Path(self.choice.model_dir)
-
-    def warm_up(self) -> "IdentityPipeline":
-        """Run each stage once so the first real job does not pay for lazy initialisation (ONNX
-        sessions, CUDA kernels and allocator, scheduler tables): the face analyzer on a blank
-        image, then one 1-step 64x64 generation with a random identity."""
-        import numpy as np
-
-        from shared.errors import IdentityBodyError
-        from worker.engine.generation import GenerationInputs, generate_images
-        from worker.face.keypoints import draw_kps
-
+    def warm_up(self) -> IdentityPipeline:
+        """Run each stage once before the worker publishes readiness (``pipeline_setup.warm_up``)."""
         self.load_models()
-        started = time.perf_counter()
-        try:
-            self.face_analyzer.analyze(Image.new("RGB", (256, 256), (128, 128, 128)))
-        except IdentityBodyError:
-            pass  # "no face" is the expected answer for a blank image
-        if getattr(self.engine.fast, "compiled", None):
-            self._warm_up_compiled()
-            return self
-        embedding = np.random.default_rng(0).standard_normal(512).astype(np.float32)
-        kps = np.array([[22, 24], [42, 24], [32, 34], [24, 44], [40, 44]], dtype=np.float32)
-        inputs = GenerationInputs(prompt="a person standing", negative_prompt="", seed=0, face_embedding=embedding,
-                                  kps_image=draw_kps(64, 64, kps), num_images=1, width=64, height=64, steps=1)
-        with self._run_lock:
-            generate_images(self.engine, inputs)
-        self.warmup_s = time.perf_counter() - started
-        log.info("pipeline warmed up in %.1fs", self.warmup_s)
+        self.warmup_s = warm_up(self.engine, self.face_analyzer, self.settings, self._run_lock)
         return self
 
-    def _warm_up_compiled(self) -> None:
-        """A compiled engine compiles and records its CUDA graphs here, before the worker reports
-        ready, at the default output size for the batch sizes it will see most (others record on
-        first use: a replay's cost, not a compile's)."""
-        from shared.params import GenerationParams
-        from worker.engine.fast_mode import warm_up
-
-        started = time.perf_counter()
-        size, most = GenerationParams.model_fields, self.settings.max_batch_images
-        with self._run_lock:
-            warm_up(self.engine, size["width"].default, size["height"].default,
-                    rows=tuple(sorted({2, min(4, most), most})))
-        self.warmup_s = time.perf_counter() - started
-        log.info("compiled engine warmed up in %.1fs", self.warmup_s)
-
-    def enable_micro_batching(self, on_pass=None) -> "IdentityPipeline":
-        """Let concurrent ``generate`` calls (a gpu worker's pool threads) share denoise passes,
-        as ``micro_batch_slots`` decides for these settings and this engine; otherwise a no-op."""
-        from worker.engine.batch_generation import generate_batch
-        from worker.engine.micro_batcher import MicroBatcher, micro_batch_slots
-
+    def enable_micro_batching(self, on_pass: Callable[[int, int], None] | None = None) -> IdentityPipeline:
+        """Let concurrent ``generate`` calls (a gpu worker's pool threads) share denoise passes, base
+        and face-detail ones, as ``micro_batch_slots`` decides for these settings and this engine;
+        otherwise a no-op."""
         self.load_models()
-        if self.engine.fast is None or micro_batch_slots(self.settings, self.engine.policy.device) < 2:
-            return self
-
-        def run(jobs):
-            with self._run_lock:
-                return generate_batch(self.engine, jobs)
-
-        self.batcher = MicroBatcher(run, self.settings.max_batch_images, self.settings.batch_window_ms / 1000,
-                                    on_pass=on_pass)
-        log.info("micro-batching: up to %d images per denoise pass, %d ms window",
-                 self.settings.max_batch_images, self.settings.batch_window_ms)
+        self.batcher = micro_batcher(self.engine, self.settings, self._run_lock, on_pass) or self.batcher
         return self
 
     def info(self) -> dict[str, Any]:
         """What a worker's heartbeat publishes: enough for /readyz and an operator, nothing secret."""
-        from worker.engine.output_size import default_size
-
         return {
             "worker_id": self.worker_id, "pipeline_loaded": self.engine is not None,
             "hostname": socket.gethostname(), "pid": os.getpid(),
@@ -207,7 +141,7 @@ class IdentityPipeline:
         return self.choice.profile if self.choice else None
 
     @property
-    def pipe(self):
+    def pipe(self) -> DiffusionPipeline:
         """The diffusers pipeline (loads the models on first use)."""
         return self.load_models().engine.pipe
 
@@ -215,7 +149,7 @@ class IdentityPipeline:
     def method(self) -> str:
         return self.load_models().engine.method
 
-    # --- the seed's calls --------------------------------------------------------------
+    # --- predict: the seed's calls ---------------------------------------------------------
     def __call__(self, face_image: Image.Image, body_params: dict[str, Any] | None = None,
                  num_images: int = 4, **overrides: Any) -> dict[str, Any]:
         return self.generate(face_image, **(body_params or {}), num_images=num_images, **overrides)
@@ -226,7 +160,8 @@ class IdentityPipeline:
         task payload; pass one, or its fields as keywords), analyse the face, generate.
 
         ``progress(step, total)`` is called after every denoise step, the face-detail pass's
-        included; returning False stops the run with IdentityBodyError(job_canceled).
+        included, with the job's ``total_steps`` from the first call on; returning False stops
+        the run with IdentityBodyError(job_canceled).
         """
         if params is None:
             params = parse_params({k: v for k, v in fields.items() if v is not None})
@@ -234,19 +169,17 @@ class IdentityPipeline:
             params = parse_params({**params.model_dump(exclude_none=True), **fields})
         return self._generate(face_image, params, progress)
 
+    def total_steps(self, params: GenerationParams) -> int:
+        """The denoise steps ``generate`` will report for ``params``: base pass + face-detail pass."""
+        return job_steps(self.load_models().engine, params)
+
     def _generate(self, face_image: Image.Image, params: GenerationParams,
                   progress: Progress | None) -> dict[str, Any]:
-        """Stages: 1. face analysis of the upload (appearance analysis alongside) → 2. prompt and
-        layout (keypoints retargeted to the frame, face region) → 3. base generation (InstantID
-        text-to-image, all candidates in one batch) → 4. face-detail pass (InstantID img2img on
-        each image's face) → 5. identity score by the judge and re-ranking → 6. safety check.
-        ``progress`` counts the steps of stages 3 and 4 together."""
-        from worker.appearance.analyzer import start_analysis, wait_for_analysis
-        from worker.engine.face_detail import detail_steps, refine_faces
-        from worker.engine.generation import stage_progress
-        from worker.output_checks import OutputChecks
-        from worker.safety.screen import screen_images
-
+        """Stages: 1. face analysis of the upload (appearance analysis alongside) -> 2. prompt and
+        layout (keypoints retargeted to the frame, face region) -> 3. base generation (InstantID
+        text-to-image, all candidates in one pass) -> 4. face-detail pass (InstantID img2img on
+        every image's face, all in one pass) -> 5. identity score by the judge and re-ranking ->
+        6. safety check. ``progress`` counts the steps of stages 3 and 4 together, out of one total."""
         self.load_models()
         started = time.perf_counter()
         timings: dict[str, Any] = {}
@@ -261,19 +194,19 @@ class IdentityPipeline:
         # 2. prompt and layout (IdentityNet condition, face region)
         count = params.candidate_count()
         seed = params.seed if params.seed is not None else random.randint(0, 2**32 - 1 - count)
-        inputs, prompt = self._base_inputs(face, params, analysis, seed, count)
-        detail = self._detail_inputs(face, params, analysis, seed)
-        total = params.steps() + (detail_steps(params.steps(), params.face_detail_strength) * count if detail else 0)
-        # 3. base generation: all candidates in one batch (shared with other jobs on a batching worker)
-        out = self._base_generation(inputs, stage_progress(progress, 0, total))
-        images, passes = out.images, [self._detail_off(params)] * len(out.images)
-        with self._run_lock:
-            # 4. face-detail pass on every candidate
-            if detail is not None:
-                refined = refine_faces(self.engine, images, self.face_analyzer.largest_face, detail,
-                                       progress=stage_progress(progress, params.steps(), total, "face_detail"))
-                images, passes = refined.images, [e.as_dict() for e in refined.entries]
-                timings.update(refined.timings)
+        inputs, prompt = base_inputs(self.engine, face, params, analysis, seed, count)
+        detail = detail_inputs(self.engine, face, params, analysis, seed)
+        total = job_steps(self.engine, params)
+        # 3. base generation: all candidates in one pass (shared with other jobs on a batching worker)
+        out = self._pass(PassJob(inputs.request(), progress, StepCount(total=total)))
+        images, passes = out.images, [detail_off(self.engine, params)] * len(out.images)
+        # 4. face-detail pass: every candidate's face in one pass, counted after the base steps
+        if detail is not None:
+            face_pass = plan_face_pass(self.engine, images, self.face_analyzer.largest_face, detail)
+            refined = face_pass.finish(self._run(face_pass.job(
+                progress, StepCount(before=params.steps(), total=total, stage=FACE_DETAIL_STAGE))))
+            images, passes = refined.images, [e.as_dict() for e in refined.entries]
+            timings.update(refined.timings)
         # 5. identity score per candidate (after the face pass) by the judge, then keep the best num_images
         checks = OutputChecks.of(self)
         reference = checks.judge.reference(face_image, face)
@@ -286,61 +219,20 @@ class IdentityPipeline:
                 "parts": self.engine.parts, **checks.describe(),
                 "prompt": prompt.positive, "negative_prompt": prompt.negative, "timings": timings}
 
-    def _base_generation(self, inputs, progress: Progress | None):
-        from worker.engine.batch_generation import BatchJob
-        from worker.engine.generation import GenerationOutput, generate_images
+    def _run(self, job: PassJob) -> JobResult:
+        """One job's denoise pass: through the micro-batcher on a batching worker (a pass with
+        nothing to denoise needs no company), else on this thread."""
+        if self.batcher is not None and job.request.rows:
+            return self.batcher.submit(job)
+        with self._run_lock:
+            (result,) = run_pass(self.engine, [job])
+        return result
 
-        if self.batcher is None:
-            with self._run_lock:
-                return generate_images(self.engine, inputs, progress=progress)
-        result = self.batcher.submit(BatchJob(inputs, progress))
+    def _pass(self, job: PassJob) -> GenerationOutput:
+        result = self._run(job)
         if result.error is not None:
             raise result.error
         return GenerationOutput(images=result.images, timings=result.timings)
-
-    def _base_inputs(self, face, params: GenerationParams, analysis: dict[str, Any], seed: int, count: int):
-        from worker.engine.face_geometry import layout_face_box, region_mask
-        from worker.engine.generation import GenerationInputs
-        from worker.engine.output_size import default_size
-        from worker.engine.pose_skeleton import draw_pose, pose_points
-        from worker.engine.prompts import build_prompt
-        from worker.face.keypoints import draw_kps, retarget_kps
-
-        prompt = build_prompt(params.prompt_params(), analysis)
-        fallback_w, fallback_h = default_size(self.engine.pipe)
-        width, height = params.width or fallback_w, params.height or fallback_h
-        kps = retarget_kps(face.kps, width, height, params.pose)
-        region = None
-        if params.face_region_emphasis:
-            region = region_mask((width, height), layout_face_box(face.kps, face.bbox, kps, (width, height)))
-        inputs = GenerationInputs(
-            prompt=prompt.positive, negative_prompt=prompt.negative, seed=seed,
-            face_embedding=face.embedding, kps_image=draw_kps(width, height, kps), face_region=region,
-            # the pose ControlNet's skeleton when one is loaded; else the prompt alone says the pose
-            pose_image=draw_pose(width, height, pose_points(params.pose, kps)) if self.engine.pose_control else None,
-            num_images=count, width=width, height=height, mode=params.mode,
-            steps=params.steps(), guidance=params.guidance(),
-            controlnet_conditioning_scale=params.controlnet_conditioning_scale,
-            ip_adapter_scale=params.ip_adapter_scale)
-        return inputs, prompt
-
-    def _detail_inputs(self, face, params: GenerationParams, analysis: dict[str, Any], seed: int):
-        """The face-detail pass's inputs, or None when it does not run (off, or no InstantID)."""
-        from worker.engine.face_detail import FaceDetailInputs
-        from worker.engine.prompts import face_detail_prompt
-
-        if not params.face_detail or self.engine.method != "instantid":
-            return None
-        pair = face_detail_prompt(params.prompt_params(), analysis)
-        return FaceDetailInputs(
-            prompt=pair.positive, negative_prompt=pair.negative, face_embedding=face.embedding, seed=seed,
-            strength=params.face_detail_strength, mode=params.mode, steps=params.steps(),
-            guidance=params.guidance(), controlnet_conditioning_scale=params.controlnet_conditioning_scale,
-            ip_adapter_scale=params.ip_adapter_scale)
-
-    def _detail_off(self, params: GenerationParams) -> dict[str, Any]:
-        why = "off" if not params.face_detail else f"unavailable with {self.engine.method}"
-        return {"face_found": None, "face_detail": "skipped", "face_detail_reason": why, "face_crop_box": None}
 
     def _rank_by_identity(self, images: list[Image.Image], reference, params: GenerationParams, seed: int,
                           timings: dict[str, Any], passes: list[dict[str, Any]] | None = None,
@@ -348,9 +240,6 @@ class IdentityPipeline:
         """Score every candidate against the upload's embedding with the identity judge and
         return the ``num_images`` best, best first, with each one's entry for the result (what the
         face-detail pass did to it included)."""
-        from worker.face.identity_score import rank_candidates
-        from worker.output_checks import OutputChecks
-
         t = time.perf_counter()
         scores = OutputChecks.of(self).judge.score(reference, images)
         timings["identity_score_s"] = time.perf_counter() - t
@@ -377,7 +266,7 @@ def _appearance_fields(found: dict[str, Any]) -> dict[str, Any]:
     return {**flat, "appearance": {"status": status, **found}}
 
 
-def _face_summary(face) -> dict[str, Any]:
+def _face_summary(face: FaceInfo) -> dict[str, Any]:
     x1, y1, x2, y2 = (float(v) for v in face.bbox)
     return {"bbox": [x1, y1, x2, y2], "det_score": round(float(face.det_score), 4),
             "box_size": [round(x2 - x1, 1), round(y2 - y1, 1)],

@@ -83,7 +83,7 @@ class WorkerMetrics:
             r.register(QueueDepthCollector(redis_client))
         r.register(GpuMemoryCollector())
         self.micro_batch_jobs = Histogram(
-            "idbody_micro_batch_jobs", "Jobs whose base generations shared one denoise pass.", registry=r,
+            "idbody_micro_batch_jobs", "Jobs whose base or face-detail passes shared one denoise pass.", registry=r,
             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64))
         self._job = threading.local()  # each job runs on its own thread: its step clock is its own
 

@@ -180,6 +180,9 @@ def test_cancel_running_job_stops_it_at_the_next_step(client, redis_client):
     seen = []
 
     class CancelViaHttpAtStep2:
+        def total_steps(self, params):
+            return 4
+
         def generate(self, face_image, params, *, progress=None):
             for step in range(1, 5):
                 if step == 2:

@@ -100,8 +100,8 @@ def test_seed_curl_to_result_images(service):
     # seen carries its progress, and the killed-worker test below waits for a step on the record)
     assert all(0 <= b["progress"]["step"] <= b["progress"]["total"] for b in seen if b["status"] == "running")
     record = JobStore.from_settings(service.settings).get(accepted["request_id"])
-    # 4 base steps + the face-detail pass's int(4 × 0.4) = 1 step for each of the 4 images
-    assert record.progress.total == 8 and record.progress.step == 8 and record.attempts == 1
+    # 4 base steps + the face-detail pass's int(4 × 0.4) = 1 step, one pass for all 4 images
+    assert record.progress.total == 5 and record.progress.step == 5 and record.attempts == 1
 
     result = httpx.get(accepted["result_url"], timeout=10)
     assert result.status_code == 200

@@ -159,8 +159,7 @@ def warm_up(engine, width: int, height: int, rows: tuple[int, ...] = (2, 4, 8),
     worker says it is ready. Returns seconds per shape ("fast x2", ...)."""
     import numpy as np
 
-    from worker.engine.batch_generation import BatchJob, generate_batch
-    from worker.engine.generation import GenerationInputs
+    from worker.engine.generation import BatchJob, GenerationInputs, generate_batch
     from worker.face.keypoints import draw_kps
 
     face = np.random.default_rng(0).standard_normal(512).astype(np.float32)

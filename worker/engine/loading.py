@@ -15,12 +15,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import ErrorCode, IdentityBodyError
 from worker.engine.devices import DevicePolicy
 from worker.engine.memory_plan import MemoryPlan
 from worker.models import layout
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
+    from worker.engine.fast_mode import FastEngine
+    from worker.engine.lcm_mode import ModeSwitch
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +46,13 @@ POSE_PROMPT_ONLY = "pose-prompt-only"   # what a result's parts say when no pose
 class Engine:
     """A loaded pipeline and what the generation code needs to know about it."""
 
-    pipe: Any
+    pipe: DiffusionPipeline                  # InstantIDPipeline, or the plain SDXL fallback
     method: str                              # "instantid" | "sdxl_fallback"
     policy: DevicePolicy
-    modes: Any                               # worker.engine.lcm_mode.ModeSwitch
+    modes: ModeSwitch
     fallback_reason: str | None = None
     loaded_parts: list[str] = field(default_factory=list)
-    fast: Any = None                         # worker.engine.fast_mode.FastEngine when fast
+    fast: FastEngine | None = None           # set by worker.engine.fast_mode.make_fast
     memory_plan: MemoryPlan | None = None    # rows_per_pass: the most images one denoise pass may run
 
     @property

@@ -1,12 +1,13 @@
-"""Micro-batching across requests: the base generations of jobs that run at the same time in one
-worker, gathered into one denoise pass when they share a shape (``batch_generation.batch_key``).
+"""Micro-batching across requests: the denoise passes of jobs that run at the same time in one
+worker (base generations, and face-detail passes), gathered into one pass when they share a
+``PassShape`` (worker.engine.denoise_pass).
 
 How a GPU worker gets several jobs at once, and why this way: the gpu worker runs Celery's
 ``threads`` pool with ``max_batch_images`` threads and prefetch 1, so Celery itself reserves up to
 that many messages and runs each job's task in its own thread, with its own record, progress,
 cancel, late ack and redelivery — nothing about a job's life changes. Each thread analyses its
-face, then hands its base generation to the process's one ``MicroBatcher`` and waits; the
-batcher's thread runs the passes, one at a time, on the one resident engine. We chose this over
+face, then hands its base generation (and later its face-detail pass) to the process's one
+``MicroBatcher`` and waits; the batcher's thread runs the passes, one at a time, on the one resident engine. We chose this over
 ``celery-batches`` (whose batch task acks and fails messages as a group and has no per-message
 progress or cancel) and over a kombu consumer of our own (which would re-implement Celery's
 reservation, ack and redelivery that the job records already rely on).
@@ -18,8 +19,8 @@ the next one, which starts at once if its oldest job has already waited its wind
 
 Example::
 
-    batcher = MicroBatcher(lambda jobs: generate_batch(engine, jobs), max_images=8, window_s=0.05)
-    result = batcher.submit(BatchJob(inputs, progress))   # blocks this thread until its pass ran
+    batcher = MicroBatcher(lambda jobs: run_pass(engine, jobs), max_images=8, window_s=0.05)
+    result = batcher.submit(PassJob(inputs.request(), progress))   # blocks until its pass ran
     result.images, result.error
 """
 
@@ -31,11 +32,11 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
-from worker.engine.batch_generation import BatchJob, JobResult, batch_key
+from worker.engine.denoise_pass import JobResult, PassJob
 
 log = logging.getLogger(__name__)
 
-RunPass = Callable[[list[BatchJob]], list[JobResult]]
+RunPass = Callable[[list[PassJob]], list[JobResult]]
 
 
 def micro_batch_slots(settings, device: str) -> int:
@@ -50,7 +51,7 @@ def micro_batch_slots(settings, device: str) -> int:
 
 @dataclass
 class _Waiting:
-    job: BatchJob
+    job: PassJob
     key: Hashable
     arrived: float
     done: threading.Event = field(default_factory=threading.Event)
@@ -58,7 +59,7 @@ class _Waiting:
 
     @property
     def images(self) -> int:
-        return int(self.job.inputs.num_images)
+        return self.job.request.num_images
 
 
 class MicroBatcher:
@@ -73,9 +74,9 @@ class MicroBatcher:
         self._thread: threading.Thread | None = None
         self._closing = False
 
-    def submit(self, job: BatchJob) -> JobResult:
+    def submit(self, job: PassJob) -> JobResult:
         """Queue ``job`` for the next pass of its shape and wait for its result."""
-        waiting = _Waiting(job, batch_key(job.inputs), time.monotonic())
+        waiting = _Waiting(job, job.request.shape, time.monotonic())
         with self._cond:
             if self._thread is None or not self._thread.is_alive():
                 self._closing = False
@@ -109,7 +110,7 @@ class MicroBatcher:
                      extra={"event": "engine.micro_batch", "jobs": len(group)})
             try:
                 results = self.run(jobs)
-            except BaseException as exc:  # noqa: BLE001 - generate_batch isolates jobs; this is a last guard
+            except BaseException as exc:  # noqa: BLE001 - run_pass isolates jobs; this is a last guard
                 results = [JobResult(error=exc) for _ in group]
             if self.on_pass is not None:
                 self.on_pass(len(group), sum(w.images for w in group))

@@ -16,7 +16,9 @@ import logging
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, Protocol
+
+from PIL import Image
 
 from shared.errors import ErrorCode, IdentityBodyError
 from shared.jobs.progress import JobStage, StepEta
@@ -29,7 +31,7 @@ from shared.jobs.record import (
     result_image_id,
 )
 from shared.output_formats import encode_image
-from shared.params import parse_params
+from shared.params import GenerationParams, parse_params
 from shared.transient import is_transient
 from worker.jobs.transient_retry import TransientRetry
 
@@ -40,6 +42,17 @@ OOM_MESSAGE = "The GPU ran out of memory for this job; try fewer images or a sma
 TIMEOUT_MESSAGE = "Generation took longer than the worker's time limit; try fewer steps or a smaller size."
 UNAVAILABLE_MESSAGE = "The job store or image store stayed unreachable for too long; please submit the job again."
 STORE, IMAGES = "the job store", "the image store"
+
+
+class JobPipeline(Protocol):
+    """What the runner asks of the resident pipeline (worker.identity_pipeline.IdentityPipeline)."""
+
+    def total_steps(self, params: GenerationParams) -> int:
+        """Every denoise step ``generate`` will report for ``params``."""
+
+    def generate(self, face_image: Image.Image, params: GenerationParams, *,
+                 progress: ProgressWriter | None = None) -> dict[str, Any]:
+        """Images, per-image entries, analysis, method, profile, note, parts (the seed's result)."""
 
 
 def worker_name() -> str:
@@ -143,18 +156,16 @@ def progress_writer(store: Any, request_id: str, deadline: float) -> ProgressWri
     return ProgressWriter(store, request_id, deadline)
 
 
-def generate_job_result(record: JobRecord, pipeline: Any, storage: Any, on_step: ProgressWriter,
+def generate_job_result(record: JobRecord, pipeline: JobPipeline, storage: Any, on_step: ProgressWriter,
                         retry: TransientRetry | None = None) -> JobResult:
     """Fetch the upload, generate (the stages of ``IdentityPipeline.generate``: face analysis,
     layout, base generation, face-detail pass, identity score and re-rank, safety check), upload the
     images in the job's output format; returns the JobResult to store, each image with its score,
     its safety verdict and what the face-detail pass did to it.
     Storage calls go through ``retry``: an S3 outage delays them rather than failing the job."""
-    from PIL import Image
-
     retry = retry or TransientRetry(None, record.request_id, window_s=0)
     params = parse_params(record.params)
-    on_step.start(params.steps())
+    on_step.start(pipeline.total_steps(params))  # the job's total, the same from the first status on
     face = Image.open(io.BytesIO(retry.call(IMAGES, storage.get_upload, record.upload_key))).convert("RGB")
     out = pipeline.generate(face, params, progress=on_step)
     on_step.stage(JobStage.UPLOADING)
@@ -196,7 +207,7 @@ def error_for(exc: BaseException) -> JobError:
     return JobError(code=ErrorCode.INTERNAL_ERROR.value, message=INTERNAL_MESSAGE)
 
 
-def run_job(request_id: str, pipeline: Any, store: Any, storage: Any, deadline_s: float,
+def run_job(request_id: str, pipeline: JobPipeline, store: Any, storage: Any, deadline_s: float,
             retry_window_s: float = 0.0) -> JobRecord | None:
     """Run one job to a finished record; never raises for a job failure so the worker keeps serving.
     Redis and S3 calls are retried for up to ``retry_window_s`` while they fail transiently.

@@ -8,7 +8,7 @@ import pytest
 
 from shared.errors import ErrorCode, IdentityBodyError
 from tests.pipeline_inputs import face_embedding, inputs, pixels
-from worker.engine.batch_generation import BatchJob, generate_batch
+from worker.engine.generation import BatchJob, generate_batch
 from worker.engine.face_geometry import region_mask
 
 

@@ -21,7 +21,7 @@ STEPS, STRENGTH = 4, 0.5            # 2 img2img steps per face
 @pytest.fixture(scope="module")
 def detect(tiny_model_dir):
     """The tiny profile's own analyzer, as the pipeline loads it."""
-    from worker.identity_pipeline import face_analyzer_for
+    from worker.pipeline_setup import face_analyzer_for
 
     analyzer = face_analyzer_for("tiny", tiny_model_dir, Settings(_env_file=None))
     analyzer.load()
@@ -124,24 +124,91 @@ def test_zero_strength_keeps_the_image(tiny_engine, detect, full_body_frame):
     assert out.images[0] is frame and out.entries[0].face_found and out.entries[0].reason == "no_steps"
 
 
-def test_progress_counts_every_image_and_skipped_ones_too(tiny_engine, detect, full_body_frame):
+def test_progress_counts_the_one_pass_for_all_images(tiny_engine, detect, full_body_frame):
+    """All faces are refined in one pass: its steps are reported once, however many images (an
+    image without a face adds no step)."""
     frame, _ = full_body_frame
     calls = []
-    refine_faces(tiny_engine, [frame, Image.new("RGB", (128, 160)), frame], detect, detail_inputs(),
-                 progress=lambda s, t: calls.append((s, t)))
-    assert calls == [(1, 6), (2, 6), (4, 6), (5, 6), (6, 6)]
+    out = refine_faces(tiny_engine, [frame, Image.new("RGB", (128, 160)), frame], detect, detail_inputs(),
+                       progress=lambda s, t: calls.append((s, t)))
+    assert calls == [(1, 2), (2, 2)]
+    assert [e.applied for e in out.entries] == [True, False, True] and out.timings["face_detail_steps"] == 4
+
+
+def test_no_face_anywhere_counts_the_pass_as_done_at_once(tiny_engine, detect):
+    calls = []
+    flat = Image.new("RGB", (128, 160), (90, 90, 90))
+    out = refine_faces(tiny_engine, [flat, flat], detect, detail_inputs(), progress=lambda s, t: calls.append((s, t)))
+    assert calls == [(2, 2)] and out.images == [flat, flat]
+
+
+def test_all_faces_go_through_one_batched_pass_equal_to_each_alone(tiny_engine, detect, full_body_frame):
+    """The batched pass gives each image what refining it alone with its seed gives (seed + i for
+    image i), within fp tolerance; and it is one pass: every UNet call holds both crops."""
+    frame, _ = full_body_frame
+    other = Image.new("RGB", (256, 384), (96, 104, 118))
+    other.paste(tom(112), (60, 50))
+    batch_sizes = []
+    hook = tiny_engine.pipe.unet.register_forward_pre_hook(lambda _m, args: batch_sizes.append(args[0].shape[0]))
+    try:
+        together = refine_faces(tiny_engine, [frame, other], detect, detail_inputs(seed=3))
+    finally:
+        hook.remove()
+    assert batch_sizes == [2] * detail_steps(STEPS, STRENGTH)
+    alone = [refine_faces(tiny_engine, [image], detect, detail_inputs(seed=3 + i)) for i, image in
+             enumerate((frame, other))]
+    for i, single in enumerate(alone):
+        assert together.entries[i].as_dict() == single.entries[0].as_dict()
+        assert np.abs(pixels(together.images[i]) - pixels(single.images[0])).max() <= 3
+    assert np.abs(pixels(together.images[0]) - pixels(frame)).max() > 3, "the pass redrew the face"
+
+
+def test_face_passes_of_two_jobs_share_one_pass_each_getting_its_own(tiny_engine, detect, full_body_frame):
+    """A micro-batch of face passes: two jobs (other person, prompt, seed) in one img2img pass, each
+    getting what its pass alone gives."""
+    from worker.engine.denoise_pass import run_pass
+    from worker.engine.face_detail import plan_face_pass
+
+    frame, _ = full_body_frame
+    first = detail_inputs(seed=3)
+    second = detail_inputs(seed=9, face_embedding=face_embedding(1), prompt="close-up photo of a smiling face")
+    passes = [plan_face_pass(tiny_engine, [frame], detect, inputs) for inputs in (first, second)]
+    results = run_pass(tiny_engine, [p.job() for p in passes])
+    assert [r.timings["batch_rows"] for r in results] == [2, 2]
+    together = [p.finish(r).images[0] for p, r in zip(passes, results)]
+    alone = [refine_faces(tiny_engine, [frame], detect, inputs).images[0] for inputs in (first, second)]
+    for shared, own in zip(together, alone):
+        assert np.abs(pixels(shared) - pixels(own)).max() <= 3
+    assert np.abs(pixels(together[0]) - pixels(together[1])).mean() > 0.1, "the jobs stayed apart"
 
 
 def test_cancel_during_the_pass_stops_it_and_the_engine_still_works(tiny_engine, detect, full_body_frame):
     frame, _ = full_body_frame
     seen = []
 
-    def stop_at_three(step, total):
+    def stop_at_one(step, total):
         seen.append(step)
-        return step < 3
+        return step < 1
 
     with pytest.raises(IdentityBodyError) as err:
-        refine_faces(tiny_engine, [frame, frame], detect, detail_inputs(), progress=stop_at_three)
+        refine_faces(tiny_engine, [frame, frame], detect, detail_inputs(), progress=stop_at_one)
     assert err.value.code == ErrorCode.JOB_CANCELED
-    assert seen == [1, 2, 3], "stopped at the first step of the second face"
+    assert seen == [1], "stopped at the pass's first step, for both faces at once"
     assert refine_faces(tiny_engine, [frame], detect, detail_inputs()).entries[0].applied
+
+
+def test_one_cancel_path_for_the_base_and_the_face_pass(tiny_engine, detect, full_body_frame):
+    """The same runner stops both passes: the same error, the same message, counted in the job's
+    steps as the caller's StepCount places them."""
+    from tests.pipeline_inputs import inputs
+    from worker.engine.denoise_pass import StepCount
+    from worker.engine.generation import generate_images
+
+    with pytest.raises(IdentityBodyError) as base:
+        generate_images(tiny_engine, inputs(steps=4), progress=lambda s, t: False, count=StepCount(total=6))
+    with pytest.raises(IdentityBodyError) as face:
+        refine_faces(tiny_engine, [full_body_frame[0]], detect, detail_inputs(), progress=lambda s, t: False,
+                     count=StepCount(before=4, total=6))
+    assert base.value.code == face.value.code == ErrorCode.JOB_CANCELED
+    assert base.value.message == "Generation was canceled at step 1 of 6."
+    assert face.value.message == "Generation was canceled at step 5 of 6."

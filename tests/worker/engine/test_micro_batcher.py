@@ -12,7 +12,7 @@ from PIL import Image
 
 from shared.settings import Settings
 from tests.pipeline_inputs import inputs, pixels
-from worker.engine.batch_generation import BatchJob, JobResult
+from worker.engine.denoise_pass import JobResult, PassJob
 from worker.engine.micro_batcher import MicroBatcher, micro_batch_slots
 
 LONG_WINDOW_S = 30.0  # "wait for company" in these tests: the gathering ends on a full batch, not the clock
@@ -27,18 +27,19 @@ class RecordingPass:
         self.hold.set()
         self.started = threading.Event()
 
-    def __call__(self, jobs: list[BatchJob]) -> list[JobResult]:
-        self.passes.append([job.inputs.seed for job in jobs])
+    def __call__(self, jobs: list[PassJob]) -> list[JobResult]:
+        seeds = [job.request.rows[0].seed for job in jobs]
+        self.passes.append(seeds)
         self.started.set()
         self.hold.wait(60)
-        if any(job.inputs.seed < 0 for job in jobs):
+        if any(seed < 0 for seed in seeds):
             raise RuntimeError("the pass broke")
-        return [JobResult(images=[job.inputs.seed]) for job in jobs]
+        return [JobResult(images=[seed]) for seed in seeds]
 
 
 def submit_all(batcher: MicroBatcher, jobs: list) -> list[JobResult]:
     with ThreadPoolExecutor(len(jobs)) as pool:
-        return list(pool.map(batcher.submit, [BatchJob(job) for job in jobs]))
+        return list(pool.map(batcher.submit, [PassJob(job.request()) for job in jobs]))
 
 
 def test_jobs_of_one_shape_share_a_pass_up_to_the_image_limit():
@@ -68,7 +69,7 @@ def test_different_shapes_never_share_a_pass():
 def test_a_job_waits_at_most_the_window_for_company():
     run = RecordingPass()
     batcher = MicroBatcher(run, max_images=8, window_s=0.05)
-    assert batcher.submit(BatchJob(inputs(seed=5))).images == [5]  # alone, it still runs
+    assert batcher.submit(PassJob(inputs(seed=5).request())).images == [5]  # alone, it still runs
     assert run.passes == [[5]]
 
 
@@ -77,9 +78,9 @@ def test_jobs_arriving_during_a_pass_run_together_in_the_next():
     run.hold.clear()
     batcher = MicroBatcher(run, max_images=8, window_s=0)
     with ThreadPoolExecutor(3) as pool:
-        first = pool.submit(batcher.submit, BatchJob(inputs(seed=1)))
+        first = pool.submit(batcher.submit, PassJob(inputs(seed=1).request()))
         assert run.started.wait(60)
-        later = [pool.submit(batcher.submit, BatchJob(inputs(seed=s))) for s in (2, 3)]
+        later = [pool.submit(batcher.submit, PassJob(inputs(seed=s).request())) for s in (2, 3)]
         until_waiting(batcher, 2)
         run.hold.set()
         assert [f.result().images for f in (first, *later)] == [[1], [2], [3]]
@@ -89,19 +90,19 @@ def test_jobs_arriving_during_a_pass_run_together_in_the_next():
 def test_a_broken_pass_fails_its_jobs_and_the_batcher_serves_on():
     run = RecordingPass()
     batcher = MicroBatcher(run, max_images=8, window_s=0)
-    broken = batcher.submit(BatchJob(inputs(seed=-1)))
+    broken = batcher.submit(PassJob(inputs(seed=-1).request()))
     assert isinstance(broken.error, RuntimeError)
-    assert batcher.submit(BatchJob(inputs(seed=4))).images == [4]
+    assert batcher.submit(PassJob(inputs(seed=4).request())).images == [4]
 
 
 def test_close_ends_its_thread_and_a_later_job_starts_it_again():
     run = RecordingPass()
     batcher = MicroBatcher(run, max_images=8, window_s=0)
-    assert batcher.submit(BatchJob(inputs(seed=1))).images == [1]
+    assert batcher.submit(PassJob(inputs(seed=1).request())).images == [1]
     thread = batcher._thread
     batcher.close()
     assert thread is not None and not thread.is_alive()
-    assert batcher.submit(BatchJob(inputs(seed=2))).images == [2]
+    assert batcher.submit(PassJob(inputs(seed=2).request())).images == [2]
     batcher.close()
 
 

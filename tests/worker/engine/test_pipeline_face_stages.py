@@ -38,16 +38,21 @@ def test_progress_totals_include_the_face_detail_steps(pipeline):
     calls = []
     result = pipeline.generate(face_photo(), num_images=2, seed=4, width=128, height=128, num_inference_steps=4,
                                face_detail_strength=0.5, progress=lambda s, t: calls.append((s, t)))
-    # 4 base steps + 2 images × int(4 × 0.5) detail steps. An image where no face is found has
-    # its 2 steps counted at once when it is skipped (the tiny profile's random images may or may
-    # not hold something the detector takes for a face).
-    expected, done = [(s, 8) for s in (1, 2, 3, 4)], 4
-    for info in sorted(result["image_details"], key=lambda d: d["seed"]):   # back to batch order
-        expected += [(done + 1, 8), (done + 2, 8)] if info["face_detail"] == "applied" else [(done + 2, 8)]
-        assert info["face_detail"] == "applied" or info["face_detail_reason"] == "no_face"
-        done += 2
-    assert calls == expected and calls[-1] == (8, 8)
+    # 4 base steps + one face pass of int(4 × 0.5) steps for both images, out of one total from the
+    # first step on. Where no face is found in any image (the tiny profile's random images may or
+    # may not hold something the detector takes for one), the pass's steps count at once.
+    applied = any(info["face_detail"] == "applied" for info in result["image_details"])
+    assert all(info["face_detail"] == "applied" or info["face_detail_reason"] == "no_face"
+               for info in result["image_details"])
+    assert calls == [(s, 6) for s in (1, 2, 3, 4)] + ([(5, 6), (6, 6)] if applied else [(6, 6)])
+    assert pipeline.total_steps(pipeline_params(num_images=2, num_inference_steps=4, face_detail_strength=0.5)) == 6
     assert "face_detail_s" in result["timings"]
+
+
+def pipeline_params(**fields):
+    from shared.params import parse_params
+
+    return parse_params(fields)
 
 
 def test_face_detail_off_runs_only_the_base_steps(pipeline):
@@ -68,6 +73,9 @@ def test_default_size_is_the_profiles_full_body_bucket(pipeline):
 class ReportingEngine:
     """The generate() contract with per-image entries, so the runner's bookkeeping is
     checked without diffusers (the real pass is in tests/test_face_detail.py)."""
+
+    def total_steps(self, params):
+        return params.steps()
 
     def generate(self, face_image, params, progress=None):
         images = [Image.new("RGB", (64, 64), (i * 60, 0, 0)) for i in range(2)]
@@ -100,3 +108,25 @@ def test_a_callback_that_takes_a_stage_hears_face_detail_for_the_pass(pipeline):
                       face_detail_strength=0.5, progress=lambda s, t, stage="denoising": seen.append((s, stage)))
     assert [stage for s, stage in seen if s <= 4] == ["denoising"] * 4
     assert seen[-1] == (6, "face_detail")
+
+
+@pytest.mark.integration
+def test_the_job_total_is_the_same_from_the_first_status_to_the_last(pipeline, settings, redis_client):
+    """A real job on the tiny profile: the record's progress total is base + face-detail steps
+    from the first write (analyzing_face) on, through both passes, to the upload."""
+    from tests.shared.jobs.test_job_progress import RecordingStore
+
+    store, storage = RecordingStore(JobStore.from_settings(settings)), Storage.from_settings(settings)
+    storage.ensure_buckets()
+    rid = f"r{time.time_ns()}"
+    buf = io.BytesIO()
+    face_photo().save(buf, format="PNG")
+    key = storage.put_upload(rid, buf.getvalue(), "image/png")
+    store.create(JobRecord(request_id=rid, created_at=time.time(), upload_key=key, params={
+        "num_images": 2, "width": 128, "height": 128, "num_inference_steps": 4, "face_detail_strength": 0.5}))
+    record = run_job(rid, pipeline, store, storage, deadline_s=600)
+    assert record.status == JobStatus.SUCCEEDED
+    assert store.writes[0]["stage"] == "analyzing_face" and store.writes[-1]["stage"] == "uploading"
+    assert {w["total"] for w in store.writes} == {6}
+    steps = [w["step"] for w in store.writes if w["stage"] in ("denoising", "face_detail")]
+    assert steps[:4] == [1, 2, 3, 4] and steps[-1] == 6

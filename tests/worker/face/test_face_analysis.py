@@ -12,7 +12,7 @@ from shared.errors import ErrorCode, IdentityBodyError
 from shared.settings import Settings
 from worker.face.analysis import FaceAnalyzer, resolve_antelopev2_root
 from worker.face.dlib_analyzer import DlibFaceAnalyzer
-from worker.identity_pipeline import face_analyzer_for
+from worker.pipeline_setup import face_analyzer_for
 from worker.models.layout import ANTELOPEV2_DIR, DETECTOR_FILE, RECOGNIZER_FILE
 
 CPU = ["CPUExecutionProvider"]

@@ -28,6 +28,9 @@ class EngineStandIn:
     def __init__(self, fail: BaseException | None = None, steps: int = 3) -> None:
         self.fail, self.steps, self.calls = fail, steps, 0
 
+    def total_steps(self, params):
+        return self.steps
+
     def generate(self, face_image, params, progress=None):
         self.calls += 1
         num_images, width, height = params.num_images, params.width, params.height

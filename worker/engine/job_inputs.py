@@ -1,0 +1,81 @@
+"""What a job's parameters become for the engine: the base pass's inputs (stage 2, prompt and
+layout), the face-detail pass's, and the job's step total.
+
+The total is known before the first step and never changes: the base pass's steps plus the
+face-detail pass's, which refines all of a job's faces in one pass of ``detail_steps`` steps
+whatever the number of faces found (an image without a face adds none, and a job where no face
+is found has the pass's steps counted at once).
+
+Example::
+
+    total = job_steps(engine, params)                  # 5 + 2 for the fast defaults
+    inputs, prompt = base_inputs(engine, face, params, analysis, seed=42, count=4)
+    detail = detail_inputs(engine, face, params, analysis, seed=42)   # None when the pass is off
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.params import GenerationParams
+from worker.engine.denoise_pass import DenoiseEngine
+from worker.engine.face_detail import FaceDetailInputs, detail_steps
+from worker.engine.face_geometry import layout_face_box, region_mask
+from worker.engine.generation import GenerationInputs
+from worker.engine.output_size import default_size
+from worker.engine.pose_skeleton import draw_pose, pose_points
+from worker.engine.prompts import PromptPair, build_prompt, face_detail_prompt
+from worker.face.analysis import FaceInfo
+from worker.face.keypoints import draw_kps, retarget_kps
+
+
+def face_detail_runs(engine: DenoiseEngine, params: GenerationParams) -> bool:
+    """The face-detail pass runs when asked for and the engine is InstantID's."""
+    return params.face_detail and engine.method == "instantid"
+
+
+def job_steps(engine: DenoiseEngine, params: GenerationParams) -> int:
+    """Every denoise step the job will report: the base pass's and the face-detail pass's."""
+    detail = detail_steps(params.steps(), params.face_detail_strength) if face_detail_runs(engine, params) else 0
+    return params.steps() + detail
+
+
+def base_inputs(engine: DenoiseEngine, face: FaceInfo, params: GenerationParams, analysis: dict[str, Any],
+                seed: int, count: int) -> tuple[GenerationInputs, PromptPair]:
+    """The base pass: the prompt, the keypoints retargeted to the frame, the face region and the
+    pose skeleton (with a pose ControlNet; else the prompt alone says the pose)."""
+    prompt = build_prompt(params.prompt_params(), analysis)
+    fallback_w, fallback_h = default_size(engine.pipe)
+    width, height = params.width or fallback_w, params.height or fallback_h
+    kps = retarget_kps(face.kps, width, height, params.pose)
+    region = None
+    if params.face_region_emphasis:
+        region = region_mask((width, height), layout_face_box(face.kps, face.bbox, kps, (width, height)))
+    inputs = GenerationInputs(
+        prompt=prompt.positive, negative_prompt=prompt.negative, seed=seed,
+        face_embedding=face.embedding, kps_image=draw_kps(width, height, kps), face_region=region,
+        pose_image=draw_pose(width, height, pose_points(params.pose, kps)) if engine.pose_control else None,
+        num_images=count, width=width, height=height, mode=params.mode,
+        steps=params.steps(), guidance=params.guidance(),
+        controlnet_conditioning_scale=params.controlnet_conditioning_scale,
+        ip_adapter_scale=params.ip_adapter_scale)
+    return inputs, prompt
+
+
+def detail_inputs(engine: DenoiseEngine, face: FaceInfo, params: GenerationParams, analysis: dict[str, Any],
+                  seed: int) -> FaceDetailInputs | None:
+    """The face-detail pass's inputs, or None when it does not run (off, or no InstantID)."""
+    if not face_detail_runs(engine, params):
+        return None
+    pair = face_detail_prompt(params.prompt_params(), analysis)
+    return FaceDetailInputs(
+        prompt=pair.positive, negative_prompt=pair.negative, face_embedding=face.embedding, seed=seed,
+        strength=params.face_detail_strength, mode=params.mode, steps=params.steps(),
+        guidance=params.guidance(), controlnet_conditioning_scale=params.controlnet_conditioning_scale,
+        ip_adapter_scale=params.ip_adapter_scale)
+
+
+def detail_off(engine: DenoiseEngine, params: GenerationParams) -> dict[str, Any]:
+    """An image's face-detail entry when the pass did not run."""
+    why = "off" if not params.face_detail else f"unavailable with {engine.method}"
+    return {"face_found": None, "face_detail": "skipped", "face_detail_reason": why, "face_crop_box": None}
