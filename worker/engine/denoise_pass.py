@@ -241,8 +241,11 @@ class _NoJobLeft(Exception):
     """Every job of the pass was canceled or failed: stop before decoding."""
 
 
-def _rows(jobs: list[_LiveJob], min_rows: int) -> list[tuple[_LiveJob, Row]]:
-    rows = [(job, row) for job in jobs for row in job.request.rows]
+def _rows(jobs: list[_LiveJob]) -> list[tuple[_LiveJob, Row]]:
+    return [(job, row) for job in jobs for row in job.request.rows]
+
+
+def _padded(rows: list[tuple[_LiveJob, Row]], min_rows: int) -> list[tuple[_LiveJob, Row]]:
     # Padding rows repeat the last row and are thrown away: a compiled graph with a dynamic batch
     # serves every size but one, so a single image runs as two.
     return rows + [rows[-1]] * max(0, min_rows - len(rows))
@@ -260,10 +263,14 @@ def encode_prompt_pair(pipe, prompt: str, negative_prompt: str, guidance_on: boo
     return embeds
 
 
-def _stack_prompts(pipe, jobs: list[_LiveJob], rows, guidance_on: bool) -> dict[str, Any]:
-    encoded = {id(job): encode_prompt_pair(pipe, job.request.prompt, job.request.negative_prompt, guidance_on)
-               for job in jobs}
-    keys = encoded[id(jobs[0])].keys()
+def _encode_prompts(pipe, jobs: list[_LiveJob], guidance_on: bool) -> dict[int, dict[str, Any]]:
+    """Each job's prompt pair, encoded once for all of the pass's pipeline calls."""
+    return {id(job): encode_prompt_pair(pipe, job.request.prompt, job.request.negative_prompt, guidance_on)
+            for job in jobs}
+
+
+def _stack_prompts(encoded: dict[int, dict[str, Any]], rows) -> dict[str, Any]:
+    keys = encoded[id(rows[0][0])].keys()
     return {k: torch.cat([encoded[id(job)][k] for job, _ in rows]) for k in keys}
 
 
@@ -308,23 +315,51 @@ def _refining(shape: PassShape, rows) -> dict[str, Any]:
     return {"image_to_refine": [row.image_to_refine for _, row in rows], "strength": shape.strength}
 
 
+def pass_sizes(engine: DenoiseEngine, shape: PassShape, guidance_on: bool, rows: int) -> list[int]:
+    """How ``rows`` rows of ``shape`` split into pipeline calls: the engine's memory plan caps the
+    rows one call may hold at this size (worker.engine.memory_plan); without a plan, one call."""
+    plan = getattr(engine, "memory_plan", None)   # test engines built by hand carry none
+    if plan is None:
+        return [rows]
+    return plan.passes(rows, shape.width, shape.height, guidance_on)
+
+
+class _Share:
+    """A job as one of ``count`` pipeline calls of a pass sees it: every call runs the whole
+    schedule, so call ``index``'s step s is reported as step ⌈(index·T + s) / count⌉ of the job's T.
+    The job's total never changes; its steps advance evenly across the calls, from 1 to T."""
+
+    def __init__(self, job: _LiveJob, index: int, count: int, steps: int) -> None:
+        self.job, self.index, self.count, self.steps = job, index, count, steps
+
+    @property
+    def live(self) -> bool:
+        return self.job.live
+
+    def tell(self, step: int, _pass_total: int | None = None) -> None:
+        self.job.tell(-(-(self.index * self.steps + step) // self.count))
+
+
 def _run(engine: DenoiseEngine, jobs: list[_LiveJob]) -> None:
     pipe, shape = engine.pipe, jobs[0].request.shape
     engine.modes.use(shape.mode)
     guidance_on = guidance_applies(pipe, shape.guidance)
     min_rows = engine.fast.min_rows if engine.fast is not None else 1
-    rows = _rows(jobs, min_rows if not guidance_on else (min_rows + 1) // 2)
-    generators = [torch.Generator(engine.policy.generator_device()).manual_seed(row.seed) for _, row in rows]
-    clock = BatchClock(jobs, shape.denoise_steps, engine.policy.device, on_all_stopped=_NoJobLeft)
-    embeds = _stack_prompts(pipe, jobs, rows, guidance_on)
-    identity = _identity_rows(engine, rows, guidance_on)
-    clock.encoded()
-    output = pipe(**embeds, **identity, **_refining(shape, rows), num_images_per_prompt=1,
-                  num_inference_steps=shape.steps, guidance_scale=shape.guidance, generator=generators,
-                  width=shape.width, height=shape.height, callback_on_step_end=clock, output_type="pil")
-    timings = clock.finish()
-    timings["batch_rows"] = len(rows)
-    images = list(output.images)
+    min_rows = min_rows if not guidance_on else (min_rows + 1) // 2
+    encoded = _encode_prompts(pipe, jobs, guidance_on)
+    real = _rows(jobs)
+    sizes = pass_sizes(engine, shape, guidance_on, len(real))
+    images: list[Image.Image] = []
+    calls: list[dict[str, Any]] = []
+    for index, size in enumerate(sizes):
+        if not any(job.live for job in jobs):
+            raise _NoJobLeft("every job of the pass stopped between its pipeline calls")
+        chunk = _padded(real[len(images):len(images) + size], min_rows)
+        views = [_Share(job, index, len(sizes), shape.denoise_steps) for job in jobs]
+        out, timings = _call(engine, shape, chunk, encoded, guidance_on, views)
+        images += out[:size]
+        calls.append(timings)
+    timings = _joined(calls)
     start = 0
     for job in jobs:
         n = job.request.num_images
@@ -332,3 +367,30 @@ def _run(engine: DenoiseEngine, jobs: list[_LiveJob]) -> None:
             job.result.images = images[start:start + n]
             job.result.timings = dict(timings)
         start += n
+
+
+def _call(engine: DenoiseEngine, shape: PassShape, rows, encoded, guidance_on: bool,
+          views: list[_Share]) -> tuple[list[Image.Image], dict[str, Any]]:
+    """One pipeline call over ``rows``: denoise + decode, its steps told through ``views``."""
+    pipe = engine.pipe
+    generators = [torch.Generator(engine.policy.generator_device()).manual_seed(row.seed) for _, row in rows]
+    clock = BatchClock(views, shape.denoise_steps, engine.policy.device, on_all_stopped=_NoJobLeft)
+    embeds = _stack_prompts(encoded, rows)
+    identity = _identity_rows(engine, rows, guidance_on)
+    clock.encoded()
+    output = pipe(**embeds, **identity, **_refining(shape, rows), num_images_per_prompt=1,
+                  num_inference_steps=shape.steps, guidance_scale=shape.guidance, generator=generators,
+                  width=shape.width, height=shape.height, callback_on_step_end=clock, output_type="pil")
+    timings = clock.finish()
+    timings["batch_rows"] = len(rows)
+    return list(output.images), timings
+
+
+def _joined(calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """The timings of a pass made of several pipeline calls: seconds summed, step times listed."""
+    if len(calls) == 1:
+        return calls[0]
+    return {"prompt_encode_s": sum(c["prompt_encode_s"] for c in calls),
+            "denoise_step_s": [s for c in calls for s in c["denoise_step_s"]],
+            "decode_s": sum(c["decode_s"] for c in calls), "generate_s": sum(c["generate_s"] for c in calls),
+            "batch_rows": max(c["batch_rows"] for c in calls), "pipeline_calls": len(calls)}
