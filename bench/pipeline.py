@@ -96,7 +96,8 @@ def bench_full_size(args) -> int:
 
     import torch
 
-    from bench.fast_engine import Setup, restart_probe, run
+    from bench.compile_phase import restart_probe
+    from bench.fast_engine import Setup, run
 
     device = "cpu" if args.smoke else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
@@ -202,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (tiny profile)")
     parser.add_argument("--budget-s", type=float, default=460, help="--full-size: seconds the whole run may take; "
                         "the warm-restart probe gets what is left")
-    parser.add_argument("--cache-dir", default="/tmp/idbody-bench-compile-cache", help="--full-size: compile cache")
+    parser.add_argument("--cache-dir", default="/tmp/idbody-bench-compile-cache", help="--full-size: compile "
+                        "cache, emptied before the first compile (which is then a cold one)")
     parser.add_argument("--out", default=None, help="--full-size: JSON path")
     parser.add_argument("--quick", action="store_true", help="--full-size: eager vs fast engine without compiling, "
                         "no x8 case, no restart probe (fits a short GPU lease)")
