@@ -97,23 +97,24 @@ class BucketedForward:
         self.compiled, self.starts_graph_step = compiled, starts_graph_step
         self.run_compiled = torch.compile(eager, **options)
 
-    def __call__(self, sample: torch.Tensor, *args, **kwargs):
+    def __call__(self, *args, **kwargs):
+        sample = args[0] if args else kwargs["sample"]   # the first parameter of all three forwards
         rows, size = sample.shape[0], tuple(sample.shape[-2:])
         padded = self.buckets.rows_for(rows)
         if size not in self.latent_sizes or padded is None:
             self._note_eager(size, rows)
-            return self.eager(sample, *args, **kwargs)
+            return self.eager(*args, **kwargs)
         if self.name == "unet":
             kwargs["cross_attention_kwargs"] = _masks_per_row(kwargs.get("cross_attention_kwargs"), sample,
                                                               self.scale)
-        inputs = tree_map(lambda x: _pad_rows(x, rows, padded), (sample, args, kwargs))
-        tree_map(lambda x: _mark_batch(x, padded), inputs)
+        args, kwargs = tree_map(lambda x: _pad_rows(x, rows, padded), (args, kwargs))
+        tree_map(lambda x: _mark_batch(x, padded), (args, kwargs))
         if self.starts_graph_step and sample.is_cuda:
             torch.compiler.cudagraph_mark_step_begin()
         from torch._dynamo.utils import counters
 
         before = counters["stats"]["unique_graphs"]
-        out = self.run_compiled(inputs[0], *inputs[1], **inputs[2])
+        out = self.run_compiled(*args, **kwargs)
         self.compiled.graphs[(self.name, size)] += counters["stats"]["unique_graphs"] - before
         return out if padded == rows else tree_map(lambda x: _trim_rows(x, padded, rows), out)
 

@@ -16,7 +16,8 @@ What ``make_fast`` does to a loaded engine, in order:
 3. per-row IP-Adapter and IdentityNet scales (worker.engine.row_scales), which micro-batching
    needs and which keep scale values out of compiled graphs;
 4. on CUDA when ``engine_compile`` is set: channels-last memory for UNet, IdentityNet and VAE,
-   then torch.compile with CUDA graphs (worker.engine.compiled_modules), caches on disk.
+   then torch.compile with CUDA graphs (worker.engine.compiled_modules), caches on disk: whole
+   networks, no graph break, static sizes (worker.engine.shape_buckets), other sizes eager.
    Channels-last only together with the compiler, which generates NHWC kernels for group norm:
    in eager PyTorch it made the H100's VAE decode 1.7x slower (bench/README.md)
 
@@ -25,7 +26,7 @@ Example::
     options = FastOptions.decide(settings, policy, model_dir)    # None on the CPU by default
     if options:
         make_fast(engine, options)
-        warm_up(engine, width=768, height=1024, rows=(2, 4, 8))
+        warm_up(engine)          # compiled: every size and row bucket, both modes
 """
 
 from __future__ import annotations
