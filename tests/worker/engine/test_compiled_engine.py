@@ -89,7 +89,7 @@ def test_jobs_after_warm_up_compile_nothing_in_either_mode(compiled):
     with torch.compiler.set_stance("fail_on_recompile"):
         generate_images(compiled, _inputs(num_images=1, steps=1))
         generate_images(compiled, _inputs(num_images=2, steps=1, face_region=region, guidance=1.5))
-        generate_images(compiled, _inputs(num_images=2, steps=1, face_region=region, **{**QUALITY, "steps": 1}))
+        generate_images(compiled, _inputs(num_images=2, face_region=region, **{**QUALITY, "steps": 1}))
         results = generate_batch(compiled, [BatchJob(_inputs(num_images=1, steps=1, seed=1, face_region=region)),
                                             BatchJob(_inputs(num_images=1, steps=1, seed=2, face_region=other))])
     assert [r.error for r in results] == [None, None]
