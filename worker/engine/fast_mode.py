@@ -120,6 +120,7 @@ def compile_engine(engine, options: FastOptions) -> list[str]:
 
     if options.cache_dir is not None:
         use_compile_cache(options.cache_dir)
+    engine.fast.options = options   # warm_up reads max_images from here
     engine.fast.compile = compile_pipeline(pipe, shape_buckets(engine, options), options.compile_mode,
                                            options.compile_backend)
     engine.fast.compiled = engine.fast.compile.networks
