@@ -8,18 +8,15 @@ per shape -> compiled cases and micro-batching -> warm restart in a second proce
 compile cache present.
 
 ``--smoke`` runs the same code on the CPU with tiny random models, 64 px, two steps, three
-micro-batched jobs and
-torch.compile's "aot_eager" backend (dynamo tracing, no kernel generation): a check that the
-bench itself works before GPU time is spent on it. Its timings mean nothing.
+micro-batched jobs, compiled with inductor (real code generation; bench.compile_phase): a check
+that the bench works before GPU time is spent on it, and the compile figures of the CPU (graph
+breaks, recompiles, first compile vs restart). Its generation timings mean nothing.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -200,93 +197,19 @@ def microbatch(engine, setup: Setup, jobs: int = 8) -> dict[str, Any]:
             "failed_jobs": failed, "peak_vram_mib": _peak_mib(setup)}
 
 
-def fast_options(setup: Setup, compiled: bool = True):
-    from worker.engine.fast_mode import FastOptions
-
-    if not compiled:
-        return FastOptions(cache_dir=setup.cache_dir)
-    if setup.smoke:
-        return FastOptions(compile_backend="aot_eager", cache_dir=setup.cache_dir)
-    return FastOptions(compile_mode="reduce-overhead", cache_dir=setup.cache_dir)
-
-
-def warm_up_fast(engine, setup: Setup) -> dict[str, float]:
-    """The worker's own warm-up (compile at the first shape, CUDA graphs for the others)."""
-    from worker.engine.fast_mode import warm_up
-
-    return warm_up(engine, setup.width, setup.height, rows=(2, 4, 8), quality_rows=(4,))
-
-
 def make_fast_uncompiled(engine, setup: Setup, report: Report) -> None:
-    from worker.engine.fast_mode import make_fast
+    from worker.engine.fast_mode import FastOptions, make_fast
 
     t = time.perf_counter()
-    make_fast(engine, fast_options(setup, compiled=False))
+    make_fast(engine, FastOptions(cache_dir=setup.cache_dir))
     report.add("fast_engine", "prepare_s", time.perf_counter() - t)
-
-
-def compile_and_warm(engine, setup: Setup, report: Report) -> bool:
-    """Compile the fast engine and warm it up; False (and the error in the report) when it
-    fails, with the engine back to uncompiled."""
-    from worker.engine.compiled_modules import graph_breaks, uncompile_pipeline
-    from worker.engine.fast_mode import compile_engine
-
-    report.add("fast_engine", "compiled", compile_engine(engine, fast_options(setup)))
-    t = time.perf_counter()
-    try:
-        report.add("fast_engine", "warmup_s_per_shape", warm_up_fast(engine, setup))
-        ok = True
-    except Exception as exc:  # noqa: BLE001 - the bench reports a failed compile and goes on
-        report.add("fast_engine", "compile_error", f"{type(exc).__name__}: {exc}"[:2000])
-        uncompile_pipeline(engine.pipe)
-        engine.fast.compiled, engine.fast.min_rows = [], 1
-        print(f"compile failed: {exc!r}", flush=True)
-        ok = False
-    report.add("fast_engine", "compile_and_warmup_s", time.perf_counter() - t)
-    report.add("fast_engine", "graph_breaks", graph_breaks())
-    return ok
-
-
-def restart_probe(setup: Setup) -> dict[str, Any]:
-    """A fresh process's cold start with the compile cache present: build, prepare, warm up."""
-    t0 = time.perf_counter()
-    engine = build_engine(setup)
-    built = time.perf_counter()
-    from worker.engine.fast_mode import make_fast
-
-    make_fast(engine, fast_options(setup))
-    prepared = time.perf_counter()
-    seconds = warm_up_fast(engine, setup)
-    ready = time.perf_counter()
-    return {"build_random_models_s": built - t0, "prepare_s": prepared - built, "warmup_s": ready - prepared,
-            "warmup_s_per_shape": seconds, "restart_to_ready_s": ready - built,
-            "note": "restart_to_ready_s excludes building the random models (a real worker loads weights instead)"}
-
-
-def run_restart_probe(setup: Setup, report: Report, out: Path) -> None:
-    budget = int(setup.left_s() - 5)
-    if budget < 30:
-        report.add("warm_restart", "skipped", f"only {budget} s of the run's budget left")
-        return
-    probe_out = out.with_name(out.stem + "_restart.json")
-    command = [sys.executable, "-m", "bench.pipeline", "--restart-probe", "--cache-dir", str(setup.cache_dir),
-               "--out", str(probe_out)] + (["--smoke"] if setup.smoke else [])
-    t = time.perf_counter()
-    try:
-        done = subprocess.run(command, timeout=budget, capture_output=True, text=True, env=dict(os.environ), check=False)
-        result = json.loads(probe_out.read_text()) if probe_out.is_file() else {}
-        result.update(process_s=time.perf_counter() - t, rc=done.returncode)
-        if done.returncode:
-            result["stderr_tail"] = done.stderr[-3000:]
-    except subprocess.TimeoutExpired:
-        result = {"timed_out_after_s": budget}
-    report.data["warm_restart"] = result
-    report.write()
 
 
 def run(setup: Setup, out: Path) -> Report:
     import diffusers
     import torch
+
+    from bench.compile_phase import compile_and_warm, run_restart_probe
 
     gpu = torch.cuda.get_device_name() if setup.device == "cuda" else "cpu (smoke)"
     report = Report(out, gpu=gpu, torch=torch.__version__, diffusers=diffusers.__version__, smoke=setup.smoke,

@@ -49,6 +49,12 @@ def _other_rows(data: dict) -> list[str]:
                      f"{_f(fe.get('compile_and_warmup_s'), 1)} s ({shapes}); graph breaks {fe.get('graph_breaks')}")
         if "compile_error" in fe:
             lines.append(f"- compile error: {fe['compile_error'][:300]}")
+    done = data.get("compile")
+    if done:
+        lines.append(f"- compile ({done.get('backend')}, mode {done.get('mode')}, sizes {done.get('sizes')}): "
+                     f"{done.get('graphs')} graphs, {done.get('graph_breaks')} graph breaks, {done.get('recompiles')} "
+                     f"recompiles; first compile + warm-up {_f(done.get('first_s'), 1)} s, restart with the warm cache "
+                     f"{_f(done.get('restart_s'), 1)} s ({_f(done.get('restart_speedup'), 1)}× faster)")
     restart = data.get("warm_restart")
     if restart:
         if "restart_to_ready_s" in restart:

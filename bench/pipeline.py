@@ -97,7 +97,8 @@ def bench_full_size(args) -> int:
 
     import torch
 
-    from bench.fast_engine import Setup, restart_probe, run
+    from bench.compile_phase import restart_probe
+    from bench.fast_engine import Setup, run
 
     device = "cpu" if args.smoke else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
@@ -107,7 +108,7 @@ def bench_full_size(args) -> int:
     size = (64, 64) if args.smoke else (768, 1024)
     setup = Setup(smoke=args.smoke, device=device, width=size[0], height=size[1],
                   repeats=1 if args.smoke else args.repeats, cache_dir=Path(args.cache_dir),
-                  deadline=time.monotonic() + args.budget_s, quick=args.quick)
+                  deadline=time.monotonic() + (args.budget_s or (3600 if args.smoke else 460)), quick=args.quick)
     out = Path(args.out) if args.out else RESULTS / ("pipeline_smoke.json" if args.smoke else "pipeline_full_size.json")
     if args.restart_probe:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -203,12 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-size", action="store_true", help="architecture-exact random fp16 models on CUDA: "
                         "eager baseline vs fast engine, micro-batching, compile, warm restart, memory plans under emulated cards")
     parser.add_argument("--smoke", action="store_true", help="with --full-size: the same bench on the CPU with tiny "
-                        "models (checks the bench runs; its timings mean nothing)")
+                        "models, compiled with inductor: the CPU's compile figures (graph breaks, recompiles, first compile vs "
+                        "restart); its generation timings mean nothing")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (tiny profile)")
-    parser.add_argument("--budget-s", type=float, default=460, help="--full-size: seconds the whole run may take; "
+    parser.add_argument("--budget-s", type=float, default=None, help="--full-size: seconds the whole run may take "
+                        "(default 460 on a GPU, 3600 with --smoke, whose inductor compile on a CPU takes minutes); "
                         "the warm-restart probe gets what is left")
-    parser.add_argument("--cache-dir", default="/tmp/idbody-bench-compile-cache", help="--full-size: compile cache")
+    parser.add_argument("--cache-dir", default="/tmp/idbody-bench-compile-cache", help="--full-size: compile "
+                        "cache, emptied before the first compile (which is then a cold one)")
     parser.add_argument("--out", default=None, help="--full-size: JSON path")
     parser.add_argument("--quick", action="store_true", help="--full-size: eager vs fast engine without compiling, "
                         "no x8 case, no restart probe (fits a short GPU lease)")

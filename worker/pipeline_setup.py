@@ -120,13 +120,10 @@ def warm_up(engine: Engine, face_analyzer: FaceAnalyzer, settings: Settings, run
 
 
 def _warm_up_compiled(engine: Engine, settings: Settings, run_lock: threading.Lock) -> None:
-    """A compiled engine compiles and records its CUDA graphs here, before the worker reports
-    ready, at the default output size for the batch sizes it will see most (others record on
-    first use: a replay's cost, not a compile's)."""
-    size, most = GenerationParams.model_fields, settings.max_batch_images
+    """A compiled engine compiles (and, on CUDA, records its graphs) here, before the worker reports
+    ready: every size it compiled for (worker.engine.shape_buckets) at every row bucket, both modes."""
     with run_lock:
-        warm_up_fast(engine, size["width"].default, size["height"].default,
-                     rows=tuple(sorted({2, min(4, most), most})))
+        warm_up_fast(engine)
 
 
 def micro_batcher(engine: Engine, settings: Settings, run_lock: threading.Lock,

@@ -1,39 +1,50 @@
-"""torch.compile of the three networks a generation spends its GPU time in: the UNet, IdentityNet
-(the ControlNet) and the VAE decoder, with CUDA graphs ("reduce-overhead") so a denoise step is a
-few graph replays instead of thousands of kernel launches.
+"""torch.compile of the three networks a generation spends its time in: the UNet, IdentityNet (the
+ControlNet) and the VAE decoder; on CUDA with CUDA graphs ("reduce-overhead"), so a denoise step
+is a few graph replays instead of thousands of kernel launches.
 
-Choices:
+Clean by construction (bench/README.md has the story of the ``dynamic=True`` engine that never
+finished compiling):
 
-- the modules' ``forward`` is compiled, not their ``__call__``: hooks stay outside the graph, so
-  the per-call IdentityNet hook (face tokens) and the row-scale hook never cause a recompile;
-- ``dynamic=True``: one compile serves every batch size (and output size); CUDA graphs still
-  record one graph per concrete shape, which costs a replay, not a compile. A batch of one is
-  special-cased by the compiler (size-1 dims specialise), so ``MIN_ROWS`` pads a pass to two
-  rows rather than paying a second compile;
+- ``fullgraph=True``: a graph break is an error at the first compile, not a silent slowdown;
+- static shapes: each network's ``forward`` is replaced by a ``BucketedForward`` that lets the
+  compiled graph see only the sizes of ``ShapeBuckets`` (worker.engine.shape_buckets), with the
+  batch padded up to a bucket's row count and marked as its one dynamic dimension; any other size
+  runs the eager forward (logged once per size). One graph per network and size, whatever the
+  batch and mode;
+- the inputs that used to change between calls arrive in one form: LCM's int64 timesteps as
+  float32 (Euler's dtype), and the IP-Adapter's face-region mask always present, one per row
+  (all ones when a job has no face region: multiplying by one changes nothing);
+- ``forward`` is compiled, not ``__call__``: hooks stay outside the graph, so the per-call
+  IdentityNet hook (face tokens) and the row-scale hook never cause a recompile;
 - a new CUDA-graph "step" begins before IdentityNet (the first graph of each denoise step) and
-  before the VAE decode, so the previous step's graph outputs may be overwritten (they have
-  been consumed by then);
-- the compiler's caches (FX graph, AOT autograd, Triton kernels) go to a folder next to the
-  models, so a restarted worker loads compiled kernels instead of generating them again.
+  before the VAE decode, so the previous step's graph outputs may be overwritten (they have been
+  consumed by then);
+- the compiler's caches (FX graph, AOT autograd, kernels) go to a folder next to the models, so a
+  restarted worker loads compiled code instead of generating it again.
 
 Example::
 
     use_compile_cache(Path("models/.compile-cache"))
-    compile_pipeline(pipe, mode="reduce-overhead")
+    compiled = compile_pipeline(pipe, buckets, mode="reduce-overhead")
+    compiled.recompiles()      # 0 after any number of jobs at the buckets' shapes
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch.utils._pytree import tree_map
+
+from worker.engine.shape_buckets import ShapeBuckets
 
 log = logging.getLogger(__name__)
-
-MIN_ROWS = 2
 
 
 def use_compile_cache(folder: Path) -> None:
@@ -51,13 +62,96 @@ def use_compile_cache(folder: Path) -> None:
     log.info("compile cache: %s", folder)
 
 
-def _new_graph_step(compiled):
-    @functools.wraps(compiled)
-    def run(*args, **kwargs):
-        torch.compiler.cudagraph_mark_step_begin()
-        return compiled(*args, **kwargs)
+@dataclass
+class CompiledPipeline:
+    """What was compiled and what compiling has cost so far: graphs per (network, latent size),
+    and the shapes that ran eager."""
 
-    return run
+    networks: list[str]
+    backend: str
+    mode: str | None
+    buckets: ShapeBuckets
+    graphs: Counter = field(default_factory=Counter)
+    eager_shapes: set = field(default_factory=set)
+
+    def recompiles(self) -> int:
+        """Graphs compiled again for a (network, size) that already had one: 0 is a clean engine."""
+        return sum(n - 1 for n in self.graphs.values() if n > 1)
+
+
+def graph_breaks() -> int:
+    """Graph breaks dynamo reported in this process so far (0 is what a clean compile gives)."""
+    from torch._dynamo.utils import counters
+
+    return int(sum(counters["graph_break"].values()))
+
+
+class BucketedForward:
+    """A network's ``forward``: compiled at the buckets' sizes (batch padded to a bucket's rows),
+    eager at any other size."""
+
+    def __init__(self, name: str, eager: Callable, buckets: ShapeBuckets, scale: int,
+                 compiled: CompiledPipeline, options: dict[str, Any], starts_graph_step: bool) -> None:
+        self.name, self.eager, self.buckets, self.scale = name, eager, buckets, scale
+        self.latent_sizes = buckets.latent_sizes(scale)
+        self.compiled, self.starts_graph_step = compiled, starts_graph_step
+        self.run_compiled = torch.compile(eager, **options)
+
+    def __call__(self, *args, **kwargs):
+        sample = args[0] if args else kwargs["sample"]   # the first parameter of all three forwards
+        rows, size = sample.shape[0], tuple(sample.shape[-2:])
+        padded = self.buckets.rows_for(rows)
+        if size not in self.latent_sizes or padded is None:
+            self._note_eager(size, rows)
+            return self.eager(*args, **kwargs)
+        if self.name == "unet":
+            kwargs["cross_attention_kwargs"] = _masks_per_row(kwargs.get("cross_attention_kwargs"), sample,
+                                                              self.scale)
+        args, kwargs = tree_map(lambda x: _pad_rows(x, rows, padded), (args, kwargs))
+        tree_map(lambda x: _mark_batch(x, padded), (args, kwargs))
+        if self.starts_graph_step and sample.is_cuda:
+            torch.compiler.cudagraph_mark_step_begin()
+        from torch._dynamo.utils import counters
+
+        before = counters["stats"]["unique_graphs"]
+        out = self.run_compiled(*args, **kwargs)
+        self.compiled.graphs[(self.name, size)] += counters["stats"]["unique_graphs"] - before
+        return out if padded == rows else tree_map(lambda x: _trim_rows(x, padded, rows), out)
+
+    def _note_eager(self, size: tuple[int, int], rows: int) -> None:
+        key = (self.name, size) if rows <= self.buckets.rows[-1] else (self.name, size, "rows")
+        if key not in self.compiled.eager_shapes:
+            self.compiled.eager_shapes.add(key)
+            log.info("%s: latents %dx%d x %d rows are not a compiled shape (sizes %s, up to %d rows): eager",
+                     self.name, size[1], size[0], rows, list(self.buckets.sizes), self.buckets.rows[-1])
+
+
+def _pad_rows(x: Any, rows: int, padded: int) -> Any:
+    """A batch tensor with its last row repeated up to ``padded`` rows (rows are independent in
+    these networks: the extra ones change nothing in the others, and are cut off after)."""
+    if not torch.is_tensor(x) or x.dim() == 0 or x.shape[0] != rows or padded == rows:
+        return x
+    return torch.cat([x, x[-1:].expand(padded - rows, *x.shape[1:])])
+
+
+def _mark_batch(x: Any, padded: int) -> None:
+    if torch.is_tensor(x) and x.dim() > 0 and x.shape[0] == padded:
+        torch._dynamo.mark_dynamic(x, 0)
+
+
+def _trim_rows(x: Any, padded: int, rows: int) -> Any:
+    return x[:rows] if torch.is_tensor(x) and x.dim() > 0 and x.shape[0] == padded else x
+
+
+def _masks_per_row(cross_attention_kwargs: dict | None, sample: torch.Tensor, scale: int) -> dict:
+    """The IP-Adapter's face-region mask as one per row, all ones without a face region: one
+    graph serves jobs with and without the region, and single and per-job masks."""
+    kwargs = dict(cross_attention_kwargs or {})
+    rows, (height, width) = sample.shape[0], sample.shape[-2:]
+    # IPAdapterMaskProcessor's layout: [rows, 1, height, width] at the output (pixel) size
+    masks = kwargs.get("ip_adapter_masks") or [sample.new_ones(1, 1, height * scale, width * scale)]
+    kwargs["ip_adapter_masks"] = [m.repeat(rows, 1, 1, 1) if m.shape[0] == 1 else m.contiguous() for m in masks]
+    return kwargs
 
 
 def _float_timestep(_module, args, kwargs):
@@ -70,35 +164,30 @@ def _float_timestep(_module, args, kwargs):
     return args, kwargs
 
 
-def compile_pipeline(pipe, mode: str | None = "reduce-overhead", backend: str = "inductor") -> list[str]:
-    """Compile UNet, ControlNet (when the pipeline has one) and VAE decoder in place; returns
-    their names. Compilation itself happens lazily, at the first call of each (the warm-up)."""
-    options = {"dynamic": True, "fullgraph": False, "backend": backend}
-    if backend == "inductor":
+def compile_pipeline(pipe, buckets: ShapeBuckets, mode: str | None = "reduce-overhead",
+                     backend: str = "inductor") -> CompiledPipeline:
+    """Compile UNet, ControlNet (when the pipeline has one) and VAE decoder in place, for the
+    buckets' shapes. Compilation itself happens lazily, at the first call of each size (the
+    warm-up: worker.engine.fast_mode.warm_up)."""
+    options: dict[str, Any] = {"fullgraph": True, "dynamic": False, "backend": backend}
+    if backend == "inductor" and mode not in (None, "default"):
         options["mode"] = mode
-    compiled = []
     controlnet = getattr(pipe, "controlnet", None)
-    for network in (pipe.unet, controlnet):
-        if network is not None:
-            network.register_forward_pre_hook(_float_timestep, with_kwargs=True)
-    unet = torch.compile(pipe.unet.forward, **options)
+    compiled = CompiledPipeline(networks=[], backend=backend, mode=mode, buckets=buckets)
     # Without IdentityNet (the SDXL fallback) the UNet is the first graph of a step.
-    pipe.unet.forward = unet if controlnet is not None else _new_graph_step(unet)
-    compiled.append("unet")
-    if controlnet is not None:
-        controlnet.forward = _new_graph_step(torch.compile(controlnet.forward, **options))
-        compiled.append("controlnet")
-    pipe.vae.decoder.forward = _new_graph_step(torch.compile(pipe.vae.decoder.forward, **options))
-    compiled.append("vae.decoder")
-    log.info("torch.compile (%s, mode=%s, dynamic batch): %s", backend, mode, ", ".join(compiled))
+    networks = [("controlnet", controlnet, True), ("unet", pipe.unet, controlnet is None),
+                ("vae.decoder", pipe.vae.decoder, True)]
+    for name, module, starts_step in networks:
+        if module is None:
+            continue
+        if name != "vae.decoder":
+            module.register_forward_pre_hook(_float_timestep, with_kwargs=True)
+        module.forward = BucketedForward(name, module.forward, buckets, int(pipe.vae_scale_factor), compiled, options,
+                                         starts_step)
+        compiled.networks.append(name)
+    log.info("torch.compile (%s, mode=%s, fullgraph, static sizes %s, rows %s): %s", backend, mode,
+             list(buckets.sizes), list(buckets.rows), ", ".join(compiled.networks))
     return compiled
-
-
-def graph_breaks() -> int:
-    """Graph breaks dynamo reported in this process so far (0 is what a clean compile gives)."""
-    from torch._dynamo.utils import counters
-
-    return int(sum(counters["graph_break"].values()))
 
 
 def uncompile_pipeline(pipe) -> None:

@@ -16,7 +16,8 @@ What ``make_fast`` does to a loaded engine, in order:
 3. per-row IP-Adapter and IdentityNet scales (worker.engine.row_scales), which micro-batching
    needs and which keep scale values out of compiled graphs;
 4. on CUDA when ``engine_compile`` is set: channels-last memory for UNet, IdentityNet and VAE,
-   then torch.compile with CUDA graphs (worker.engine.compiled_modules), caches on disk.
+   then torch.compile with CUDA graphs (worker.engine.compiled_modules), caches on disk: whole
+   networks, no graph break, static sizes (worker.engine.shape_buckets), other sizes eager.
    Channels-last only together with the compiler, which generates NHWC kernels for group norm:
    in eager PyTorch it made the H100's VAE decode 1.7x slower (bench/README.md)
 
@@ -25,7 +26,7 @@ Example::
     options = FastOptions.decide(settings, policy, model_dir)    # None on the CPU by default
     if options:
         make_fast(engine, options)
-        warm_up(engine, width=768, height=1024, rows=(2, 4, 8))
+        warm_up(engine)          # compiled: every size and row bucket, both modes
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from worker.engine.shape_buckets import ShapeBuckets
+
+if TYPE_CHECKING:
+    from worker.engine.compiled_modules import CompiledPipeline
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +49,11 @@ log = logging.getLogger(__name__)
 class FastOptions:
     channels_last: bool = True               # applied with compiling only (step 4)
     fuse_qkv: bool = True
-    compile_mode: str | None = None          # "reduce-overhead" (CUDA graphs) | "max-autotune" | None
-    compile_backend: str = "inductor"        # "aot_eager" traces without generating kernels (CPU checks)
+    compile_mode: str | None = None          # None: not compiled | "reduce-overhead" (CUDA graphs) | "default"
+    compile_backend: str = "inductor"        # "aot_eager" traces without generating kernels
     cache_dir: Path | None = None
+    max_images: int = 8                      # the most images of one pass (row buckets hold twice that)
+    compile_sizes: tuple[tuple[int, int], ...] | None = None   # None: the offered sizes (ShapeBuckets)
 
     @classmethod
     def decide(cls, settings, policy, model_dir: Path) -> FastOptions | None:
@@ -56,7 +65,8 @@ class FastOptions:
             return None
         compiles = settings.engine_compile and policy.device == "cuda" and not policy.cpu_offload
         cache = settings.compile_cache_dir or Path(model_dir) / ".compile-cache"
-        return cls(compile_mode="reduce-overhead" if compiles else None, cache_dir=cache)
+        return cls(compile_mode="reduce-overhead" if compiles else None, cache_dir=cache,
+                   max_images=settings.max_batch_images)
 
 
 @dataclass
@@ -66,6 +76,7 @@ class FastEngine:
     min_rows: int                    # a denoise pass is padded up to this many rows
     compiled: list[str]
     prepare_s: float
+    compile: CompiledPipeline | None = None    # the compiled networks' buckets and counts
 
 
 def make_fast(engine, options: FastOptions) -> FastEngine:
@@ -88,7 +99,7 @@ def make_fast(engine, options: FastOptions) -> FastEngine:
     engine.modes.use("fast")
     engine.fast = FastEngine(options=options, row_scales=scales, min_rows=1, compiled=[],
                              prepare_s=time.perf_counter() - started)
-    if options.compile_mode is not None or options.compile_backend != "inductor":
+    if options.compile_mode is not None:
         compile_engine(engine, options)
     return engine.fast
 
@@ -99,7 +110,7 @@ def compile_engine(engine, options: FastOptions) -> list[str]:
     (``warm_up``)."""
     import torch
 
-    from worker.engine.compiled_modules import MIN_ROWS, compile_pipeline, use_compile_cache
+    from worker.engine.compiled_modules import compile_pipeline, use_compile_cache
 
     pipe = engine.pipe
     if options.channels_last:
@@ -109,9 +120,19 @@ def compile_engine(engine, options: FastOptions) -> list[str]:
 
     if options.cache_dir is not None:
         use_compile_cache(options.cache_dir)
-    engine.fast.compiled = compile_pipeline(engine.pipe, options.compile_mode, options.compile_backend)
-    engine.fast.min_rows = MIN_ROWS
+    engine.fast.options = options   # warm_up reads max_images from here
+    engine.fast.compile = compile_pipeline(pipe, shape_buckets(engine, options), options.compile_mode,
+                                           options.compile_backend)
+    engine.fast.compiled = engine.fast.compile.networks
     return engine.fast.compiled
+
+
+def shape_buckets(engine, options: FastOptions) -> ShapeBuckets:
+    """The sizes and row counts the engine compiles for (worker.engine.shape_buckets)."""
+    from worker.engine.output_size import default_size, working_size
+
+    return ShapeBuckets.for_engine(working_size(engine.pipe), default_size(engine.pipe), options.max_images,
+                                   sizes=options.compile_sizes)
 
 
 def fuse_plain_attention_qkv(model) -> int:
@@ -153,10 +174,42 @@ def _share_storage(fused, parts) -> None:
         offset += rows
 
 
-def warm_up(engine, width: int, height: int, rows: tuple[int, ...] = (2, 4, 8),
-            quality_rows: tuple[int, ...] = (1, 4)) -> dict[str, float]:
-    """Run each (mode, batch) shape once so compiling and CUDA-graph recording happen before the
-    worker says it is ready. Returns seconds per shape ("fast x2", ...)."""
+def warm_up(engine, width: int | None = None, height: int | None = None, rows: tuple[int, ...] | None = None,
+            quality_rows: tuple[int, ...] | None = None) -> dict[str, float]:
+    """Run each (size, mode, batch) shape once, one step, so compiling and CUDA-graph recording
+    happen before the worker says it is ready. Without a size: every size the engine compiled for;
+    without rows: every row bucket in each mode (quality's guidance doubles the rows, so it runs
+    half as many images). A compile that fails leaves the engine eager, logged, not broken.
+    Returns seconds per shape ("fast 256x256 x2", ...)."""
+    from worker.engine.output_size import default_size
+
+    compiled = engine.fast.compile
+    if width is None or height is None:
+        sizes = list(compiled.buckets.sizes) if compiled is not None else [default_size(engine.pipe)]
+    else:
+        sizes = [(width, height)]
+    if compiled is not None:
+        bucket_rows = compiled.buckets.rows
+        rows = rows or tuple(r for r in bucket_rows if r <= engine.fast.options.max_images)
+        quality_rows = quality_rows or tuple(r // 2 for r in bucket_rows)
+    shapes = [(size, "fast", n, 0.0) for size in sizes for n in rows or (2,)]
+    shapes += [(size, "quality", n, 5.0) for size in sizes for n in quality_rows or (1,)]
+    seconds = {}
+    for (w, h), mode, n, guidance in shapes:
+        t = time.perf_counter()
+        try:
+            _one_pass(engine, w, h, mode, n, guidance)
+        except Exception as exc:  # a compile error must not take the worker down
+            if engine.fast.compile is None:
+                raise
+            _back_to_eager(engine, exc)
+            _one_pass(engine, w, h, mode, n, guidance)
+        seconds[f"{mode} {w}x{h} x{n}"] = time.perf_counter() - t
+    log.info("fast engine warmed up: %s", {k: round(v, 2) for k, v in seconds.items()})
+    return seconds
+
+
+def _one_pass(engine, width: int, height: int, mode: str, images: int, guidance: float) -> None:
     import numpy as np
 
     from worker.engine.generation import BatchJob, GenerationInputs, generate_batch
@@ -165,16 +218,17 @@ def warm_up(engine, width: int, height: int, rows: tuple[int, ...] = (2, 4, 8),
     face = np.random.default_rng(0).standard_normal(512).astype(np.float32)
     kps = np.array([[0.4, 0.2], [0.6, 0.2], [0.5, 0.27], [0.42, 0.33], [0.58, 0.33]], dtype=np.float32)
     kps_image = draw_kps(width, height, kps * np.array([width, height], dtype=np.float32))
-    shapes = [("fast", n, 2, 0.0) for n in rows] + [("quality", n, 2, 5.0) for n in quality_rows]
-    seconds = {}
-    for mode, n, steps, guidance in shapes:
-        job = GenerationInputs(prompt="a person standing", negative_prompt="", seed=0, face_embedding=face,
-                               kps_image=kps_image, num_images=n, width=width, height=height, mode=mode,
-                               steps=steps, guidance=guidance)
-        t = time.perf_counter()
-        (result,) = generate_batch(engine, [BatchJob(job)])
-        if result.error is not None:
-            raise result.error
-        seconds[f"{mode} x{n}"] = time.perf_counter() - t
-    log.info("fast engine warmed up: %s", {k: round(v, 2) for k, v in seconds.items()})
-    return seconds
+    job = GenerationInputs(prompt="a person standing", negative_prompt="", seed=0, face_embedding=face,
+                           kps_image=kps_image, num_images=images, width=width, height=height, mode=mode,
+                           steps=1, guidance=guidance)
+    (result,) = generate_batch(engine, [BatchJob(job)])
+    if result.error is not None:
+        raise result.error
+
+
+def _back_to_eager(engine, exc: BaseException) -> None:
+    from worker.engine.compiled_modules import uncompile_pipeline
+
+    log.error("compiling the engine failed (%s: %s); it runs eager", type(exc).__name__, str(exc)[:2000])
+    uncompile_pipeline(engine.pipe)
+    engine.fast.compile, engine.fast.compiled = None, []
