@@ -22,7 +22,6 @@ import numpy as np
 from PIL import Image
 
 from shared.errors import IdentityBodyError
-from shared.params import GenerationParams
 from shared.settings import Settings
 from worker.appearance.analyzer import AppearanceAnalyzer
 from worker.engine.denoise_pass import run_pass
@@ -104,7 +103,7 @@ def warm_up(engine: Engine, face_analyzer: FaceAnalyzer, settings: Settings, run
     except IdentityBodyError:
         pass  # "no face" is the expected answer for a blank image
     if engine.fast is not None and engine.fast.compiled:
-        _warm_up_compiled(engine, settings, run_lock)
+        _warm_up_compiled(engine, run_lock)
         seconds = time.perf_counter() - started
         log.info("compiled engine warmed up in %.1fs", seconds)
         return seconds
@@ -119,7 +118,7 @@ def warm_up(engine: Engine, face_analyzer: FaceAnalyzer, settings: Settings, run
     return seconds
 
 
-def _warm_up_compiled(engine: Engine, settings: Settings, run_lock: threading.Lock) -> None:
+def _warm_up_compiled(engine: Engine, run_lock: threading.Lock) -> None:
     """A compiled engine compiles (and, on CUDA, records its graphs) here, before the worker reports
     ready: every size it compiled for (worker.engine.shape_buckets) at every row bucket, both modes."""
     with run_lock:
