@@ -15,8 +15,8 @@ ROOT = README.parent
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.DOTALL | re.MULTILINE)
 # a path with a file extension, not part of a URL, a variable or a longer path
 _PATH = re.compile(r"(?<![\w/$.{:])((?:[\w.-]+/)*[\w-]+\.(?:jpe?g|png|webp|txt|sh|ya?ml|toml|py))\b")
-# what the examples write, not read
-OUTPUTS = ("out/", "generated/", "body_")
+# what the examples write, not read (identity_body_<i>: the result images' own names)
+OUTPUTS = ("out/", "generated/", "body_", "identity_body_")
 
 
 def _blocks() -> list[tuple[str, str]]:

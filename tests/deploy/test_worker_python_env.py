@@ -214,7 +214,7 @@ def test_gpu_worker_environment_has_only_onnxruntime_gpu_and_headless_opencv(tmp
 
     # pip's own consistency check: the only complaints are what insightface and nudenet declare and we skip
     check = subprocess.run([str(python), "-m", "pip", "check"], env=env, capture_output=True, text=True, timeout=120)
-    complaints = sorted(re.sub(r"^insightface \S+ ", "insightface ", line) for line in check.stdout.splitlines() if line.strip())
+    complaints = sorted(re.sub(r"^(insightface|nudenet) \S+ ", r"\1 ", line) for line in check.stdout.splitlines() if line.strip())
     assert complaints == ["insightface requires onnxruntime, which is not installed.",
                           "insightface requires opencv-python, which is not installed.",
                           "nudenet requires onnxruntime, which is not installed."], check.stdout
