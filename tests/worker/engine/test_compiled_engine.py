@@ -24,11 +24,10 @@ from torch._dynamo.utils import counters
 
 from shared.settings import Settings
 from tests.pipeline_inputs import PORTRAIT_KPS, face_embedding, pixels
-from worker.engine.batch_generation import BatchJob, generate_batch
 from worker.engine.devices import DevicePolicy
 from worker.engine.face_geometry import region_mask
 from worker.engine.fast_mode import FastOptions, warm_up
-from worker.engine.generation import GenerationInputs, generate_images
+from worker.engine.generation import BatchJob, GenerationInputs, generate_batch, generate_images
 from worker.engine.loading import load_engine
 from worker.face.keypoints import draw_kps
 
