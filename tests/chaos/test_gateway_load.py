@@ -64,11 +64,21 @@ class _Stream:
         self.sock.sendall(f"GET /api/v1/jobs/{request_id}/events HTTP/1.1\r\nHost: x\r\n"
                           f"Authorization: Bearer {token}\r\n\r\n".encode())
         self.head = b""
-        while b"\r\n\r\n" not in self.head or (self.head.startswith(b"HTTP/1.1 200") and b"event:" not in self.head):
+        while not self._complete():
             chunk = self.sock.recv(65536)
             if not chunk:
                 break
             self.head += chunk
+
+    def _complete(self) -> bool:
+        """The stream's status line, headers and first event; a refusal's whole JSON body (it may
+        come in a later packet than the headers)."""
+        if b"\r\n\r\n" not in self.head:
+            return False
+        if self.head.startswith(b"HTTP/1.1 200"):
+            return b"event:" in self.head
+        length = self.header(b"content-length")
+        return length is None or len(self.head.split(b"\r\n\r\n", 1)[1]) >= int(length)
 
     @property
     def status(self) -> int:
