@@ -117,6 +117,7 @@ def test_a_size_outside_the_buckets_runs_eager_and_says_so(compiled, caplog):
 SECOND_PROCESS = """
     import json, sys
     from pathlib import Path
+    import torch
     from torch._dynamo.utils import counters
     from shared.settings import Settings
     from worker.engine.devices import DevicePolicy
@@ -125,6 +126,7 @@ SECOND_PROCESS = """
 
     model_dir, cache_dir, options = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
     options["compile_sizes"] = tuple(map(tuple, options["compile_sizes"]))
+    torch.set_num_threads(int(sys.argv[4]))
     policy = DevicePolicy.decide(Settings(_env_file=None, device="cpu"))
     engine = load_engine(model_dir, policy, fast=FastOptions(cache_dir=cache_dir, **options))
     warm_up(engine)
@@ -134,8 +136,11 @@ SECOND_PROCESS = """
 
 
 def test_a_second_process_with_the_warm_cache_generates_no_code(compiled, tiny_model_dir, cache_dir):
+    # as a restarted worker does, the second process runs torch on as many threads as the first:
+    # inductor generates its CPU kernels for that count, which is part of the cache's key
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(SECOND_PROCESS), str(tiny_model_dir),
-                           str(cache_dir), json.dumps(OPTIONS)], capture_output=True, text=True, check=False,
+                           str(cache_dir), json.dumps(OPTIONS), str(torch.get_num_threads())],
+                          capture_output=True, text=True, check=False,
                           cwd=Path(__file__).resolve().parents[3])
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
