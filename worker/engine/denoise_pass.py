@@ -63,7 +63,6 @@ Progress = Callable[..., "bool | None"]
 class FastParts(Protocol):
     """What the runner reads of a fast engine (worker.engine.fast_mode.FastEngine)."""
 
-    min_rows: int
     row_scales: RowScales | None
 
 
@@ -245,12 +244,6 @@ def _rows(jobs: list[_LiveJob]) -> list[tuple[_LiveJob, Row]]:
     return [(job, row) for job in jobs for row in job.request.rows]
 
 
-def _padded(rows: list[tuple[_LiveJob, Row]], min_rows: int) -> list[tuple[_LiveJob, Row]]:
-    # Padding rows repeat the last row and are thrown away: a compiled graph with a dynamic batch
-    # serves every size but one, so a single image runs as two.
-    return rows + [rows[-1]] * max(0, min_rows - len(rows))
-
-
 def encode_prompt_pair(pipe, prompt: str, negative_prompt: str, guidance_on: bool) -> dict[str, Any]:
     """The prompt embeddings a pipeline call takes; the negative ones only under guidance."""
     with torch.no_grad():
@@ -344,8 +337,6 @@ def _run(engine: DenoiseEngine, jobs: list[_LiveJob]) -> None:
     pipe, shape = engine.pipe, jobs[0].request.shape
     engine.modes.use(shape.mode)
     guidance_on = guidance_applies(pipe, shape.guidance)
-    min_rows = engine.fast.min_rows if engine.fast is not None else 1
-    min_rows = min_rows if not guidance_on else (min_rows + 1) // 2
     encoded = _encode_prompts(pipe, jobs, guidance_on)
     real = _rows(jobs)
     sizes = pass_sizes(engine, shape, guidance_on, len(real))
@@ -354,10 +345,10 @@ def _run(engine: DenoiseEngine, jobs: list[_LiveJob]) -> None:
     for index, size in enumerate(sizes):
         if not any(job.live for job in jobs):
             raise _NoJobLeft("every job of the pass stopped between its pipeline calls")
-        chunk = _padded(real[len(images):len(images) + size], min_rows)
+        chunk = real[len(images):len(images) + size]
         views = [_Share(job, index, len(sizes), shape.denoise_steps) for job in jobs]
         out, timings = _call(engine, shape, chunk, encoded, guidance_on, views)
-        images += out[:size]
+        images += out
         calls.append(timings)
     timings = _joined(calls)
     start = 0

@@ -73,7 +73,6 @@ class FastOptions:
 class FastEngine:
     options: FastOptions
     row_scales: object | None        # worker.engine.row_scales.RowScales (InstantID engines)
-    min_rows: int                    # a denoise pass is padded up to this many rows
     compiled: list[str]
     prepare_s: float
     compile: CompiledPipeline | None = None    # the compiled networks' buckets and counts
@@ -97,7 +96,7 @@ def make_fast(engine, options: FastOptions) -> FastEngine:
         log.info("fused QKV projections in %d attention modules", fused)
     scales = RowScales.install(pipe) if engine.method == "instantid" else None
     engine.modes.use("fast")
-    engine.fast = FastEngine(options=options, row_scales=scales, min_rows=1, compiled=[],
+    engine.fast = FastEngine(options=options, row_scales=scales, compiled=[],
                              prepare_s=time.perf_counter() - started)
     if options.compile_mode is not None:
         compile_engine(engine, options)
