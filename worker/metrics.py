@@ -7,7 +7,7 @@
 - ``idbody_gpu_memory_bytes{kind}``: allocated/reserved CUDA memory, only where torch is already
   loaded and CUDA is present (an io worker never imports torch for this);
 - ``idbody_webhook_attempts_total{outcome}``: delivered, retry, rejected, exhausted, refused.
-- ``idbody_identity_score``: each returned image's identity score (cosine, -1..1);
+- ``idbody_identity_score``: each returned image's identity score (the judge's cosine, -1..1);
   ``idbody_output_faces_missing_total``: returned images in which no face was found.
 
 Example::
@@ -75,8 +75,10 @@ class WorkerMetrics:
         self.webhook_attempts = Counter("idbody_webhook_attempts", "Webhook delivery attempts by outcome.",
                                         ["outcome"], registry=r)
         self.identity_score = Histogram(
-            "idbody_identity_score", "Identity score (cosine to the upload's face) of each returned image.",
-            registry=r, buckets=(0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0))
+            "idbody_identity_score", "Identity score (the judge's cosine to the upload's face) of each returned image.",
+            # the judge is dlib's recognizer (worker.face.judge): strangers score ~0.85 on it
+            # (worker.face.identity_score), so the buckets are fine from there up to 1
+            registry=r, buckets=(0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.96, 0.98, 1.0))
         self.faces_missing = Counter("idbody_output_faces_missing", "Returned images in which no face was found.",
                                      registry=r)
         if redis_client is not None:

@@ -40,11 +40,13 @@ def test_worker_metrics_served_over_http(settings, redis_client):
 def test_identity_scores_are_a_histogram_and_missing_faces_a_count():
     metrics = WorkerMetrics()
     port = metrics.serve(0)
-    for score in (0.95, 0.42, None, 0.05):
+    for score in (0.95, 0.87, None, 0.05):
         metrics.identity_scored(score)
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     assert _sample(text, "idbody_identity_score_count") == 3.0
-    assert _sample(text, "idbody_identity_score_sum") == pytest.approx(1.42)
-    assert _sample(text, 'idbody_identity_score_bucket{le="0.5"}') == 2.0
-    assert _sample(text, 'idbody_identity_score_bucket{le="0.1"}') == 1.0
+    assert _sample(text, "idbody_identity_score_sum") == pytest.approx(1.87)
+    # the judge's strangers (~0.85) and likenesses land in different buckets
+    assert _sample(text, 'idbody_identity_score_bucket{le="0.88"}') == 2.0
+    assert _sample(text, 'idbody_identity_score_bucket{le="0.96"}') == 3.0
+    assert _sample(text, 'idbody_identity_score_bucket{le="0.2"}') == 1.0
     assert _sample(text, "idbody_output_faces_missing_total") == 1.0
