@@ -16,6 +16,8 @@ Example::
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from worker.engine.memory_plan import (
@@ -34,6 +36,21 @@ from worker.engine.memory_plan import (
 log = logging.getLogger(__name__)
 
 NETWORKS = ("unet", "controlnet", "pose_controlnet", "text_encoder", "text_encoder_2", "vae")
+
+# Switches the memory plan replaced: an operator upgrading with them still set would otherwise
+# believe a 4 GB card is offloading while the worker plans from the card alone.
+RETIRED_SETTINGS = {
+    "IDBODY_CPU_OFFLOAD": "IDBODY_MEMORY_PLAN=model-offload (or group-offload on a 4 GB card)",
+    "IDBODY_VAE_TILING": "IDBODY_MEMORY_PLAN (the plan turns VAE tiling on where the card needs it)",
+}
+
+
+def warn_retired_settings(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """Log a warning for each retired memory switch still set; the names found."""
+    found = [name for name in RETIRED_SETTINGS if name in environ]
+    for name in found:
+        log.warning("%s is no longer read and has no effect; use %s", name, RETIRED_SETTINGS[name])
+    return found
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,7 @@ class DevicePolicy:
     def decide(cls, settings, cuda_available: bool | None = None) -> DevicePolicy:
         """CUDA in fp16 when available (or asked for), CPU in fp32 otherwise; the memory plan is
         picked at load time (``plan_for``), from the loaded networks and the free memory."""
+        warn_retired_settings()
         if cuda_available is None:
             import torch
 

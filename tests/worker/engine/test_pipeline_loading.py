@@ -4,6 +4,7 @@ fallback and models_missing, and the device policy."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def test_half_loaded_ip_adapter_leaves_no_image_attention_in_the_fallback(tiny_m
     assert not _ip_adapter_processors(half.pipe.unet)
     assert getattr(half.pipe.unet, "encoder_hid_proj", None) is None
     clean = load_engine(_copy_without(tiny_model_dir, tmp_path / "clean", layout.CONTROLNET_DIR), CPU)
-    plain = dict(num_images=1, face_embedding=None, kps_image=None, steps=2)
+    plain = {"num_images": 1, "face_embedding": None, "kps_image": None, "steps": 2}
     a = generate_images(half, inputs(**plain)).images[0]
     b = generate_images(clean, inputs(**plain)).images[0]
     assert np.array_equal(np.asarray(a), np.asarray(b))  # the same pictures as a fallback that never saw it
@@ -185,3 +186,13 @@ def test_device_policy():
     assert DevicePolicy.decide(Settings(_env_file=None), cuda_available=True).cpu_offload is False
     forced = DevicePolicy.decide(Settings(_env_file=None, device="cpu"), cuda_available=True)
     assert forced.device == "cpu" and forced.dtype == torch.float32
+
+
+def test_retired_memory_switches_are_named_at_start(monkeypatch, caplog):
+    monkeypatch.setenv("IDBODY_CPU_OFFLOAD", "true")
+    monkeypatch.delenv("IDBODY_VAE_TILING", raising=False)
+    with caplog.at_level(logging.WARNING, logger="worker.engine.devices"):
+        DevicePolicy.decide(Settings(_env_file=None), cuda_available=False)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("IDBODY_CPU_OFFLOAD is no longer read" in m and "IDBODY_MEMORY_PLAN" in m for m in warned)
+    assert not any("IDBODY_VAE_TILING" in m for m in warned)
