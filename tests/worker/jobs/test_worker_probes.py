@@ -79,6 +79,11 @@ def test_broker_outage_makes_the_worker_unready_never_dead(s3_server, tiny_model
             until(lambda: subprocess.run([celery, *ping[1:]], env=stack.env(), cwd=ROOT, capture_output=True,
                                          timeout=60).returncode == 0, 120, "the worker to answer a broker ping")
             assert worker.poll() is None and _probe(stack, *alive).returncode == 0
+
+            worker.terminate()   # a warm shutdown takes its beacon with it
+            worker.wait(timeout=120)
+            assert not beacon.exists(), "a stopped worker left its liveness beacon in the temp folder"
+            assert _probe(stack, *alive).returncode == 1
     finally:
         valkey.stop()
         alive_path(node, stack_tag(settings.redis_url)).unlink(missing_ok=True)
