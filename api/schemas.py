@@ -152,7 +152,8 @@ class JobResultResponse(BaseModel):
          "profile": "instantid", "note": None,
          "parts": ["sdxl", "vae-fp16-fix", "identitynet", "ip-adapter", "lcm-lora", "pose-prompt-only"],
          "identity_judge": "dlib-resnet", "identity_judge_independent": True, "safety_check": "nudenet-320n",
-         "input_face": {"det_score": 0.87, "box_size": [212.0, 268.5]}},
+         "input_face": {"det_score": 0.87, "box_size": [212.0, 268.5]},
+         "face_image_count": 2, "keypoints_face_image": 1},
         {"success": False, "request_id": _RID, "count": 0, "images": [], "analysis": {}, "method": "instantid",
          "profile": None, "note": None, "parts": [], "input_face": None,
          "error": {"code": "no_face_detected", "message": "No face was found in the photo."}},
@@ -179,7 +180,14 @@ class JobResultResponse(BaseModel):
         "antelopev2 conditions, dlib judges); false: the same one (tiny profile: dlib does both)."))
     safety_check: str | None = Field(None, description=(
         "The detector that screened every image (nudenet-320n), or off when the operator turned the check off."))
-    input_face: InputFaceOut | None = Field(None, description="The uploaded face as found: detection score and box size.")
+    input_face: InputFaceOut | None = Field(None, description="The uploaded face as found: detection score and box size "
+                                            "(of the photo the keypoints came from, when several were sent).")
+    face_image_count: int | None = Field(None, description=(
+        "How many face photos the identity was combined from (1-5: the normalised mean of their embeddings). "
+        "Null for a job that did not succeed."))
+    keypoints_face_image: int | None = Field(None, description=(
+        "Which photo (1-based, in the order sent) gave the face's keypoints: the largest, most frontal face. "
+        "analysis.face_images lists every photo's face (det_score, box_size, frontality)."))
     error: JobErrorOut | None = Field(None, description="Only when the job failed or was canceled.")
 
 
