@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import HTTP_STATUS, ErrorCode
+from shared.face_images import MAX_FACE_IMAGES
 from shared.jobs.record import JobStatus
 from shared.params import GenerationParams
 
@@ -66,6 +67,12 @@ class JobStatusResponse(BaseModel):
          "finished_at": "2026-03-01T12:00:09Z"},
         {"request_id": _RID, "status": "failed",
          "error": {"code": "no_face_detected", "message": "No face was found in the photo."},
+         "created_at": "2026-03-01T12:00:00Z", "started_at": "2026-03-01T12:00:01Z",
+         "finished_at": "2026-03-01T12:00:02Z"},
+        {"request_id": _RID, "status": "failed",
+         "error": {"code": "faces_differ", "message": "Photo 3 of 3 does not show the same person as the others "
+                   "(face distance 0.160; at most 0.085 counts as one person). Leave it out or send photos of "
+                   "one person only."},
          "created_at": "2026-03-01T12:00:00Z", "started_at": "2026-03-01T12:00:01Z",
          "finished_at": "2026-03-01T12:00:02Z"},
     ]})
@@ -227,7 +234,9 @@ _ERROR_EXAMPLES: dict[ErrorCode, tuple[str, str | None]] = {
     ErrorCode.IMAGE_DECODE_FAILED: ("The photo could not be decoded; it may be truncated or corrupt. Upload it again.", "face_image"),
     ErrorCode.IMAGE_TOO_LARGE: ("The photo has more than 40,000,000 pixels (a JPEG may have up to 200,000,000). Upload a smaller image or a JPEG.", "face_image"),
     ErrorCode.IMAGE_TOO_SMALL: ("The photo is 40x40 pixels; both sides must be at least 64.", "face_image"),
-    ErrorCode.ANIMATED_IMAGE: ("Animated images are not accepted. Upload a single still photo.", "face_image"),
+    ErrorCode.ANIMATED_IMAGE: ("Photo 2 of 3: Animated images are not accepted. Upload a single still photo.", "face_image[2]"),
+    ErrorCode.TOO_MANY_FACE_IMAGES: ("6 face photos were sent; send 1 to 5 photos of the same person (repeat the field "
+                                     "'face_image'), keeping the clearest, most frontal ones.", "face_image"),
     ErrorCode.WEBHOOK_URL_REFUSED: ("webhook_url must be an http or https URL.", "webhook_url"),
     ErrorCode.JOB_NOT_FOUND: ("No job with this request_id; it may have expired.", "request_id"),
     ErrorCode.JOB_NOT_FINISHED: ("The job is still running; poll status_url until it has finished.", None),
@@ -268,7 +277,12 @@ def error_responses(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
 
 
 SUBMIT_FIELDS_EXTRA = {
-    "face_image": {"type": "string", "format": "binary", "description": "The face photo: JPEG, PNG, WebP, HEIC or AVIF; by default at most 10 MiB (IDBODY_MAX_UPLOAD_BYTES), a JPEG up to 200 megapixels (IDBODY_MAX_JPEG_PIXELS), other formats up to 40 (IDBODY_MAX_IMAGE_PIXELS)."},
+    "face_image": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
+                   "maxItems": MAX_FACE_IMAGES,
+                   "description": f"The face photo, or 1-{MAX_FACE_IMAGES} photos of the same person: repeat the field "
+                                  "(curl: -F face_image=@front.jpg -F face_image=@side.jpg). Each is JPEG, PNG, WebP, HEIC or AVIF; by default at most 10 MiB (IDBODY_MAX_UPLOAD_BYTES), a JPEG up to 200 megapixels (IDBODY_MAX_JPEG_PIXELS), other formats up to 40 (IDBODY_MAX_IMAGE_PIXELS). "
+                                  "Several photos are averaged into one identity and the largest, most frontal face lays out the face; "
+                                  "photos of different people fail the job with faces_differ. An error about one photo names it: field face_image[2], \"Photo 2 of 3: ...\"."},
     "webhook_url": {"type": "string", "format": "uri", "description": "Called when the job ends (delivery: see the webhooks docs)."},
 }
 
