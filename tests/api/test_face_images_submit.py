@@ -90,3 +90,14 @@ def test_the_jobs_end_and_purge_remove_every_photo(gateway, gateway_settings):
     assert len(uploads(gateway, purged)) == 2
     assert gateway.client.delete(f"/api/v1/jobs/{purged}").status_code == 200
     assert uploads(gateway, purged) == []
+
+
+def test_info_and_openapi_say_how_many_photos_a_job_takes(gateway):
+    assert gateway.client.get("/api/v1/info").json()["max_face_images"] == MAX_FACE_IMAGES
+    spec = gateway.client.get("/openapi.json").json()
+    body = spec["paths"][SUBMIT]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    photos = body["properties"]["face_image"]
+    assert photos["type"] == "array" and photos["items"] == {"type": "string", "format": "binary"}
+    assert (photos["minItems"], photos["maxItems"]) == (1, MAX_FACE_IMAGES) and "face_image[2]" in photos["description"]
+    refused = spec["paths"][SUBMIT]["post"]["responses"]["422"]["content"]["application/json"]["examples"]
+    assert "too_many_face_images" in refused
