@@ -45,11 +45,12 @@ WEBHOOK_FIELD = "webhook_url"
 _FORM_OVERHEAD_BYTES = 64 * 1024
 _READ_CHUNK = 256 * 1024
 # the form has ~20 short text fields (the longest, webhook_url, is at most 2 KiB) and up to
-# MAX_FACE_IMAGES files: these bound what a hostile form can make the parser hold. One file more
-# than allowed still parses, so too many photos are refused by shared.face_images.check_count,
-# with its own code, rather than by the parser.
+# MAX_FACE_IMAGES files: these bound what a hostile form can make the parser hold (each file keeps
+# at most 1 MiB in memory, the rest on disk). Up to twice as many files still parse, so a few photos
+# too many get their own code (too_many_face_images: shared.face_images.check_count); past that the
+# parser refuses the form (invalid_parameter).
 _MAX_FORM_FIELDS = 32
-_MAX_FORM_FILES = MAX_FACE_IMAGES + 1
+_MAX_FORM_FILES = 2 * MAX_FACE_IMAGES
 _MAX_FIELD_BYTES = 16 * 1024
 # a failed enqueue answers 503 quickly instead of hanging on a broker that is down
 _ENQUEUE_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}

@@ -53,6 +53,11 @@ def test_more_than_five_photos_are_refused_with_their_own_code(gateway, redis_cl
     assert error["code"] == "too_many_face_images" and error["field"] == "face_image"
     assert "6 face photos" in error["message"] and "1 to 5" in error["message"]
     nothing_stored(gateway, redis_client)
+    assert submit_photos(gateway, [samples.photo()] * (2 * MAX_FACE_IMAGES)).json()["error"]["code"] == (
+        "too_many_face_images")
+    flood = submit_photos(gateway, [samples.photo()] * (2 * MAX_FACE_IMAGES + 1))  # the parser's own bound
+    assert flood.status_code == 422 and "multipart" in flood.json()["error"]["message"]
+    nothing_stored(gateway, redis_client)
     assert submit_photos(gateway, [samples.photo()] * MAX_FACE_IMAGES).status_code == 202
 
 
