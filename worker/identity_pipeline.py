@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from shared.face_images import check_count
 from shared.params import GenerationParams, parse_params
 from shared.settings import Settings, get_settings
 from worker.appearance.analyzer import start_analysis, wait_for_analysis
@@ -174,6 +175,7 @@ class IdentityPipeline:
         elif fields:
             params = parse_params({**params.model_dump(exclude_none=True), **fields})
         photos = [face_image] if isinstance(face_image, Image.Image) else list(face_image)
+        check_count(len(photos))
         return self._generate(photos, params, progress)
 
     def total_steps(self, params: GenerationParams) -> int:
