@@ -11,7 +11,7 @@ from PIL import Image
 
 from shared.face_images import MAX_FACE_IMAGES
 from shared.jobs.record import JobStatus
-from shared.jobs.retention import Retention
+from shared.jobs.retention import UPLOADS_DUE, Retention
 from tests import image_samples as samples
 from tests.api.gateway import SEED_FIELDS, SUBMIT, nothing_stored
 
@@ -38,6 +38,9 @@ def test_each_photo_is_stored_under_the_jobs_prefix_in_order(gateway):
     assert record.upload_key == f"{rid}/face.jpg" and uploads(gateway, rid) == sorted(record.upload_keys)
     sizes = [Image.open(io.BytesIO(gateway.storage.get_upload(k))).size for k in record.upload_keys]
     assert sizes == [(160, 120), (200, 100), (96, 128)]  # each checked and stored as a JPEG, in order
+    # each is tracked for the retention sweep, should the job never report its end
+    tracked = {m.decode() for m in gateway.store.client.zrange(UPLOADS_DUE, 0, -1)}
+    assert tracked == set(record.upload_keys)
 
 
 def test_one_photo_keeps_its_single_key(gateway):
