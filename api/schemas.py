@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import HTTP_STATUS, ErrorCode
+from shared.face_images import MAX_FACE_IMAGES
 from shared.jobs.record import JobStatus
 from shared.params import GenerationParams
 
@@ -66,6 +67,12 @@ class JobStatusResponse(BaseModel):
          "finished_at": "2026-03-01T12:00:09Z"},
         {"request_id": _RID, "status": "failed",
          "error": {"code": "no_face_detected", "message": "No face was found in the photo."},
+         "created_at": "2026-03-01T12:00:00Z", "started_at": "2026-03-01T12:00:01Z",
+         "finished_at": "2026-03-01T12:00:02Z"},
+        {"request_id": _RID, "status": "failed",
+         "error": {"code": "faces_differ", "message": "Photo 3 of 3 does not show the same person as the others "
+                   "(face distance 0.160; at most 0.085 counts as one person). Leave it out or send photos of "
+                   "one person only."},
          "created_at": "2026-03-01T12:00:00Z", "started_at": "2026-03-01T12:00:01Z",
          "finished_at": "2026-03-01T12:00:02Z"},
     ]})
@@ -152,7 +159,8 @@ class JobResultResponse(BaseModel):
          "profile": "instantid", "note": None,
          "parts": ["sdxl", "vae-fp16-fix", "identitynet", "ip-adapter", "lcm-lora", "pose-prompt-only"],
          "identity_judge": "dlib-resnet", "identity_judge_independent": True, "safety_check": "nudenet-320n",
-         "input_face": {"det_score": 0.87, "box_size": [212.0, 268.5]}},
+         "input_face": {"det_score": 0.87, "box_size": [212.0, 268.5]},
+         "face_image_count": 2, "keypoints_face_image": 1},
         {"success": False, "request_id": _RID, "count": 0, "images": [], "analysis": {}, "method": "instantid",
          "profile": None, "note": None, "parts": [], "input_face": None,
          "error": {"code": "no_face_detected", "message": "No face was found in the photo."}},
@@ -179,7 +187,14 @@ class JobResultResponse(BaseModel):
         "antelopev2 conditions, dlib judges); false: the same one (tiny profile: dlib does both)."))
     safety_check: str | None = Field(None, description=(
         "The detector that screened every image (nudenet-320n), or off when the operator turned the check off."))
-    input_face: InputFaceOut | None = Field(None, description="The uploaded face as found: detection score and box size.")
+    input_face: InputFaceOut | None = Field(None, description="The uploaded face as found: detection score and box size "
+                                            "(of the photo the keypoints came from, when several were sent).")
+    face_image_count: int | None = Field(None, description=(
+        "How many face photos the identity was combined from (1-5: the normalised mean of their embeddings). "
+        "Null for a job that did not succeed."))
+    keypoints_face_image: int | None = Field(None, description=(
+        "Which photo (1-based, in the order sent) gave the face's keypoints: the largest, most frontal face. "
+        "analysis.face_images lists every photo's face (det_score, box_size, frontality)."))
     error: JobErrorOut | None = Field(None, description="Only when the job failed or was canceled.")
 
 
@@ -219,7 +234,9 @@ _ERROR_EXAMPLES: dict[ErrorCode, tuple[str, str | None]] = {
     ErrorCode.IMAGE_DECODE_FAILED: ("The photo could not be decoded; it may be truncated or corrupt. Upload it again.", "face_image"),
     ErrorCode.IMAGE_TOO_LARGE: ("The photo has more than 40,000,000 pixels (a JPEG may have up to 200,000,000). Upload a smaller image or a JPEG.", "face_image"),
     ErrorCode.IMAGE_TOO_SMALL: ("The photo is 40x40 pixels; both sides must be at least 64.", "face_image"),
-    ErrorCode.ANIMATED_IMAGE: ("Animated images are not accepted. Upload a single still photo.", "face_image"),
+    ErrorCode.ANIMATED_IMAGE: ("Photo 2 of 3: Animated images are not accepted. Upload a single still photo.", "face_image[2]"),
+    ErrorCode.TOO_MANY_FACE_IMAGES: ("6 face photos were sent; send 1 to 5 photos of the same person (repeat the field "
+                                     "'face_image'), keeping the clearest, most frontal ones.", "face_image"),
     ErrorCode.WEBHOOK_URL_REFUSED: ("webhook_url must be an http or https URL.", "webhook_url"),
     ErrorCode.JOB_NOT_FOUND: ("No job with this request_id; it may have expired.", "request_id"),
     ErrorCode.JOB_NOT_FINISHED: ("The job is still running; poll status_url until it has finished.", None),
@@ -260,7 +277,12 @@ def error_responses(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
 
 
 SUBMIT_FIELDS_EXTRA = {
-    "face_image": {"type": "string", "format": "binary", "description": "The face photo: JPEG, PNG, WebP, HEIC or AVIF; by default at most 10 MiB (IDBODY_MAX_UPLOAD_BYTES), a JPEG up to 200 megapixels (IDBODY_MAX_JPEG_PIXELS), other formats up to 40 (IDBODY_MAX_IMAGE_PIXELS)."},
+    "face_image": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
+                   "maxItems": MAX_FACE_IMAGES,
+                   "description": f"The face photo, or 1-{MAX_FACE_IMAGES} photos of the same person: repeat the field "
+                                  "(curl: -F face_image=@front.jpg -F face_image=@side.jpg). Each is JPEG, PNG, WebP, HEIC or AVIF; by default at most 10 MiB (IDBODY_MAX_UPLOAD_BYTES), a JPEG up to 200 megapixels (IDBODY_MAX_JPEG_PIXELS), other formats up to 40 (IDBODY_MAX_IMAGE_PIXELS). "
+                                  "Several photos are averaged into one identity and the largest, most frontal face lays out the face; "
+                                  "photos of different people fail the job with faces_differ. An error about one photo names it: field face_image[2], \"Photo 2 of 3: ...\"."},
     "webhook_url": {"type": "string", "format": "uri", "description": "Called when the job ends (delivery: see the webhooks docs)."},
 }
 

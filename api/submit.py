@@ -26,8 +26,9 @@ from starlette.requests import Request
 from api.decode_budget import DecodeBudget, Unbounded
 from api.strict_form import parse_multipart
 from api.upload import FIELD as IMAGE_FIELD
-from api.upload import NormalizedImage, check_size, normalize_upload
+from api.upload import NormalizedImage, check_size, normalize_uploads
 from shared.errors import ErrorCode, IdentityBodyError
+from shared.face_images import MAX_FACE_IMAGES, about_photo, check_count
 from shared.jobs.record import JobRecord, JobStatus
 from shared.jobs.store import JobStore
 from shared.params import GenerationParams, parse_params
@@ -43,10 +44,13 @@ WEBHOOK_FIELD = "webhook_url"
 # room for the text fields and multipart framing around the photo
 _FORM_OVERHEAD_BYTES = 64 * 1024
 _READ_CHUNK = 256 * 1024
-# the form has ~20 short text fields (the longest, webhook_url, is at most 2 KiB) and one file:
-# these bound what a hostile form can make the parser hold
+# the form has ~20 short text fields (the longest, webhook_url, is at most 2 KiB) and up to
+# MAX_FACE_IMAGES files: these bound what a hostile form can make the parser hold (each file keeps
+# at most 1 MiB in memory, the rest on disk). Up to twice as many files still parse, so a few photos
+# too many get their own code (too_many_face_images: shared.face_images.check_count); past that the
+# parser refuses the form (invalid_parameter).
 _MAX_FORM_FIELDS = 32
-_MAX_FORM_FILES = 2
+_MAX_FORM_FILES = 2 * MAX_FACE_IMAGES
 _MAX_FIELD_BYTES = 16 * 1024
 # a failed enqueue answers 503 quickly instead of hanging on a broker that is down
 _ENQUEUE_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
@@ -86,17 +90,17 @@ def submit_job(ctx: SubmitContext, form: "SubmitForm", key: Any, idempotency_key
     settings = ctx.settings
     # 1. check the fields and the upload (ranges in shared.params; image checks in api.upload)
     params, form_webhook_url = parse_submit_fields(form.fields, defaults=size_defaults(settings))
-    image = normalize_upload(form.image, settings.max_upload_bytes, settings.max_image_pixels,
-                             settings.min_image_side, max_decode_bytes=settings.max_decode_bytes,
-                             max_jpeg_pixels=settings.max_jpeg_pixels, budget=ctx.decode_budget)
+    images = normalize_uploads(form.images, settings.max_upload_bytes, settings.max_image_pixels,
+                               settings.min_image_side, max_decode_bytes=settings.max_decode_bytes,
+                               max_jpeg_pixels=settings.max_jpeg_pixels, budget=ctx.decode_budget)
     # 2. admit: the webhook URL, an idempotent replay, the key's cap on unfinished jobs
     webhook_url = ctx.admission.webhook_url_for(key, form_url=form_webhook_url)
-    admitted = ctx.admission.admit(key, idempotency_key, form.fields, form.image, new_request_id())
+    admitted = ctx.admission.admit(key, idempotency_key, form.fields, form.images, new_request_id())
     if admitted.replay is not None:
         return Submitted(admitted.replay, ctx.store.queue_position(admitted.request_id), replayed=True)
     # 3-5. store the upload, write the queued record, enqueue the task
     try:
-        accepted = accept_job(ctx.store, ctx.storage, ctx.celery, params, image, webhook_url=webhook_url,
+        accepted = accept_job(ctx.store, ctx.storage, ctx.celery, params, images, webhook_url=webhook_url,
                               owner=admitted.owner, request_id=admitted.request_id)
     except BaseException:
         ctx.admission.release(admitted)
@@ -108,13 +112,13 @@ def submit_job(ctx: SubmitContext, form: "SubmitForm", key: Any, idempotency_key
 @dataclass(frozen=True)
 class SubmitForm:
     fields: list[tuple[str, str]]  # every non-file field, in order, duplicates kept
-    image: bytes
+    images: list[bytes]  # the face photos, in the order sent (1 to MAX_FACE_IMAGES)
 
 
 async def read_submit_form(request: Request, max_upload_bytes: int) -> SubmitForm:
-    """Parse the multipart body; read ``face_image`` in chunks and stop one byte past the cap."""
+    """Parse the multipart body; read each ``face_image`` in chunks and stop one byte past the cap."""
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > max_upload_bytes + _FORM_OVERHEAD_BYTES:
+    if length and length.isdigit() and int(length) > MAX_FACE_IMAGES * max_upload_bytes + _FORM_OVERHEAD_BYTES:
         check_size(int(length), max_upload_bytes)  # raises file_too_large before parsing
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise IdentityBodyError(
@@ -127,18 +131,14 @@ async def read_submit_form(request: Request, max_upload_bytes: int) -> SubmitFor
     except MultiPartException as exc:  # malformed, too many fields or files, a field too long, not UTF-8
         raise IdentityBodyError(ErrorCode.INVALID_PARAMETER, f"The multipart form was refused: {exc.message}") from None
     fields: list[tuple[str, str]] = []
-    image: bytes | None = None
+    uploads: list[UploadFile] = []
     for name, value in form.multi_items():
         if isinstance(value, UploadFile):
             if name != IMAGE_FIELD:
                 raise IdentityBodyError(
                     ErrorCode.INVALID_PARAMETER, f"{name}: only 'face_image' may be a file.", field=name
                 )
-            if image is not None:
-                raise IdentityBodyError(
-                    ErrorCode.INVALID_PARAMETER, "Send exactly one 'face_image' file.", field=IMAGE_FIELD
-                )
-            image = await _read_capped(value, max_upload_bytes)
+            uploads.append(value)
         elif name == IMAGE_FIELD:
             raise IdentityBodyError(
                 ErrorCode.INVALID_PARAMETER,
@@ -147,14 +147,15 @@ async def read_submit_form(request: Request, max_upload_bytes: int) -> SubmitFor
             )
         else:
             fields.append((name, value))
+    check_count(len(uploads))
+    images = []
+    for index, upload in enumerate(uploads):
+        try:
+            images.append(await _read_capped(upload, max_upload_bytes))
+        except IdentityBodyError as exc:
+            raise about_photo(exc, index, len(uploads)) from None
     await form.close()
-    if image is None:
-        raise IdentityBodyError(
-            ErrorCode.MISSING_FIELD,
-            "Send the face photo as the multipart file field 'face_image'.",
-            field=IMAGE_FIELD,
-        )
-    return SubmitForm(fields=fields, image=image)
+    return SubmitForm(fields=fields, images=images)
 
 
 async def _read_capped(upload: UploadFile, max_bytes: int) -> bytes:
@@ -202,29 +203,33 @@ def accept_job(
     storage: Storage,
     celery: Any,
     params: GenerationParams,
-    image: NormalizedImage,
+    images: list[NormalizedImage],
     *,
     request_id: str,
     webhook_url: str | None = None,
     owner: str | None = None,
 ) -> AcceptedJob:
-    """Steps 3-5: store the checked upload, write the queued record, enqueue the GPU task.
+    """Steps 3-5: store the checked photos, write the queued record, enqueue the GPU task.
 
     A failure before the record exists leaves nothing behind (503); a failed enqueue after it
-    exists deletes the record and the upload again (503), so no job waits forever for a task that
+    exists deletes the record and the photos again (503), so no job waits forever for a task that
     was never queued.
     """
-    # 3. store the upload
+    # 3. store the photos
+    upload_keys: list[str] = []
     try:
-        upload_key = storage.put_upload(request_id, image.data, image.content_type)
+        for index, image in enumerate(images):
+            upload_keys.append(storage.put_upload(request_id, image.data, image.content_type, index=index))
     except Exception as exc:
         log.error("storing upload for %s failed: %s", request_id, type(exc).__name__)
+        _forget_uploads(storage, upload_keys)
         raise _unavailable("The image store is unreachable; try again in a moment.") from None
     # 4. write the queued record
     record = JobRecord(
         request_id=request_id,
         params=params.model_dump(mode="json"),
-        upload_key=upload_key,
+        upload_key=upload_keys[0],
+        upload_keys=upload_keys,
         owner=owner,
         webhook_url=webhook_url,
         created_at=time.time(),
@@ -233,7 +238,7 @@ def accept_job(
         position = store.create(record)
     except redis.RedisError as exc:
         log.error("writing job %s failed: %s", request_id, type(exc).__name__)
-        _forget_upload(storage, upload_key)
+        _forget_uploads(storage, upload_keys)
         raise _unavailable("The job store is unreachable; try again in a moment.") from None
     # 5. enqueue the GPU task
     try:
@@ -243,7 +248,7 @@ def accept_job(
     except Exception as exc:  # kombu raises transport-specific errors; all mean "not queued"
         log.error("enqueueing job %s failed: %s", request_id, type(exc).__name__)
         _forget_record(store, request_id)
-        _forget_upload(storage, upload_key)
+        _forget_uploads(storage, upload_keys)
         raise _unavailable("The job queue is unreachable; the job was not started. Try again in a moment.") from None
     log.info("job %s queued at position %s", request_id, position,
              extra={"event": "job.submitted", "status": JobStatus.QUEUED.value, "request_id": request_id})
@@ -260,11 +265,12 @@ def _forget_record(store: JobStore, request_id: str) -> None:
         log.warning("could not delete the unqueued job %s: %s", request_id, type(exc).__name__)
 
 
-def _forget_upload(storage: Storage, key: str) -> None:
-    try:
-        storage.delete_upload(key)
-    except Exception as exc:  # the retention sweep removes it later
-        log.warning("could not delete upload %s: %s", key, type(exc).__name__)
+def _forget_uploads(storage: Storage, keys: list[str]) -> None:
+    for key in keys:
+        try:
+            storage.delete_upload(key)
+        except Exception as exc:  # the retention sweep removes it later
+            log.warning("could not delete upload %s: %s", key, type(exc).__name__)
 
 
 def _unavailable(message: str) -> IdentityBodyError:

@@ -39,8 +39,7 @@ from PIL import Image, ImageOps
 from api.decode_budget import DecodeBudget, Unbounded
 from api.jpeg_segments import strip_metadata
 from shared.errors import ErrorCode, IdentityBodyError
-
-FIELD = "face_image"
+from shared.face_images import FIELD, about_photo
 
 # magic bytes -> (media type, the only Pillow decoder allowed to open it)
 _JPEG = ("image/jpeg", "JPEG")
@@ -156,6 +155,27 @@ def normalize_upload(data: bytes, max_bytes: int, max_pixels: int, min_side: int
             ImageOps.exif_transpose(image, in_place=True)  # a copy only when the photo must turn
             rgb = _to_rgb(_reduced_to_fit(image, max_decode_bytes))
             return NormalizedImage(encode_jpeg(rgb), rgb.width, rgb.height, media_type)
+
+
+def normalize_uploads(photos: list[bytes], max_bytes: int, max_pixels: int, min_side: int,
+                      max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+                      max_jpeg_pixels: int = DEFAULT_MAX_JPEG_PIXELS,
+                      budget: DecodeBudget | Unbounded = UNBOUNDED) -> list[NormalizedImage]:
+    """``normalize_upload`` for each of a job's face photos, in order; an error about one of
+    several names it (``face_image[2]``, "Photo 2 of 3: ...": shared.face_images).
+
+    Example::
+
+        normalize_uploads([front, side], max_bytes=10 << 20, max_pixels=40_000_000, min_side=64)
+    """
+    checked = []
+    for index, data in enumerate(photos):
+        try:
+            checked.append(normalize_upload(data, max_bytes, max_pixels, min_side, max_decode_bytes,
+                                            max_jpeg_pixels, budget))
+        except IdentityBodyError as exc:
+            raise about_photo(exc, index, len(photos)) from None
+    return checked
 
 
 def encode_jpeg(rgb: Image.Image) -> bytes:

@@ -6,6 +6,7 @@ Example::
 
     with Client("http://127.0.0.1:8000", api_key=None) as client:   # api_key: None with auth off
         job = client.submit("user_photo.jpg", body_type="athletic", height_cm=170, num_images=2)
+        job = client.submit(["front.jpg", "side.jpg"], num_images=2)   # 1-5 photos of one person
         result = client.wait(job, timeout=600)
         paths = client.download(result, "out/")
 """

@@ -8,6 +8,7 @@ Example::
 
     with Client("http://127.0.0.1:8000") as client:
         job = client.submit("user_photo.jpg", body_type="athletic", num_images=1, width=256, height=256)
+        # or several photos of the same person (1-5): client.submit(["front.jpg", "side.jpg"], ...)
         result = client.wait(job, timeout=300)
         if result.success:
             client.download(result, "out/")        # out/identity_body_0.png ...
@@ -77,18 +78,19 @@ class Client:
         if api_key:
             self._http.headers["Authorization"] = f"Bearer {api_key}"
 
-    def submit(self, photo: Photo, *, webhook_url: str | None = None, idempotency_key: str | None = None,
-               **params: Any) -> Job:
-        """Upload ``photo`` with generation ``params`` (the form fields: body_type, height_cm, ...,
-        num_images, mode, seed, width, height); the server checks them and answers the queued job."""
-        name, data = _photo_bytes(photo)
+    def submit(self, photo: Photo | list[Photo], *, webhook_url: str | None = None,
+               idempotency_key: str | None = None, **params: Any) -> Job:
+        """Upload ``photo`` (or a list of 1-5 photos of the same person, combined into one identity)
+        with generation ``params`` (the form fields: body_type, height_cm, ..., num_images, mode,
+        seed, width, height); the server checks them and answers the queued job."""
+        photos = list(photo) if isinstance(photo, (list, tuple)) else [photo]
         fields = {k: _form_value(v) for k, v in params.items() if v is not None}
         if webhook_url:
             fields["webhook_url"] = webhook_url
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        files = [("face_image", _photo_part(p)) for p in photos]  # the field repeated, once per photo
         resp = self._http.post(f"{self.base_url}{API}/generate-identity-body", data=fields, headers=headers,
-                               files={"face_image": (name, data, content_type)})
+                               files=files)
         return Job.from_json(_ok(resp))
 
     def status(self, job: JobRef, wait_s: int | None = None) -> Job:
@@ -186,10 +188,12 @@ def _form_value(value: Any) -> str:
     return str(value)
 
 
-def _photo_bytes(photo: Photo) -> tuple[str, bytes]:
+def _photo_part(photo: Photo) -> tuple[str, bytes, str]:
+    """(file name, bytes, media type) of one photo's multipart part."""
     if isinstance(photo, bytes):
-        return "photo.jpg", photo
-    if isinstance(photo, (str, Path)):
-        path = Path(photo)
-        return path.name, path.read_bytes()
-    return Path(getattr(photo, "name", "photo.jpg")).name, photo.read()
+        name, data = "photo.jpg", photo
+    elif isinstance(photo, (str, Path)):
+        name, data = Path(photo).name, Path(photo).read_bytes()
+    else:
+        name, data = Path(getattr(photo, "name", "photo.jpg")).name, photo.read()
+    return name, data, mimetypes.guess_type(name)[0] or "application/octet-stream"

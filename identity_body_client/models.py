@@ -105,6 +105,8 @@ class Result:
     parts: list[str] = field(default_factory=list)
     identity_judge: str | None = None       # the recognizer that computed each identity_score
     safety_check: str | None = None         # the detector that screened the images, or "off"
+    face_image_count: int | None = None     # how many face photos the identity was combined from
+    keypoints_face_image: int | None = None  # which of them (1-based) laid out the face
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Result:
@@ -114,4 +116,5 @@ class Result:
             analysis=dict(data.get("analysis") or {}), method=data.get("method", "instantid"),
             note=data.get("note"), error=JobError.from_json(data.get("error")), parts=list(data.get("parts") or []),
             identity_judge=data.get("identity_judge"), safety_check=data.get("safety_check"),
+            face_image_count=data.get("face_image_count"), keypoints_face_image=data.get("keypoints_face_image"),
         )

@@ -23,6 +23,7 @@ class ErrorCode(StrEnum):
     IMAGE_TOO_LARGE = "image_too_large"
     IMAGE_TOO_SMALL = "image_too_small"
     ANIMATED_IMAGE = "animated_image"
+    TOO_MANY_FACE_IMAGES = "too_many_face_images"
     UNAUTHORIZED = "unauthorized"
     REQUEST_TIMEOUT = "request_timeout"
     RATE_LIMITED = "rate_limited"
@@ -38,6 +39,7 @@ class ErrorCode(StrEnum):
     # face analysis
     NO_FACE_DETECTED = "no_face_detected"
     FACE_TOO_SMALL = "face_too_small"
+    FACES_DIFFER = "faces_differ"
     # engine and service
     MODELS_MISSING = "models_missing"
     OUT_OF_MEMORY = "out_of_memory"
@@ -61,6 +63,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.IMAGE_TOO_LARGE: 413,
     ErrorCode.IMAGE_TOO_SMALL: 422,
     ErrorCode.ANIMATED_IMAGE: 422,
+    ErrorCode.TOO_MANY_FACE_IMAGES: 422,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.RATE_LIMITED: 429,
@@ -75,6 +78,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.JOB_ALREADY_FINISHED: 409,
     ErrorCode.NO_FACE_DETECTED: 422,
     ErrorCode.FACE_TOO_SMALL: 422,
+    ErrorCode.FACES_DIFFER: 422,
     ErrorCode.MODELS_MISSING: 503,
     ErrorCode.OUT_OF_MEMORY: 503,
     ErrorCode.GENERATION_TIMEOUT: 504,

@@ -7,6 +7,7 @@ results bucket.
 Keys::
 
     uploads: {request_id}/face.jpg      (the checked photo, re-encoded by the gateway: api.upload)
+             {request_id}/face_{n}.jpg  (photo n = 2..5 of a job sent several: shared.face_images)
     results: {request_id}/identity_body_{index}.{png|jpg|webp}   (the job's output_format)
 
 Example::
@@ -22,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 UPLOAD_KEY = "{}/face.jpg"
+MORE_UPLOAD_KEY = "{}/face_{}.jpg"
 RESULT_KEY = "{}/identity_body_{}.{}"
 
 
@@ -109,9 +111,9 @@ class Storage:
 
     # --- uploads ---------------------------------------------------------------------------------
 
-    def put_upload(self, request_id: str, data: bytes, content_type: str) -> str:
-        """Store a face upload; returns its key in the uploads bucket."""
-        key = UPLOAD_KEY.format(request_id)
+    def put_upload(self, request_id: str, data: bytes, content_type: str, index: int = 0) -> str:
+        """Store face photo ``index`` (0-based) of a job; returns its key in the uploads bucket."""
+        key = UPLOAD_KEY.format(request_id) if index == 0 else MORE_UPLOAD_KEY.format(request_id, index + 1)
         self.client.put_object(Bucket=self.uploads_bucket, Key=key, Body=data, ContentType=content_type)
         return key
 

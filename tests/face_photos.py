@@ -3,6 +3,10 @@ through the installed package (no image files in this repository).
 
 - ``t1.jpg``: a group photo, 1280×886, six people;
 - ``Tom_Hanks_54745.png``: insightface's 112 px aligned crop of one face.
+
+The wheel has one photo per person, so a second photo of Tom Hanks is a mirrored, darker copy of
+his (``tom_again``: dlib puts it 0.01 from the original, where different people are 0.10-0.20
+apart) and another person is one of t1.jpg's faces, enlarged (``stranger``).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageOps
 
 # The faces of t1.jpg, boxed by hand from forehead to chin (x1, y1, x2, y2).
 T1_FACES = [
@@ -37,6 +41,25 @@ def tom(size: int = 448) -> Image.Image:
 def tom_jpeg(size: int = 448) -> bytes:
     buffer = io.BytesIO()
     tom(size).save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def tom_again(size: int = 448) -> Image.Image:
+    """A second photo of Tom Hanks: his, mirrored and in dimmer light."""
+    return ImageEnhance.Brightness(ImageOps.mirror(tom(size))).enhance(0.7)
+
+
+def stranger(index: int = 1, size: int = 448) -> Image.Image:
+    """Face ``index`` of t1.jpg with the head around it, enlarged to ``size`` (another person)."""
+    x1, y1, x2, y2 = T1_FACES[index]
+    margin_x, margin_y = 0.6 * (x2 - x1), 0.6 * (y2 - y1)
+    box = (round(x1 - margin_x), round(y1 - margin_y), round(x2 + margin_x), round(y2 + margin_y))
+    return t1().crop(box).resize((size, size), Image.BICUBIC)
+
+
+def jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=92)
     return buffer.getvalue()
 
 

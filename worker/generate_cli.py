@@ -1,6 +1,7 @@
-"""``idbody generate PHOTO -o DIR``: the whole pipeline in this process, no servers.
+"""``idbody generate PHOTO [PHOTO ...] -o DIR``: the whole pipeline in this process, no servers.
 
-The photo goes through the gateway's upload checks, the parameters through the one
+One to five photos of one person (combined as the API combines them: worker.face.combined_face).
+Each photo goes through the gateway's upload checks, the parameters through the one
 GenerationParams model (options derived from it: ``shared.params_cli``), then the seed's Python API
 runs with a progress bar on stderr. DIR (default ``generated/``) gets ``identity_body_<i>.png``
 (``.jpg``/``.webp`` with ``--output-format``) and ``result.json``: the API's result
@@ -16,6 +17,7 @@ first on stderr (``error: no_face_detected: ...``) and written to result.json to
 Example::
 
     idbody generate docs/examples/face.jpg --body-type athletic --num-images 2 --seed 7   # into generated/
+    idbody generate front.jpg side.jpg --seed 7                  # one identity from two photos
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import ErrorCode, IdentityBodyError
+from shared.face_images import MAX_FACE_IMAGES, check_count
 from shared.params_cli import add_param_options, params_from_args
 
 SIDECAR = "result.json"
@@ -39,13 +42,15 @@ STAGES = ("loading models", "analysing the face", "denoising", "writing images")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "generate", help="Generate full-body images from one face photo, in this process (no servers).",
-        description="Run the whole pipeline in this process (no servers). The photo gets the API's upload "
+        "generate", help="Generate full-body images from face photos of one person, in this process (no servers).",
+        description="Run the whole pipeline in this process (no servers). Each photo gets the API's upload "
                     "checks and the options its parameter checks; DIR receives identity_body_<i>.png (or .jpg/.webp: "
                     "--output-format) and result.json, the API's result shape with file URLs.",
-        epilog="exit status: 0 ok; 2 the photo or a parameter is at fault (no_face_detected, "
+        epilog="exit status: 0 ok; 2 a photo or a parameter is at fault (no_face_detected, faces_differ, "
                "invalid_parameter, ...); 1 generation failed. The error code is printed on stderr.")
-    parser.add_argument("photo", type=Path, help="The face photo: JPEG, PNG, WebP, HEIC or AVIF.")
+    parser.add_argument("photo", type=Path, nargs="+",
+                        help=f"The face photo, or 1-{MAX_FACE_IMAGES} photos of the same person (their identity is "
+                             "averaged; the largest, most frontal face lays out the face): JPEG, PNG, WebP, HEIC or AVIF.")
     parser.add_argument("-o", "--output", type=Path, default=Path(DEFAULT_OUTPUT), metavar="DIR",
                         help=f"Folder for the images and result.json (created if missing; default: {DEFAULT_OUTPUT}/).")
     parser.add_argument("--profile", choices=("auto", "tiny", "instantid"), default=None,
@@ -59,8 +64,8 @@ def _main(args: argparse.Namespace) -> int:
     out: Path = args.output
     try:
         params = params_from_args(args)
-        face = _load_photo(args.photo)
-        result = _run(face, params, args)
+        faces = _load_photos(args.photo)
+        result = _run(faces, params, args)
     except IdentityBodyError as exc:
         return _fail(out, exc.code.value, exc.message, exc.field,
                      EXIT_INPUT if exc.http_status < 500 else EXIT_FAILED)
@@ -74,27 +79,30 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_photo(path: Path):
-    """The photo through the same checks as an upload (size, type from bytes, pixel cap, EXIF)."""
+def _load_photos(paths: list[Path]) -> list:
+    """The photos through the same checks as uploads (count, size, type from bytes, pixel cap, EXIF)."""
     import io
 
     from PIL import Image
 
-    from api.upload import normalize_upload
+    from api.upload import normalize_uploads
     from shared.settings import get_settings
 
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise IdentityBodyError(ErrorCode.INVALID_PARAMETER, f"Cannot read the photo {path}: "
-                                f"{exc.strerror or exc}.", field="photo") from None
+    check_count(len(paths))
+    photos = []
+    for path in paths:
+        try:
+            photos.append(path.read_bytes())
+        except OSError as exc:
+            raise IdentityBodyError(ErrorCode.INVALID_PARAMETER, f"Cannot read the photo {path}: "
+                                    f"{exc.strerror or exc}.", field="photo") from None
     settings = get_settings()
-    image = normalize_upload(data, settings.max_upload_bytes, settings.max_image_pixels, settings.min_image_side,
-                             max_decode_bytes=settings.max_decode_bytes, max_jpeg_pixels=settings.max_jpeg_pixels)
-    return Image.open(io.BytesIO(image.data)).convert("RGB")
+    images = normalize_uploads(photos, settings.max_upload_bytes, settings.max_image_pixels, settings.min_image_side,
+                               max_decode_bytes=settings.max_decode_bytes, max_jpeg_pixels=settings.max_jpeg_pixels)
+    return [Image.open(io.BytesIO(image.data)).convert("RGB") for image in images]
 
 
-def _run(face, params, args: argparse.Namespace) -> dict[str, Any]:
+def _run(faces, params, args: argparse.Namespace) -> dict[str, Any]:
     from shared.settings import get_settings
     from worker.identity_pipeline import IdentityPipeline
 
@@ -107,7 +115,7 @@ def _run(face, params, args: argparse.Namespace) -> dict[str, Any]:
     _stage(args, 1, f"{pipeline.profile} profile")
     bar = _StepBar(args)
     try:
-        out = pipeline.generate(face, params, progress=bar.update)
+        out = pipeline.generate(faces, params, progress=bar.update)
     finally:
         bar.close()
     _stage(args, 3)
@@ -138,7 +146,8 @@ def _result(out: dict[str, Any], params, profile: str, folder: Path) -> dict[str
                            note=out["note"], parts=list(out.get("parts") or []),
                            identity_judge=out.get("identity_judge"),
                            identity_judge_independent=out.get("identity_judge_independent"),
-                           safety_check=out.get("safety_check")))
+                           safety_check=out.get("safety_check"), face_image_count=out.get("face_image_count"),
+                           keypoints_face_image=out.get("keypoints_face_image")))
     view = result_view(record, lambda key: Path(key).as_uri())
     for entry, image in zip(view["images"], images):
         entry.update(file=Path(image.key).name, width=image.width, height=image.height)

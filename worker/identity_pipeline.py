@@ -16,6 +16,7 @@ Example::
                                    #  "face_detail": "applied", "face_detail_reason": None}, best image first
     pipeline.generate(face_image=face, params=GenerationParams(body_type="slim", num_images=2))
     pipeline.generate(face, num_images=2, candidates=6, min_identity_score=0.4)   # re-ranking
+    pipeline.generate([front, side], num_images=2)   # 1-5 photos of one person (worker.face.combined_face)
     pipeline.pipe.enable_vae_tiling()       # the diffusers pipeline itself
 
 The same object is what a GPU worker keeps resident: ``get_identity_pipeline()`` is the one
@@ -29,9 +30,12 @@ The result's ``analysis`` dict::
 
     {"face": {"bbox": [x1, y1, x2, y2], "det_score": 0.9, "box_size": [w, h], "face_count": 1,
               "image_size": [w, h]},
+     "face_images": [{"det_score": 0.9, "box_size": [w, h], "frontality": 0.93, "keypoints": True}, ...],
      "appearance": {"status": "ok" | "skipped" | "failed", "reason": "..." (unless ok), ...fields},
      "skin_tone": ..., "ethnicity": ..., ...}     # appearance fields, flat, when status is ok
 
+``face`` is the photo the keypoints came from (one per photo under ``face_images``, in the order
+sent); ``result["face_image_count"]`` and ``result["keypoints_face_image"]`` (1-based) say the same.
 Appearance fields only fill what the caller left empty (shared.params / worker.engine.prompts).
 """
 
@@ -43,11 +47,12 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from shared.face_images import check_count
 from shared.params import GenerationParams, parse_params
 from shared.settings import Settings, get_settings
 from worker.appearance.analyzer import start_analysis, wait_for_analysis
@@ -56,6 +61,7 @@ from worker.engine.face_detail import plan_face_pass
 from worker.engine.generation import GenerationOutput
 from worker.engine.job_inputs import base_inputs, detail_inputs, detail_off, job_steps
 from worker.engine.output_size import default_size
+from worker.face.combined_face import analyze_photos
 from worker.face.identity_score import rank_candidates
 from worker.output_checks import OutputChecks
 from worker.pipeline_setup import FaceAnalyzer, load, micro_batcher, warm_up
@@ -150,14 +156,15 @@ class IdentityPipeline:
         return self.load_models().engine.method
 
     # --- predict: the seed's calls ---------------------------------------------------------
-    def __call__(self, face_image: Image.Image, body_params: dict[str, Any] | None = None,
+    def __call__(self, face_image: Image.Image | Sequence[Image.Image], body_params: dict[str, Any] | None = None,
                  num_images: int = 4, **overrides: Any) -> dict[str, Any]:
         return self.generate(face_image, **(body_params or {}), num_images=num_images, **overrides)
 
-    def generate(self, face_image: Image.Image, params: GenerationParams | None = None, *,
+    def generate(self, face_image: Image.Image | Sequence[Image.Image], params: GenerationParams | None = None, *,
                  progress: Progress | None = None, **fields: Any) -> dict[str, Any]:
         """Validate the parameters (``shared.params``: the same model as the HTTP form and the
         task payload; pass one, or its fields as keywords), analyse the face, generate.
+        ``face_image`` is one photo or a list of 1-5 photos of the same person.
 
         ``progress(step, total)`` is called after every denoise step, the face-detail pass's
         included, with the job's ``total_steps`` from the first call on; returning False stops
@@ -167,15 +174,18 @@ class IdentityPipeline:
             params = parse_params({k: v for k, v in fields.items() if v is not None})
         elif fields:
             params = parse_params({**params.model_dump(exclude_none=True), **fields})
-        return self._generate(face_image, params, progress)
+        photos = [face_image] if isinstance(face_image, Image.Image) else list(face_image)
+        check_count(len(photos))
+        return self._generate(photos, params, progress)
 
     def total_steps(self, params: GenerationParams) -> int:
         """The denoise steps ``generate`` will report for ``params``: base pass + face-detail pass."""
         return job_steps(self.load_models().engine, params)
 
-    def _generate(self, face_image: Image.Image, params: GenerationParams,
+    def _generate(self, photos: list[Image.Image], params: GenerationParams,
                   progress: Progress | None) -> dict[str, Any]:
-        """Stages: 1. face analysis of the upload (appearance analysis alongside) -> 2. prompt and
+        """Stages: 1. face analysis of the photos, one identity from all of them (appearance
+        analysis of the first alongside) -> 2. prompt and
         layout (keypoints retargeted to the frame, face region) -> 3. base generation (InstantID
         text-to-image, all candidates in one pass) -> 4. face-detail pass (InstantID img2img on
         every image's face, all in one pass) -> 5. identity score by the judge and re-ranking ->
@@ -184,11 +194,12 @@ class IdentityPipeline:
         started = time.perf_counter()
         timings: dict[str, Any] = {}
         # 1. face analysis; the optional appearance analysis is submitted first so both run at once
-        pending = start_analysis(self.appearance_analyzer, face_image, params.use_gemini_analysis)
+        pending = start_analysis(self.appearance_analyzer, photos[0], params.use_gemini_analysis)
         t = time.perf_counter()
-        face = self.face_analyzer.analyze(face_image)
+        combined = analyze_photos(self.face_analyzer, photos, self.settings.faces_differ_distance)
+        face = combined.face
         timings["face_analysis_s"] = time.perf_counter() - t
-        analysis = {"face": _face_summary(face), **_appearance_fields(
+        analysis = {"face": _face_summary(face), "face_images": combined.summary(), **_appearance_fields(
             wait_for_analysis(pending, self.settings.gemini_timeout_s))}
         timings["appearance_wait_s"] = time.perf_counter() - t - timings["face_analysis_s"]
         # 2. prompt and layout (IdentityNet condition, face region)
@@ -209,7 +220,7 @@ class IdentityPipeline:
             timings.update(refined.timings)
         # 5. identity score per candidate (after the face pass) by the judge, then keep the best num_images
         checks = OutputChecks.of(self)
-        reference = checks.judge.reference(face_image, face)
+        reference = checks.judge.reference(photos, face)
         images, details = self._rank_by_identity(images, reference, params, seed, timings, passes)
         # 6. safety check on every returned image (a flagged one is withheld: worker.safety.screen)
         images, details = screen_images(checks.safety, images, details, timings)
@@ -217,6 +228,7 @@ class IdentityPipeline:
         return {"images": images, "image_details": details, "analysis": analysis,
                 "method": self.engine.method, "profile": self.profile, "note": self.note, "seed": seed,
                 "parts": self.engine.parts, **checks.describe(),
+                "face_image_count": len(photos), "keypoints_face_image": combined.keypoints_from + 1,
                 "prompt": prompt.positive, "negative_prompt": prompt.negative, "timings": timings}
 
     def _run(self, job: PassJob) -> JobResult:

@@ -14,6 +14,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import SettingsDep, StoreDep
+from shared.face_images import MAX_FACE_IMAGES
 from shared.output_formats import format_list
 from shared.params import GenerationParams
 from shared.settings import Settings
@@ -37,6 +38,7 @@ class ServerInfo(BaseModel):
         "default_size": {"width": 256, "height": 256},
         "size_presets": [{"width": 256, "height": 256}, {"width": 512, "height": 512}],
         "notice": TINY_NOTICE,
+        "max_face_images": 5,
         "styles": [{"name": "photographic", "description": "A natural photograph in daylight (the default)."},
                    {"name": "watercolor", "description": "A watercolor painting: soft washes of colour on paper."}],
         "output_formats": [{"name": "png", "content_type": "image/png", "extension": "png", "lossy": False,
@@ -58,6 +60,7 @@ class ServerInfo(BaseModel):
     default_size: dict[str, int] = Field(description="Output width and height of a job that sends none.")
     size_presets: list[dict[str, int]] = Field(description="Sizes the web page offers (up to 512x512 when only the tiny profile runs).")
     notice: str | None = Field(None, description="What a person should know first (the tiny profile's noise), if anything.")
+    max_face_images: int = Field(description="Most face photos (of one person) a job may send: the field 'face_image' repeated.")
     styles: list[dict[str, str]] = Field(description="The style presets a job can name in 'style': name and a one-line description.")
     output_formats: list[dict[str, Any]] = Field(description="The formats a job can name in 'output_format': name, Content-Type, file extension, whether output_quality applies.")
     params: dict[str, Any] = Field(description="JSON schema of the generation parameters: types, ranges, choices, defaults.")
@@ -84,6 +87,7 @@ def server_info(settings: Settings, workers: list[dict[str, Any]]) -> dict[str, 
         "default_size": default,
         "size_presets": [{"width": w, "height": h} for w, h in size_presets(profiles)],
         "notice": notice,
+        "max_face_images": MAX_FACE_IMAGES,
         "styles": style_list(),
         "output_formats": format_list(),
         "params": GenerationParams.model_json_schema(),

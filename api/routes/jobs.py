@@ -59,7 +59,7 @@ _ACCEPTED_HEADERS = {
 _SUBMIT_ERRORS = error_responses(
     ErrorCode.INVALID_PARAMETER, ErrorCode.MISSING_FIELD, ErrorCode.FILE_TOO_LARGE,
     ErrorCode.IMAGE_TOO_LARGE, ErrorCode.UNSUPPORTED_MEDIA_TYPE, ErrorCode.IMAGE_DECODE_FAILED,
-    ErrorCode.IMAGE_TOO_SMALL, ErrorCode.ANIMATED_IMAGE, ErrorCode.WEBHOOK_URL_REFUSED,
+    ErrorCode.IMAGE_TOO_SMALL, ErrorCode.ANIMATED_IMAGE, ErrorCode.TOO_MANY_FACE_IMAGES, ErrorCode.WEBHOOK_URL_REFUSED,
     ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED, ErrorCode.TOO_MANY_QUEUED,
     ErrorCode.IDEMPOTENCY_MISMATCH, ErrorCode.IDEMPOTENCY_IN_PROGRESS, ErrorCode.REQUEST_TIMEOUT,
 )
@@ -74,7 +74,8 @@ _ROUTE_ERRORS = (ErrorCode.INVALID_PARAMETER, ErrorCode.UNAUTHORIZED, ErrorCode.
     response_model=SubmitResponse,
     summary="Submit a face photo; generation runs asynchronously",
     description=(
-        "Multipart form: the photo in `face_image` plus generation parameters. Answers 202 with the "
+        "Multipart form: the photo in `face_image` (or 1-5 photos of the same person: repeat the field) plus "
+        "generation parameters. Answers 202 with the "
         "job's URLs. With `Prefer: wait=N` (N clamped to the server's max_wait_s) the request is held "
         "until the job ends or N seconds pass: 200 with the result JSON if it succeeded, 200 with the "
         "status JSON if it failed, else the 202 body (with `Location` and `Retry-After`). A bare "

@@ -1,4 +1,4 @@
-// The page's wiring: server info, the API key, the photo, submit, following the job (server-sent
+// The page's wiring: server info, the API key, the photos (1 to max_face_images), submit, following the job (server-sent
 // events read with fetch, so the Authorization header goes along; polling when streaming fails),
 // cancel and the result.
 "use strict";
@@ -8,7 +8,8 @@
   const KEY_STORAGE = "identity-body.api-key";
   const POLL_MS = 1000;
   const FINISHED = ["succeeded", "failed", "canceled"];
-  let photo = null;
+  let photos = []; // the chosen face photos, in the order they are sent
+  let maxPhotos = 5; // /api/v1/info's max_face_images
   let current = null; // {id, abort: AbortController}
 
   const api = (path) => new URL(`api/v1/${path}`, document.baseURI).href;
@@ -32,6 +33,8 @@
     if (!response.ok) throw await errorOf(response);
     const info = await response.json();
     ParamsForm.render(info);
+    maxPhotos = info.max_face_images || maxPhotos;
+    $("max-photos").textContent = String(maxPhotos);
     $("notice").hidden = !info.notice;
     $("notice").textContent = info.notice || "";
     $("notice").dataset.profiles = info.profiles.join(",");
@@ -41,30 +44,58 @@
     $("submit").disabled = false;
   }
 
-  function choosePhoto(file) {
-    if (!file) return;
-    photo = file;
-    const preview = $("preview");
-    if (preview.src) URL.revokeObjectURL(preview.src);
-    preview.src = URL.createObjectURL(file);
-    preview.hidden = false;
-    $("drop-text").textContent = file.name;
+  // Chosen, taken or dropped photos add to the list (a phone takes them one at a time); past the
+  // server's most, the rest are left out and the page says so.
+  function addPhotos(files) {
+    JobView.hideError();
+    const room = maxPhotos - photos.length;
+    photos = photos.concat([...files].slice(0, Math.max(0, room)));
+    if (files.length > room) {
+      JobView.showError({ code: "too_many_face_images", field: "face_image",
+        message: `Up to ${maxPhotos} photos of the same person are used; remove one to add another.` });
+    }
+    showPhotos();
+  }
+
+  function showPhotos() {
+    const list = $("previews");
+    for (const img of list.querySelectorAll("img")) URL.revokeObjectURL(img.src);
+    list.replaceChildren(...photos.map((file, index) => {
+      const item = document.createElement("li");
+      item.dataset.field = `face_image[${index + 1}]`; // an error about photo n marks it
+      const img = document.createElement("img");
+      img.src = URL.createObjectURL(file);
+      img.alt = `Photo ${index + 1}: ${file.name}`;
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "remove";
+      remove.textContent = "×";
+      remove.setAttribute("aria-label", `Remove photo ${index + 1}`);
+      remove.addEventListener("click", () => { photos.splice(index, 1); JobView.hideError(); showPhotos(); });
+      item.append(img, remove);
+      return item;
+    }));
+    list.hidden = photos.length === 0;
+    $("drop-text").textContent = photos.length === 0 ? "Drop face photos here"
+      : photos.length === 1 ? photos[0].name : `${photos.length} photos of one person (up to ${maxPhotos})`;
   }
 
   function wirePhoto() {
-    for (const id of ["photo", "camera"]) $(id).addEventListener("change", (e) => choosePhoto(e.target.files[0]));
+    for (const id of ["photo", "camera"]) {
+      $(id).addEventListener("change", (e) => { addPhotos(e.target.files); e.target.value = ""; });
+    }
     const drop = $("drop");
     for (const name of ["dragenter", "dragover"]) {
       drop.addEventListener(name, (e) => { e.preventDefault(); drop.classList.add("over"); });
     }
     for (const name of ["dragleave", "drop"]) drop.addEventListener(name, () => drop.classList.remove("over"));
-    drop.addEventListener("drop", (e) => { e.preventDefault(); choosePhoto(e.dataTransfer.files[0]); });
+    drop.addEventListener("drop", (e) => { e.preventDefault(); addPhotos(e.dataTransfer.files); });
   }
 
   async function submit(event) {
     event.preventDefault();
     JobView.hideError();
-    if (!photo) {
+    if (photos.length === 0) {
       JobView.showError({ code: "missing_field", message: "Choose or drop a face photo first.", field: "face_image" });
       return;
     }
@@ -72,8 +103,10 @@
     $("submit").disabled = true;
     try {
       const data = ParamsForm.appendTo($("job-form"), new FormData());
-      const upload = await PhotoShrink.forUpload(photo); // a large photo shrunk here (photo_shrink.js)
-      data.append("face_image", upload, upload.name || "photo.jpg");
+      for (const photo of photos) { // the field repeated, once per photo
+        const upload = await PhotoShrink.forUpload(photo); // a large photo shrunk here (photo_shrink.js)
+        data.append("face_image", upload, upload.name || "photo.jpg");
+      }
       const response = await fetch(api("generate-identity-body"), { method: "POST", body: data, headers: headers() });
       if (!response.ok) throw await errorOf(response);
       const accepted = await response.json();
@@ -144,7 +177,10 @@
   async function showResult(job) {
     const response = await fetch(api(`jobs/${job.id}/result`), { headers: headers(), signal: job.abort.signal });
     if (!response.ok) { JobView.showError(await errorOf(response)); return; }
-    JobView.gallery(await response.json());
+    const result = await response.json();
+    JobView.gallery(result);
+    $("result-photos").textContent = result.face_image_count > 1
+      ? `One identity from ${result.face_image_count} photos; the face laid out from photo ${result.keypoints_face_image}.` : "";
   }
 
   async function cancel() {

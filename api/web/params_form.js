@@ -122,10 +122,14 @@ const ParamsForm = (() => {
     return data;
   }
 
+  // An error names a field ("height_cm", "face_image", or one of several photos: "face_image[2]",
+  // which marks that photo and the photos' section).
   function markInvalid(field) {
     for (const el of document.querySelectorAll("[data-field].invalid")) el.classList.remove("invalid");
-    const wrap = field && document.querySelector(`[data-field="${field}"]`);
-    if (wrap) wrap.classList.add("invalid");
+    for (const name of field ? new Set([field, field.replace(/\[\d+\]$/, "")]) : []) {
+      const wrap = document.querySelector(`[data-field="${name}"]`);
+      if (wrap) wrap.classList.add("invalid");
+    }
   }
 
   return { render, appendTo, markInvalid };

@@ -30,17 +30,19 @@ KEY = "idempotency:{}:{}"
 MAX_KEY_LENGTH = 255
 
 
-def request_fingerprint(fields: dict[str, Any], upload: bytes) -> str:
-    """Hex SHA-256 of the form fields and the upload; field order does not matter.
+def request_fingerprint(fields: dict[str, Any], uploads: bytes | list[bytes]) -> str:
+    """Hex SHA-256 of the form fields and the face photos, in the order sent; field order does not
+    matter. One photo (bytes or a list of one) gives the fingerprint it always gave.
 
     Example::
 
-        request_fingerprint({"a": "1", "b": "2"}, b"x") == request_fingerprint({"b": "2", "a": "1"}, b"x")
+        request_fingerprint({"a": "1", "b": "2"}, b"x") == request_fingerprint({"b": "2", "a": "1"}, [b"x"])
     """
     digest = hashlib.sha256()
     digest.update(json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8"))
     digest.update(b"\x00")
-    digest.update(hashlib.sha256(upload).digest())
+    for upload in [uploads] if isinstance(uploads, bytes) else uploads:
+        digest.update(hashlib.sha256(upload).digest())
     return digest.hexdigest()
 
 

@@ -103,6 +103,8 @@ class JobResult(BaseModel):
     identity_judge: str | None = None  # the recognizer that computed identity_score (worker.face.judge)
     identity_judge_independent: bool | None = None  # False: the judge also conditioned the generation
     safety_check: str | None = None  # the detector that screened the images, or "off"
+    face_image_count: int | None = None  # how many face photos the identity was combined from
+    keypoints_face_image: int | None = None  # which of them (1-based) laid out the face's keypoints
 
 
 class WebhookAttempt(BaseModel):
@@ -118,7 +120,8 @@ class JobRecord(BaseModel):
     request_id: str
     status: JobStatus = JobStatus.QUEUED
     params: dict[str, Any] = Field(default_factory=dict)
-    upload_key: str | None = None
+    upload_key: str | None = None  # the first face photo's object key
+    upload_keys: list[str] = Field(default_factory=list)  # every face photo's key, in the order sent
     owner: str | None = None  # API key id; None when auth is disabled
     webhook_url: str | None = None
     created_at: float
@@ -133,3 +136,9 @@ class JobRecord(BaseModel):
     note: str | None = None
     requeued_at: float | None = None  # when the reaper last put it back in the queue
     webhook_attempts: list[WebhookAttempt] = Field(default_factory=list)
+
+    @property
+    def face_upload_keys(self) -> list[str]:
+        """The keys of every face photo of the job (a record written before several photos were
+        accepted has ``upload_key`` alone)."""
+        return list(self.upload_keys) or ([self.upload_key] if self.upload_key else [])

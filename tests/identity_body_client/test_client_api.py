@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from api.main import create_app
-from identity_body_client import ApiError, Client, JobStatus, WaitTimeout
+from identity_body_client import ApiError, Client, JobStatus, Result, WaitTimeout
 from shared.jobs.record import JobStatus as ServerStatus
 
 pytestmark = pytest.mark.integration
@@ -68,3 +68,26 @@ def test_jobs_follows_the_cursor_across_pages(settings, redis_client):
         ids = [client.submit(_photo(), num_images=1, seed=i).request_id for i in range(3)]
         listed = [job.request_id for job in client.jobs(page_size=2)]
     assert listed == ids[::-1]
+
+
+def test_submit_takes_one_photo_or_a_list_of_them(settings, redis_client, tmp_path):
+    http, client = _client(settings)
+    second = tmp_path / "side.png"
+    second.write_bytes(_photo())
+    with http:
+        one = client.submit(_photo(), num_images=1)
+        several = client.submit([_photo(), second, io.BytesIO(_photo())], num_images=1)
+        store = http.app.state.store
+        assert len(store.get(one.request_id).upload_keys) == 1
+        assert store.get(several.request_id).upload_keys == [
+            f"{several.request_id}/face.jpg", f"{several.request_id}/face_2.jpg", f"{several.request_id}/face_3.jpg"]
+        with pytest.raises(ApiError) as refused:
+            client.submit([_photo()] * 6)
+    assert refused.value.code == "too_many_face_images" and refused.value.field == "face_image"
+
+
+def test_the_result_says_how_many_photos_made_it():
+    result = Result.from_json({"success": True, "request_id": "r", "count": 0, "face_image_count": 2,
+                               "keypoints_face_image": 1})
+    assert (result.face_image_count, result.keypoints_face_image) == (2, 1)
+    assert Result.from_json({"success": False, "request_id": "r", "count": 0}).face_image_count is None

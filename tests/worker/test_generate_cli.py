@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from shared.errors import ErrorCode
 from shared.params import GenerationParams
@@ -107,3 +107,27 @@ def test_every_parameter_is_an_option_and_version_prints(tmp_path):
     assert all(option_name(name) in help_text for name in GenerationParams.model_fields)
     version = _idbody("--version", cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("idbody ")
+
+
+@pytest.mark.integration
+def test_two_photos_of_one_person_make_one_identity(tiny_model_dir, tmp_path):
+    mirrored = tmp_path / "mirrored.jpg"
+    ImageOps.mirror(Image.open(PHOTO)).save(mirrored, quality=92)
+    out = tmp_path / "out"
+    run = _idbody("generate", str(PHOTO), str(mirrored), "-o", str(out), "--profile", "tiny", "--quiet", *SMALL,
+                  cwd=tmp_path, tiny_dir=tiny_model_dir)
+    assert run.returncode == 0, run.stderr
+    sidecar = json.loads((out / "result.json").read_text())
+    assert sidecar["success"] is True and sidecar["face_image_count"] == 2
+    assert sidecar["keypoints_face_image"] in (1, 2) and len(sidecar["analysis"]["face_images"]) == 2
+
+
+def test_too_many_or_a_bad_second_photo_exit_2_naming_it(tmp_path):
+    six = _idbody("generate", *[str(PHOTO)] * 6, "-o", str(tmp_path), "--quiet", cwd=tmp_path)
+    assert six.returncode == 2 and six.stderr.startswith("error: too_many_face_images: 6 face photos"), six.stderr
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo")
+    second = _idbody("generate", str(PHOTO), str(text), "-o", str(tmp_path), "--quiet", cwd=tmp_path)
+    assert second.returncode == 2
+    assert second.stderr.startswith("error: unsupported_media_type: Photo 2 of 2: "), second.stderr
+    assert json.loads((tmp_path / "result.json").read_text())["error"]["field"] == "face_image[2]"

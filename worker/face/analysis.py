@@ -75,6 +75,12 @@ def resolve_antelopev2_root(model_dir: Path) -> Path:
 class FaceAnalyzer:
     """Detector + recognizer from antelopev2, loaded once, used per job."""
 
+    # Two photos of one job whose embeddings are further apart (cosine distance, 1 - similarity)
+    # are different people (worker.face.combined_face). Not measured here (no released weights on
+    # the dev machines): insightface's guidance for its ArcFace models calls a similarity under 0.2
+    # different people and 0.2-0.28 hard to tell, so 0.75 refuses only pairs clearly apart.
+    faces_differ_distance = 0.75
+
     def __init__(
         self,
         model_dir: Path,

@@ -108,6 +108,12 @@ def dlib_models() -> tuple[Any, Any, Any]:
 class DlibFaceAnalyzer:
     """Detector + landmarks + recognizer from dlib, loaded once, used per job."""
 
+    # dlib's own same-person rule, a Euclidean distance of 0.6 between descriptors, as a cosine
+    # distance at the descriptors' measured length (~1.45): 0.36 / (2 x 1.45^2) = 0.085. On the test
+    # photos (tests/face_photos.py) copies of one face lie 0.0005-0.015 apart and different people
+    # 0.100-0.196 (tests/worker/face/test_combined_face.py measures it).
+    faces_differ_distance = 0.085
+
     def __init__(self, model_dir: Path | None = None, providers: list[str] | None = None,
                  det_size: tuple[int, int] = (640, 640), min_face_px: int = 128) -> None:
         self.model_dir = model_dir      # unused: the models ship in the wheel

@@ -12,7 +12,7 @@ worker.face.dlib_analyzer), so ``min_identity_score`` thresholds are on that sca
 Example::
 
     judge = identity_judge(pipeline.face_analyzer)   # antelopev2 conditions: dlib judges
-    reference = judge.reference(face_image, face)     # the upload's embedding in the judge's space
+    reference = judge.reference([face_image], face)   # the photos' embedding in the judge's space
     scores = judge.score(reference, images)           # [ImageScore, ...] (worker.face.identity_score)
 """
 
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from worker.face.combined_face import combine_embeddings
 from worker.face.identity_score import ImageScore, score_images
 
 DLIB_JUDGE = "dlib-resnet"
@@ -35,14 +36,18 @@ class IdentityJudge:
     analyzer: Any          # .largest_face(image) -> FaceInfo | None
     independent: bool      # False when it is the recognizer that conditioned the generation
 
-    def reference(self, face_image: Image.Image, conditioning_face: Any) -> np.ndarray | None:
-        """The upload's embedding in the judge's space: the conditioning one when the judge is the
-        same recognizer; else the judge's own reading of the upload (None when it finds no face:
-        every image then scores None)."""
+    def reference(self, face_images: Image.Image | list[Image.Image], conditioning_face: Any) -> np.ndarray | None:
+        """The job's face photos' embedding in the judge's space: the conditioning one (every
+        photo's, combined) when the judge is the same recognizer; else the judge's own reading of
+        the photos, combined the same way (worker.face.combined_face) from those it finds a face
+        in (None when it finds none: every image then scores None)."""
         if not self.independent:
             return conditioning_face.embedding
-        found = self.analyzer.largest_face(face_image)
-        return None if found is None else found.embedding
+        photos = [face_images] if isinstance(face_images, Image.Image) else face_images
+        found = [f for f in map(self.analyzer.largest_face, photos) if f is not None]
+        if len(found) <= 1:
+            return found[0].embedding if found else None
+        return combine_embeddings([f.embedding for f in found])
 
     def score(self, reference: np.ndarray | None, images: list[Image.Image]) -> list[ImageScore]:
         if reference is None:

@@ -186,3 +186,19 @@ def test_a_broken_appearance_hook_gives_the_schema_shape_and_the_job_succeeds(pi
     appearance = result["analysis"]["appearance"]
     assert (appearance["status"], appearance["reason"]) == ("failed", reason)
     assert "the job ran without it" in appearance["message"] and len(result["images"]) == 1
+
+
+def test_several_photos_of_one_person_combine_into_other_images(pipeline):
+    from PIL import ImageOps
+
+    run = {"num_images": 1, "seed": 3, **SMALL}
+    one = pipeline.generate(face_photo(), **run)
+    two = pipeline.generate([face_photo(), ImageOps.mirror(face_photo())], **run)
+    assert (one["face_image_count"], one["keypoints_face_image"]) == (1, 1)
+    assert two["face_image_count"] == 2 and len(two["analysis"]["face_images"]) == 2
+    # the same seed and fields: the combined identity (and the keypoints photo) made other images
+    assert not np.array_equal(np.asarray(one["images"][0]), np.asarray(two["images"][0]))
+    for photos, code in (([face_photo()] * 6, ErrorCode.TOO_MANY_FACE_IMAGES), ([], ErrorCode.MISSING_FIELD)):
+        with pytest.raises(IdentityBodyError) as refused:
+            pipeline.generate(photos, **run)
+        assert refused.value.code is code
