@@ -96,10 +96,12 @@ def _main(args: argparse.Namespace) -> int:
     from worker.celery_worker import app
     from worker.jobs.liveness import LivenessBeacon, alive_path
 
-    LivenessBeacon(alive_path(node, stack_tag(settings.redis_url))).start()
-
-    app.worker_main(celery_argv(args.queues, args.concurrency, args.hostname, args.loglevel or settings.log_level,
-                                args.beat, quiet=log_format(settings) == "json", gpu_slots=_gpu_slots(args, settings)))
+    beacon = LivenessBeacon(alive_path(node, stack_tag(settings.redis_url))).start()
+    try:
+        app.worker_main(celery_argv(args.queues, args.concurrency, args.hostname, args.loglevel or settings.log_level,
+                                    args.beat, quiet=log_format(settings) == "json", gpu_slots=_gpu_slots(args, settings)))
+    finally:  # a worker that stopped leaves no beacon behind (Celery ends with SystemExit)
+        beacon.stop()
     return 0
 
 
