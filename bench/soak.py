@@ -5,8 +5,9 @@ profile) and an io worker with beat; halfway through the GPU worker is restarted
     python -m bench.soak [--minutes 30] [--submit-every-s 3] [--status-per-s 2]
 
 The load: a submit every ``--submit-every-s`` (a 64×64, 2-step tiny job), an event stream opened on
-each accepted job and read to its end, every 5th job canceled right after its submit, status GETs
-of recent jobs at ``--status-per-s``. Each minute: gateway and worker RSS (their whole process
+each accepted job and read to its end (a stream that ends before its job is recorded: how long it
+was open, the last status it sent, how it ended; then it is opened again, as a client would),
+every 5th job canceled right after its submit, status GETs of recent jobs at ``--status-per-s``. Each minute: gateway and worker RSS (their whole process
 groups), Valkey memory and key count, open fds, files in the stack's temp folder. At the end the
 load stops, every accepted job must end, and the keys without an expiry and the temp files left are
 listed. Prints a table and writes bench/results/soak.json (rewritten after every sample, so a run
