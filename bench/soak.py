@@ -5,8 +5,9 @@ profile) and an io worker with beat; halfway through the GPU worker is restarted
     python -m bench.soak [--minutes 30] [--submit-every-s 3] [--status-per-s 2]
 
 The load: a submit every ``--submit-every-s`` (a 64×64, 2-step tiny job), an event stream opened on
-each accepted job and read to its end, every 5th job canceled right after its submit, status GETs
-of recent jobs at ``--status-per-s``. Each minute: gateway and worker RSS (their whole process
+each accepted job and read to its end (a stream that ends before its job is recorded: how long it
+was open, the last status it sent, how it ended; then it is opened again, as a client would),
+every 5th job canceled right after its submit, status GETs of recent jobs at ``--status-per-s``. Each minute: gateway and worker RSS (their whole process
 groups), Valkey memory and key count, open fds, files in the stack's temp folder. At the end the
 load stops, every accepted job must end, and the keys without an expiry and the temp files left are
 listed. Prints a table and writes bench/results/soak.json (rewritten after every sample, so a run
@@ -87,10 +88,11 @@ class Soak:
         self.base = stack.base_url
         self.face = EXAMPLE_FACE.read_bytes()
         self.accepted: list[str] = []
-        self.streams_unfinished: list[str] = []  # streams that ended before their job did
+        self.streams_unfinished: list[dict] = []  # streams that ended before their job did
+        self.streams_until = float("inf")  # no stream is opened again after the drain
         self.counts = {"submits": 0, "accepted": 0, "refused": 0, "cancels": 0, "status_gets": 0,
                        "streams_opened": 0, "streams_refused": 0, "streams_ended_finished": 0, "stream_errors": 0,
-                       "http_errors": 0}
+                       "streams_reopened": 0, "http_errors": 0}
         self.open_streams = 0
         self.samples: list[dict] = []
         self.started = time.monotonic()
@@ -142,23 +144,38 @@ class Soak:
         await asyncio.gather(*streams, return_exceptions=True)
 
     async def stream(self, client: httpx.AsyncClient, rid: str) -> None:
+        """Read the job's event stream to its end; a stream that ends before its job did is
+        recorded (how long it was open, the last status it sent, how it ended) and opened again,
+        as the API asks of a client."""
         self.counts["streams_opened"] += 1
         self.open_streams += 1
         try:
-            async with client.stream("GET", f"{self.base}/api/v1/jobs/{rid}/events", timeout=None) as resp:
-                if resp.status_code != 200:  # past a stream cap: a client would poll instead
-                    self.counts["streams_refused"] += 1
-                    return
-                last = ""
-                async for line in resp.aiter_lines():
-                    if line.startswith("data: "):
-                        last = line
+            while True:
+                opened, last, events, how = time.monotonic(), "", 0, "closed by the server"
+                try:
+                    async with client.stream("GET", f"{self.base}/api/v1/jobs/{rid}/events", timeout=None) as resp:
+                        if resp.status_code != 200:  # past a stream cap: a client would poll instead
+                            self.counts["streams_refused"] += 1
+                            self.streams_unfinished.append({"id": rid, "minute": self.minute(),
+                                                            "refused": resp.status_code})
+                            return
+                        async for line in resp.aiter_lines():
+                            if line.startswith("data: "):
+                                last, events = line, events + 1
+                except httpx.HTTPError as exc:
+                    self.counts["stream_errors"] += 1
+                    how = f"{type(exc).__name__}: {exc}"
                 if any(f'"status":"{s}"' in last for s in FINISHED):
                     self.counts["streams_ended_finished"] += 1
-                else:
-                    self.streams_unfinished.append(rid)
-        except httpx.HTTPError:
-            self.counts["stream_errors"] += 1
+                    return
+                self.streams_unfinished.append({
+                    "id": rid, "minute": self.minute(), "open_s": round(time.monotonic() - opened, 1),
+                    "events": events, "last_status": json.loads(last[6:]).get("status") if last else None,
+                    "ended": how})
+                if time.monotonic() >= self.streams_until:
+                    return
+                self.counts["streams_reopened"] += 1
+                await asyncio.sleep(1)
         finally:
             self.open_streams -= 1
 
@@ -192,6 +209,7 @@ class Soak:
 
     async def run(self) -> None:
         until = self.started + self.args.minutes * 60
+        self.streams_until = until + self.args.drain_s
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=20)
         async with httpx.AsyncClient(limits=limits, timeout=30) as client:
             await asyncio.gather(self.submit_loop(client, until), self.status_loop(client, until),
@@ -226,7 +244,7 @@ class Soak:
         return {
             "final": final, "accepted_jobs_unfinished": len(self.unfinished), "unfinished_ids": self.unfinished[:20],
             "keys_without_expiry_bytes": dict(sorted(sizes.items())), "leaked_keys": leaked,
-            "streams_ended_before_their_job": self.streams_unfinished[:20],
+            "streams_ended_before_their_job": self.streams_unfinished,
             "temp_files_at_start": self.temp_at_start, "temp_files_at_end": sorted(
                 str(Path(root, f).relative_to(self.tmpdir)) for root, _, files in os.walk(self.tmpdir) for f in files),
             "slopes_per_min_after_warmup": {
@@ -257,6 +275,10 @@ def print_table(soak: Soak, end: dict) -> None:
               f"{s['io_worker']['rss_mb']:>8}{s['valkey_used_mb']:>8}{s['valkey_keys']:>7}{s['temp_files']:>5}"
               f"{s['open_streams']:>8}{s['accepted']:>9}")
     print("\nslopes after warm-up (per minute):", end["slopes_per_min_after_warmup"])
+    early = [s for s in end["streams_ended_before_their_job"] if "refused" not in s]
+    print(f"streams: {soak.counts['streams_opened']} opened, {soak.counts['streams_ended_finished']} saw their job end, "
+          f"{len(early)} ended before their job (then opened again): "
+          f"{sorted({(s['last_status'], s['ended'], s['open_s'] >= 590) for s in early})}")
     print(f"accepted jobs not ended: {end['accepted_jobs_unfinished']}; leaked keys: {end['leaked_keys']}; "
           f"temp files: {end['temp_files_at_start']} at start, {end['final']['temp_files']} at end; worker restarted at minute {end['worker_restarts_at_minute']}")
 

@@ -98,10 +98,9 @@ def _main(args: argparse.Namespace) -> int:
 
     beacon = LivenessBeacon(alive_path(node, stack_tag(settings.redis_url))).start()
     try:
-        app.worker_main(celery_argv(args.queues, args.concurrency, args.hostname,
-                                    args.loglevel or settings.log_level, args.beat,
-                                    quiet=log_format(settings) == "json", gpu_slots=_gpu_slots(args, settings)))
-    finally:  # a stopped worker leaves no beacon behind in the temp folder (celery exits by SystemExit)
+        app.worker_main(celery_argv(args.queues, args.concurrency, args.hostname, args.loglevel or settings.log_level,
+                                    args.beat, quiet=log_format(settings) == "json", gpu_slots=_gpu_slots(args, settings)))
+    finally:  # a worker that stopped leaves no beacon behind (Celery ends with SystemExit)
         beacon.stop()
     return 0
 

