@@ -25,6 +25,7 @@ from worker.models import layout
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
+    from worker.engine.base_switch import BaseSwitch
     from worker.engine.fast_mode import FastEngine
     from worker.engine.lcm_mode import ModeSwitch
 
@@ -54,6 +55,7 @@ class Engine:
     loaded_parts: list[str] = field(default_factory=list)
     fast: FastEngine | None = None           # set by worker.engine.fast_mode.make_fast
     memory_plan: MemoryPlan | None = None    # rows_per_pass: the most images one denoise pass may run
+    bases: BaseSwitch | None = None          # the base checkpoints and which one is resident
 
     @property
     def note(self) -> str | None:
@@ -95,7 +97,7 @@ def models_missing_error(model_dir: Path, missing: list[str], cause: str = "") -
     )
 
 
-def _variant(folder: Path, policy: DevicePolicy) -> str | None:
+def weight_variant(folder: Path, policy: DevicePolicy) -> str | None:
     """The fp16 files when the folder has them and either the policy runs in fp16 or they are the
     only weights there: ``models download`` fetches SDXL's fp16 files alone, and a CPU (fp32) run
     must load those and upcast rather than look for fp32 files that were never fetched. None for
@@ -116,12 +118,12 @@ def _load_base(model_dir: Path, policy: DevicePolicy):
     extra = {}
     vae_dir = layout.part(model_dir, layout.VAE_DIR)
     if (vae_dir / "config.json").is_file():
-        extra["vae"] = AutoencoderKL.from_pretrained(vae_dir, dtype=policy.dtype, variant=_variant(vae_dir, policy))
+        extra["vae"] = AutoencoderKL.from_pretrained(vae_dir, dtype=policy.dtype, variant=weight_variant(vae_dir, policy))
     else:
         log.warning("no fp16-fix VAE in %s: using SDXL's own VAE (upcast to fp32 to decode in fp16)", vae_dir)
     try:
         return fallback_pipeline_class().from_pretrained(
-            sdxl, dtype=policy.dtype, variant=_variant(sdxl / "unet", policy), **extra)
+            sdxl, dtype=policy.dtype, variant=weight_variant(sdxl / "unet", policy), **extra)
     except (OSError, ValueError) as exc:
         raise models_missing_error(model_dir, [], cause=str(exc)) from exc
 
@@ -137,7 +139,7 @@ def _load_instantid(model_dir: Path, base, policy: DevicePolicy):
     for needed in (cn_dir / "config.json", ip_file):
         if not needed.is_file():
             raise FileNotFoundError(f"missing {needed.relative_to(model_dir)}")
-    controlnet = ControlNetModel.from_pretrained(cn_dir, dtype=policy.dtype, variant=_variant(cn_dir, policy))
+    controlnet = ControlNetModel.from_pretrained(cn_dir, dtype=policy.dtype, variant=weight_variant(cn_dir, policy))
     pipe = InstantIDPipeline(**_components(base), controlnet=controlnet)
     pipe.load_ip_adapter(str(model_dir), subfolder=str(Path(layout.IP_ADAPTER_FILE).parent),
                          weight_name=Path(layout.IP_ADAPTER_FILE).name, image_encoder_folder=None)
@@ -154,7 +156,7 @@ def _load_pose_controlnet(model_dir: Path, policy: DevicePolicy):
                  "(idbody models download --with pose fetches one)", folder)
         return None
     try:
-        return ControlNetModel.from_pretrained(folder, dtype=policy.dtype, variant=_variant(folder, policy))
+        return ControlNetModel.from_pretrained(folder, dtype=policy.dtype, variant=weight_variant(folder, policy))
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         log.warning("the pose ControlNet in %s did not load (%s: %s): the pose comes from the prompt only",
                     folder, type(exc).__name__, exc)
@@ -205,7 +207,23 @@ def load_engine(model_dir: Path, policy: DevicePolicy, fast=None) -> Engine:
     if lcm:
         parts.append("lcm-lora")
     log.info("engine loaded from %s: method=%s parts=%s", model_dir, method, parts)
-    return finish_engine(pipe, method, base.scheduler.config, lcm, policy, reason, parts, fast=fast)
+    engine = finish_engine(pipe, method, base.scheduler.config, lcm, policy, reason, parts, fast=fast)
+    engine.bases = base_switch(engine, model_dir)
+    return engine
+
+
+def base_switch(engine: Engine, model_dir: Path) -> BaseSwitch:
+    """The engine's base checkpoints (worker.models.bases): the profile's, resident, and the added
+    ones. A base's own VAE is switched only where the engine decodes with the base's VAE; the
+    fp16-fix VAE, when there, serves every base (SDXL fine-tunes keep SDXL's latent space)."""
+    from worker.engine.base_switch import TEXT_AND_UNET, BaseSwitch
+    from worker.models.bases import list_bases
+
+    own_vae = "sdxl-vae" in engine.loaded_parts
+    bases = list_bases(model_dir)
+    if len(bases) > 1:
+        log.info("base checkpoints: %s (resident: %s)", [b.name for b in bases], bases[0].name)
+    return BaseSwitch(engine.pipe, engine.modes, engine.policy, bases, TEXT_AND_UNET + (("vae",) if own_vae else ()))
 
 
 def finish_engine(pipe, method: str, scheduler_config, lcm_loaded: bool, policy: DevicePolicy,
