@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from worker.models.bases import BaseModel, find_base, weight_files
+from worker.models.bases import BaseModel, find_base, is_weight, tensor_name, weight_files
 
 if TYPE_CHECKING:
     from worker.engine.devices import DevicePolicy
@@ -87,16 +87,17 @@ class BaseSwitch:
 
 
 def resident_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The module's tensors under the names a base's weight files use: a PEFT-wrapped layer's own
-    weight is its ``base_layer``'s; the LoRA factors are no base tensor."""
+    """The module's tensors under the names a base's weight files use (``tensor_name``): a
+    PEFT-wrapped layer's own weight is its ``base_layer``'s; the LoRA factors are no base tensor."""
     tensors = {}
     for name, tensor in module.state_dict(keep_vars=True).items():
         if ".lora_" in name:
             continue
-        tensors[name.replace(".base_layer.", ".")] = tensor
+        tensors[tensor_name(name.replace(".base_layer.", "."))] = tensor
     return tensors
 
 
+@torch.no_grad()
 def copy_into(module: torch.nn.Module, folder: Path, policy: DevicePolicy) -> int:
     """Copy the weights in ``folder`` (one component of a base) into ``module`` in place, one
     tensor at a time; returns how many. The weight variant is the one the loader would pick."""
@@ -108,8 +109,8 @@ def copy_into(module: torch.nn.Module, folder: Path, policy: DevicePolicy) -> in
     count = 0
     for file in weight_files(folder, weight_variant(folder, policy)):
         with safe_open(str(file), framework="pt") as handle:
-            for key in handle.keys():
-                target = targets.get(key)
+            for key in filter(is_weight, handle.keys()):
+                target = targets.get(tensor_name(key))
                 if target is None:
                     raise RuntimeError(f"{file}: tensor {key} has no place in the resident {type(module).__name__}")
                 target.copy_(handle.get_tensor(key))

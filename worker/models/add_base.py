@@ -33,6 +33,8 @@ from worker.models.bases import (
     registry_entries,
     check_name,
     files_digest,
+    is_weight,
+    tensor_name,
     list_bases,
     stored_files,
     weight_files,
@@ -127,26 +129,50 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 def _convert_single_file(path: Path, reference: Path, staging: Path) -> None:
     """The original-layout file as a diffusers folder, converted by diffusers against the profile's
-    own configs (never a download). Loads the checkpoint once, in the file's own dtype."""
+    own configs (never a download), one component at a time: each reads only its own tensors from
+    the file, so one network at most is in memory. Each text encoder sees only its own key family,
+    so diffusers never has to guess which is which from embedding widths."""
     if path.suffix != ".safetensors":
         raise not_sdxl(path, "only .safetensors single files are accepted (a .ckpt is a pickle that can run code)")
-    keys = _tensor_names(path)
+    keys = _file_keys(path)
     missing = [component for prefix, component in SINGLE_FILE_PREFIXES.items()
                if not any(k.startswith(prefix) for k in keys)]
     if missing:
         raise not_sdxl(path, f"no {', '.join(missing)} weights in the SDXL single-file layout "
                              f"(expected keys starting {', '.join(SINGLE_FILE_PREFIXES)})")
-    from diffusers import StableDiffusionXLPipeline
+    for prefix, component in SINGLE_FILE_PREFIXES.items():
+        part = _tensors(path, prefix)
+        try:
+            model = _from_original(component, part, reference)
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+            raise not_sdxl(path, f"diffusers could not convert its {component} "
+                                 f"({type(exc).__name__}: {str(exc)[:300]})") from exc
+        model.save_pretrained(staging / component, safe_serialization=True)
+        del model, part
 
-    try:
-        pipe = StableDiffusionXLPipeline.from_single_file(str(path), config=str(reference), local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
-        raise not_sdxl(path, f"diffusers could not convert it ({type(exc).__name__}: {str(exc)[:300]})") from exc
-    for component in BASE_COMPONENTS:
-        getattr(pipe, component).save_pretrained(staging / component, safe_serialization=True)
+
+def _tensors(path: Path, prefix: str) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return {k: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
 
 
-def _tensor_names(path: Path) -> list[str]:
+def _from_original(component: str, checkpoint: dict, reference: Path):
+    """One component from its original-layout tensors, with diffusers' converters and our configs."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    if component in ("unet", "vae"):
+        cls = UNet2DConditionModel if component == "unet" else AutoencoderKL
+        return cls.from_single_file(checkpoint, config=str(reference), subfolder=component, local_files_only=True)
+    cls = CLIPTextModel if component == "text_encoder" else CLIPTextModelWithProjection
+    return create_diffusers_clip_model_from_ldm(cls, checkpoint, subfolder=component, config=str(reference),
+                                                local_files_only=True)
+
+
+def _file_keys(path: Path) -> list[str]:
     from safetensors import safe_open
 
     try:
@@ -164,7 +190,8 @@ def tensor_shapes(component: Path) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     for file in files:
         with safe_open(str(file), framework="pt") as handle:
-            shapes.update({k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()})
+            shapes.update({tensor_name(k): tuple(handle.get_slice(k).get_shape())
+                           for k in handle.keys() if is_weight(k)})
     return shapes
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from shared.errors import ErrorCode, IdentityBodyError
 from worker.models import layout
 from worker.models.fetch import sha256_of
+from worker.models.manifest import SDXL, ExpectedFile
 
 BASES_DIR = "bases"
 REGISTRY_FILE = "bases/bases.json"
@@ -100,8 +101,6 @@ def added_bases(model_dir: Path) -> list[BaseModel]:
 def default_base(model_dir: Path) -> BaseModel:
     """The profile's own base, ``sdxl/``; its digest is its UNet weights' sha256 (taken from the
     download manifest when on record there, else hashed: the tiny profile's is small)."""
-    from worker.models.manifest import SDXL
-
     folder = layout.part(model_dir, layout.SDXL_DIR)
     on_record = {f.name: f.sha256 for f in SDXL.files}
     name = default_name(model_dir)
@@ -133,6 +132,11 @@ def unknown_base_error(name: str, names: list[str]) -> IdentityBodyError:
         "(GET /api/v1/info lists them under base_models).", field="base_model", choices=names)
 
 
+def expected_base_files(model_dir: Path) -> list[ExpectedFile]:
+    """The added bases' files as ``verify`` checks them (size by stat, sha256 with --checksums)."""
+    return [ExpectedFile(f"base:{b.name}", f.path, f.size, f.sha256) for b in added_bases(model_dir) for f in b.files]
+
+
 def stored_files(model_dir: Path, folder: Path) -> list[StoredFile]:
     """Every file under ``folder`` with its size and sha256, paths relative to the model folder."""
     return [StoredFile(str(p.relative_to(model_dir)), p.stat().st_size, sha256_of(p))
@@ -144,6 +148,19 @@ def files_digest(files: list[StoredFile]) -> str:
     path inside the base's folder, so the digest does not depend on the name it was given)."""
     inside = sorted((f.sha256, "/".join(Path(f.path).parts[2:])) for f in files)
     return hashlib.sha256("".join(f"{sha}  {name}\n" for sha, name in inside).encode()).hexdigest()
+
+
+def tensor_name(key: str) -> str:
+    """A tensor's name as bases are compared and switched by: transformers 5 saves CLIPTextModel's
+    tensors without the ``text_model.`` prefix that released SDXL files (and CLIPTextModelWithProjection)
+    have, and renames them on load; so the prefix is no part of a name."""
+    return key.removeprefix("text_model.")
+
+
+def is_weight(key: str) -> bool:
+    """False for the CLIP ``position_ids`` index buffer that older transformers saved with the weights
+    (released SDXL text encoders carry it); it is 0..76 in every CLIP and no longer a saved tensor."""
+    return not key.endswith("position_ids")
 
 
 def weight_files(component: Path, variant: str | None) -> list[Path]:

@@ -108,3 +108,26 @@ def test_the_micro_batcher_never_mixes_bases_in_one_pass():
     assert [r.images for r in results] == [["tiny"], [SECOND_BASE]] * 3
     assert all(len(bases) == 1 for bases in run.passes)
     assert sum(1 for _ in run.passes) >= 2
+
+
+def test_released_text_encoder_names_find_their_place(tiny_model_dir, tmp_path):
+    """Released SDXL text encoders name their tensors ``text_model.*`` and carry ``position_ids``;
+    transformers 5 loads CLIPTextModel without that prefix and the buffer: the switch maps them."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import CLIPTextModel
+
+    from worker.engine.base_switch import copy_into
+    from worker.engine.devices import DevicePolicy
+    from shared.settings import Settings
+
+    source = tiny_model_dir / "bases" / SECOND_BASE / "text_encoder"
+    released = {f"text_model.{k}": v for k, v in load_file(str(next(source.glob("*.safetensors")))).items()}
+    released["text_model.embeddings.position_ids"] = torch.arange(77)[None]
+    folder = tmp_path / "text_encoder"
+    folder.mkdir()
+    save_file(released, str(folder / "model.safetensors"))
+    model = CLIPTextModel.from_pretrained(tiny_model_dir / "sdxl" / "text_encoder")
+    assert copy_into(model, folder, DevicePolicy.decide(Settings(_env_file=None, device="cpu"))) == len(released) - 1
+    assert torch.equal(model.state_dict()["embeddings.token_embedding.weight"],
+                       released["text_model.embeddings.token_embedding.weight"])
