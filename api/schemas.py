@@ -152,7 +152,7 @@ class JobResultResponse(BaseModel):
          "profile": "instantid", "note": None,
          "parts": ["sdxl", "vae-fp16-fix", "identitynet", "ip-adapter", "lcm-lora", "pose-prompt-only"],
          "identity_judge": "dlib-resnet", "identity_judge_independent": True, "safety_check": "nudenet-320n",
-         "input_face": {"det_score": 0.87, "box_size": [212.0, 268.5]}},
+         "base_model": "sdxl-base-1.0", "input_face": {"det_score": 0.87, "box_size": [212.0, 268.5]}},
         {"success": False, "request_id": _RID, "count": 0, "images": [], "analysis": {}, "method": "instantid",
          "profile": None, "note": None, "parts": [], "input_face": None,
          "error": {"code": "no_face_detected", "message": "No face was found in the photo."}},
@@ -179,6 +179,9 @@ class JobResultResponse(BaseModel):
         "antelopev2 conditions, dlib judges); false: the same one (tiny profile: dlib does both)."))
     safety_check: str | None = Field(None, description=(
         "The detector that screened every image (nudenet-320n), or off when the operator turned the check off."))
+    base_model: str | None = Field(None, description=(
+        "The SDXL base checkpoint that made the images (the job's base_model, or the default one's name). Null "
+        "for a job that did not succeed."))
     input_face: InputFaceOut | None = Field(None, description="The uploaded face as found: detection score and box size.")
     error: JobErrorOut | None = Field(None, description="Only when the job failed or was canceled.")
 

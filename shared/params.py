@@ -111,7 +111,8 @@ class GenerationParams(BaseModel):
     base_model: str | None = Field(None, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$",
                                    description="The SDXL base checkpoint to generate with, by name: one GET "
                                    "/api/v1/info lists under base_models (the operator adds them with 'idbody "
-                                   "models add-base'). Default: the profile's own base.")
+                                   "models add-base'). Default: the profile's own base.",
+                                   examples=["juggernaut"])
 
     output_format: OutputFormat = Field(DEFAULT_FORMAT, description="png (lossless), jpeg or webp: the format "
                                         "of the stored images, their Content-Type and file names.")

@@ -103,6 +103,7 @@ class JobResult(BaseModel):
     identity_judge: str | None = None  # the recognizer that computed identity_score (worker.face.judge)
     identity_judge_independent: bool | None = None  # False: the judge also conditioned the generation
     safety_check: str | None = None  # the detector that screened the images, or "off"
+    base_model: str | None = None  # the base checkpoint that made the images (worker.models.bases)
 
 
 class WebhookAttempt(BaseModel):

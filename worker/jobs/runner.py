@@ -182,7 +182,7 @@ def generate_job_result(record: JobRecord, pipeline: JobPipeline, storage: Any, 
                      profile=out.get("profile"), note=out.get("note"), parts=list(out.get("parts") or []),
                      identity_judge=out.get("identity_judge"),
                      identity_judge_independent=out.get("identity_judge_independent"),
-                     safety_check=out.get("safety_check"))
+                     safety_check=out.get("safety_check"), base_model=out.get("base_model"))
 
 
 def observe_identity_scores(details: list[dict[str, Any]]) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.base_models import unknown_base_error
 from shared.errors import ErrorCode, IdentityBodyError
 from worker.models import layout
 from worker.models.fetch import sha256_of
@@ -123,13 +124,6 @@ def find_base(bases: list[BaseModel], name: str | None) -> BaseModel:
         if base.name == name:
             return base
     raise unknown_base_error(name, [b.name for b in bases])
-
-
-def unknown_base_error(name: str, names: list[str]) -> IdentityBodyError:
-    return IdentityBodyError(
-        ErrorCode.UNKNOWN_BASE_MODEL,
-        f"base_model: no base checkpoint named {name!r} on this server; choose from {', '.join(names)} "
-        "(GET /api/v1/info lists them under base_models).", field="base_model", choices=names)
 
 
 def expected_base_files(model_dir: Path) -> list[ExpectedFile]:
