@@ -45,20 +45,17 @@ def unet_keys(state: dict[str, torch.Tensor], layers_per_block: int) -> dict[str
         if module in UNET_TOP:
             out[f"{UNET_TOP[module]}.{param}"] = value
             continue
-        if m := re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
-            block, kind, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
-            index = 1 + block * per_block + layer
-            out[f"input_blocks.{index}.0.{_resnet(rest)}" if kind == "resnets" else f"input_blocks.{index}.1.{rest}"] = value
+        if m := re.match(r"(down|up)_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+            down, block, kind, layer, rest = m[1] == "down", int(m[2]), m[3], int(m[4]), m[5]
+            # ldm counts the blocks' layers in one row: input_blocks.0 is conv_in, up blocks start at 0
+            index, blocks = int(down) + block * per_block + layer, "input_blocks" if down else "output_blocks"
+            out[f"{blocks}.{index}.0.{_resnet(rest)}" if kind == "resnets" else f"{blocks}.{index}.1.{rest}"] = value
         elif m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
             out[f"input_blocks.{1 + int(m[1]) * per_block + layers_per_block}.0.op.{m[2]}"] = value
         elif m := re.match(r"mid_block\.resnets\.(\d+)\.(.+)", key):
             out[f"middle_block.{2 * int(m[1])}.{_resnet(m[2])}"] = value
         elif m := re.match(r"mid_block\.attentions\.0\.(.+)", key):
             out[f"middle_block.1.{m[1]}"] = value
-        elif m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
-            block, kind, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
-            index = block * per_block + layer
-            out[f"output_blocks.{index}.0.{_resnet(rest)}" if kind == "resnets" else f"output_blocks.{index}.1.{rest}"] = value
         elif m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
             block = int(m[1])
             slot = 2 if any(k.startswith(f"up_blocks.{block}.attentions.") for k in state) else 1

@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from idbody.stack.polling import until
 from idbody.stack.service import running_stack, stack_settings
+from tests.e2e.finished_job import SUBMIT, finished_result
 from tests.face_photos import tom_jpeg
 
 pytestmark = pytest.mark.integration
 
-SUBMIT = "/api/v1/generate-identity-body"
 SAME = {"num_images": "1", "width": "64", "height": "64", "num_inference_steps": "2", "seed": "1234"}
 
 
@@ -37,17 +36,8 @@ def submit(service, **fields: str) -> httpx.Response:
 
 
 def finished(service, **fields: str) -> tuple[dict, np.ndarray]:
-    resp = submit(service, **fields)
-    assert resp.status_code == 202, resp.text
-    status_url = resp.json()["status_url"]
-
-    def done() -> dict | None:
-        body = httpx.get(status_url, timeout=10).json()
-        return body if body["status"] in ("succeeded", "failed", "canceled") else None
-
-    status = until(done, 300, "the job to finish")
-    assert status["status"] == "succeeded", status
-    result = httpx.get(status["result_url"], timeout=10).json()
+    """The result of a job that succeeded, and its first image's pixels."""
+    result = finished_result(service.base_url, {**SAME, **fields})
     image = httpx.get(result["images"][0]["url"], timeout=10)
     return result, np.asarray(Image.open(io.BytesIO(image.content)).convert("RGB"), dtype=np.int16)
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from worker.models.bases import BaseModel, find_base, is_weight, tensor_name, weight_files
+from worker.models.bases import BaseModel, find_base, is_weight, tensor_name, weight_files, weight_variant
 
 if TYPE_CHECKING:
     from worker.engine.devices import DevicePolicy
@@ -86,6 +86,15 @@ class BaseSwitch:
                         "seconds": round(self.last_switch_s, 3)})
 
 
+def use_base(engine, name: str | None) -> None:
+    """Switch ``engine``'s resident base when a pass asks for another (the runner calls this)."""
+    bases = getattr(engine, "bases", None)   # test engines built by hand carry none
+    if bases is not None:
+        bases.use(name)
+    elif name is not None:
+        raise ValueError(f"base_model {name!r}: this engine has no base checkpoints to switch between")
+
+
 def resident_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The module's tensors under the names a base's weight files use (``tensor_name``): a
     PEFT-wrapped layer's own weight is its ``base_layer``'s; the LoRA factors are no base tensor."""
@@ -102,8 +111,6 @@ def copy_into(module: torch.nn.Module, folder: Path, policy: DevicePolicy) -> in
     """Copy the weights in ``folder`` (one component of a base) into ``module`` in place, one
     tensor at a time; returns how many. The weight variant is the one the loader would pick."""
     from safetensors import safe_open
-
-    from worker.engine.loading import weight_variant
 
     targets = resident_tensors(module)
     count = 0

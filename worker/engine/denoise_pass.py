@@ -44,6 +44,7 @@ import torch
 from PIL import Image
 
 from shared.errors import ErrorCode, IdentityBodyError
+from worker.engine.base_switch import use_base
 from worker.engine.instantid_pipeline import guidance_applies
 from worker.engine.progress_clock import BatchClock
 
@@ -336,7 +337,7 @@ class _Share:
 
 def _run(engine: DenoiseEngine, jobs: list[_LiveJob]) -> None:
     pipe, shape = engine.pipe, jobs[0].request.shape
-    _use_base(engine, shape.base)
+    use_base(engine, shape.base)
     engine.modes.use(shape.mode)
     guidance_on = guidance_applies(pipe, shape.guidance)
     encoded = _encode_prompts(pipe, jobs, guidance_on)
@@ -360,15 +361,6 @@ def _run(engine: DenoiseEngine, jobs: list[_LiveJob]) -> None:
             job.result.images = images[start:start + n]
             job.result.timings = dict(timings)
         start += n
-
-
-def _use_base(engine: DenoiseEngine, name: str | None) -> None:
-    """Switch the resident base when the pass asks for another (worker.engine.base_switch)."""
-    bases = getattr(engine, "bases", None)   # test engines built by hand carry none
-    if bases is not None:
-        bases.use(name)
-    elif name is not None:
-        raise ValueError(f"base_model {name!r}: this engine has no base checkpoints to switch between")
 
 
 def _call(engine: DenoiseEngine, shape: PassShape, rows, encoded, guidance_on: bool,

@@ -21,6 +21,7 @@ from shared.errors import ErrorCode, IdentityBodyError
 from worker.engine.devices import DevicePolicy
 from worker.engine.memory_plan import MemoryPlan
 from worker.models import layout
+from worker.models.bases import WEIGHT_NAMES, weight_variant
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -36,7 +37,6 @@ DOWNLOAD_COMMAND = "idbody models download"
 SDXL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 SDXL_CONFIG_FILES = ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json",
                      "tokenizer_2/vocab.json", *(f"{c}/config.json" for c in SDXL_COMPONENTS))
-WEIGHT_NAMES = ("diffusion_pytorch_model{v}.safetensors", "model{v}.safetensors")
 
 
 POSE_PART = "pose-controlnet"
@@ -95,15 +95,6 @@ def models_missing_error(model_dir: Path, missing: list[str], cause: str = "") -
         f"Fetch the models with `{DOWNLOAD_COMMAND}`.",
         missing=missing, command=DOWNLOAD_COMMAND,
     )
-
-
-def weight_variant(folder: Path, policy: DevicePolicy) -> str | None:
-    """The fp16 files when the folder has them and either the policy runs in fp16 or they are the
-    only weights there: ``models download`` fetches SDXL's fp16 files alone, and a CPU (fp32) run
-    must load those and upcast rather than look for fp32 files that were never fetched. None for
-    a folder of plain files (the tiny profile, the fp16-fix VAE, IdentityNet)."""
-    has = {s: any((folder / n.format(v=s)).is_file() for n in WEIGHT_NAMES) for s in (".fp16", "")}
-    return "fp16" if has[".fp16"] and (policy.variant == "fp16" or not has[""]) else None
 
 
 def _load_base(model_dir: Path, policy: DevicePolicy):

@@ -30,13 +30,13 @@ from worker.models.bases import (
     BASE_COMPONENTS,
     BASES_DIR,
     BaseModel,
-    registry_entries,
     check_name,
     files_digest,
     is_weight,
-    tensor_name,
     list_bases,
+    registry_entries,
     stored_files,
+    tensor_name,
     weight_files,
     write_registry,
 )
@@ -178,7 +178,7 @@ def _file_keys(path: Path) -> list[str]:
     try:
         with safe_open(str(path), framework="pt") as handle:
             return list(handle.keys())
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for a bad header
+    except Exception as exc:
         raise not_sdxl(path, f"it is not a readable safetensors file ({type(exc).__name__}: {exc})") from exc
 
 

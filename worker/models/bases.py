@@ -157,6 +157,19 @@ def is_weight(key: str) -> bool:
     return not key.endswith("position_ids")
 
 
+WEIGHT_NAMES = ("diffusion_pytorch_model{v}.safetensors", "model{v}.safetensors")
+
+
+def weight_variant(folder: Path, policy) -> str | None:
+    """The fp16 files when the folder has them and either the policy runs in fp16 or they are the
+    only weights there: ``models download`` fetches SDXL's fp16 files alone, and a CPU (fp32) run
+    must load those and upcast rather than look for fp32 files that were never fetched. None for
+    a folder of plain files (the tiny profile, the fp16-fix VAE, IdentityNet). ``policy``: a
+    worker.engine.devices.DevicePolicy (its ``variant``)."""
+    has = {s: any((folder / n.format(v=s)).is_file() for n in WEIGHT_NAMES) for s in (".fp16", "")}
+    return "fp16" if has[".fp16"] and (policy.variant == "fp16" or not has[""]) else None
+
+
 def weight_files(component: Path, variant: str | None) -> list[Path]:
     """A component folder's safetensors weights (every shard) of ``variant`` ("fp16" or None)."""
     files = sorted(component.glob("*.safetensors"))

@@ -117,9 +117,9 @@ def test_released_text_encoder_names_find_their_place(tiny_model_dir, tmp_path):
     from safetensors.torch import load_file, save_file
     from transformers import CLIPTextModel
 
+    from shared.settings import Settings
     from worker.engine.base_switch import copy_into
     from worker.engine.devices import DevicePolicy
-    from shared.settings import Settings
 
     source = tiny_model_dir / "bases" / SECOND_BASE / "text_encoder"
     released = {f"text_model.{k}": v for k, v in load_file(str(next(source.glob("*.safetensors")))).items()}

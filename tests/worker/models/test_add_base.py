@@ -17,7 +17,13 @@ from idbody.cli import main
 from shared.errors import ErrorCode, IdentityBodyError
 from tests.sdxl_single_file import write_single_file
 from worker.models.add_base import add_base
-from worker.models.bases import BASE_COMPONENTS, REGISTRY_FILE, expected_base_files, files_digest, list_bases
+from worker.models.bases import (
+    BASE_COMPONENTS,
+    REGISTRY_FILE,
+    expected_base_files,
+    files_digest,
+    list_bases,
+)
 from worker.models.fetch import sha256_of
 from worker.models.store import verify
 from worker.tiny.model_dir import MARKER, SECOND_BASE
