@@ -63,7 +63,7 @@ class ServerInfo(BaseModel):
     notice: str | None = Field(None, description="What a person should know first (the tiny profile's noise), if anything.")
     styles: list[dict[str, str]] = Field(description="The style presets a job can name in 'style': name and a one-line description.")
     output_formats: list[dict[str, Any]] = Field(description="The formats a job can name in 'output_format': name, Content-Type, file extension, whether output_quality applies.")
-    base_models: list[dict[str, Any]] = Field([], description="The SDXL base checkpoints a job can name in 'base_model', as the live workers offer them: name, whether it is the default (used when a job names none), and the first 12 hex digits of its sha256 (idbody models add-base adds one). Empty when no worker runs.")
+    base_models: list[dict[str, Any]] = Field([], description="The SDXL base checkpoints a job can name in 'base_model', as the live workers offer them: name, whether it is the default (used when a job names none), and the first 12 hex digits of its sha256 (empty for a profile base whose digest is not on record; idbody models add-base adds one). Empty when no worker runs.")
     params: dict[str, Any] = Field(description="JSON schema of the generation parameters: types, ranges, choices, defaults.")
     memory_plans: list[dict[str, Any]] = Field([], description="The memory plan of each live worker (`idbody plan` prints the same): where the networks live (name: resident, resident-fp8, model-offload, group-offload, or cpu), fp8 storage, VAE tiling, images per denoise pass, predicted peak and budget in GiB, whether compiling may run, and why.")
 

@@ -35,6 +35,7 @@ REGISTRY_FILE = "bases/bases.json"
 BASE_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 DEFAULT_NAMES = {"instantid": "sdxl-base-1.0", "tiny": "tiny"}
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+HASHED_AT_START_BYTES = 64 * 2**20
 NAME_RULE = "1-64 characters: lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
@@ -100,13 +101,17 @@ def added_bases(model_dir: Path) -> list[BaseModel]:
 
 
 def default_base(model_dir: Path) -> BaseModel:
-    """The profile's own base, ``sdxl/``; its digest is its UNet weights' sha256 (taken from the
-    download manifest when on record there, else hashed: the tiny profile's is small)."""
+    """The profile's own base, ``sdxl/``; its digest is its UNet weights' sha256, taken from the
+    download manifest when on record there, else hashed when small (the tiny profile's), else
+    empty: a worker does not read gigabytes at every start to name its base."""
     folder = layout.part(model_dir, layout.SDXL_DIR)
     on_record = {f.name: f.sha256 for f in SDXL.files}
     name = default_name(model_dir)
     for weights in sorted((folder / "unet").glob("*.safetensors")):
-        return BaseModel(name, folder, True, on_record.get(f"unet/{weights.name}") or sha256_of(weights))
+        digest = on_record.get(f"unet/{weights.name}")
+        if digest is None and weights.stat().st_size <= HASHED_AT_START_BYTES:
+            digest = sha256_of(weights)
+        return BaseModel(name, folder, True, digest or "")
     return BaseModel(name, folder, True, "")
 
 
