@@ -6,6 +6,7 @@ would cost instead.
     python -m bench.base_switch                  # tiny profile on this CPU: bench/results/base_switch_tiny_cpu.json
     python -m bench.base_switch --full-size      # SDXL-size random bases on a CUDA GPU (writes ~14 GB of
                                                  # fp16 weights under --scratch first): base_switch_full_size.json
+    python -m bench.base_switch --full-size --smoke   # the same code path on the CPU with tiny shapes
 
 The tiny numbers say the switch's fixed costs (one tensor at a time, the LoRA round trip); the
 SDXL-size number, reading and copying ~6.8 GB of UNet and text encoders, is the one that matters.
@@ -59,39 +60,40 @@ def bench_tiny(rounds: int) -> dict:
             "load_average": os.getloadavg()[0], "engines": rows}
 
 
-def _random_base(folder: Path, seed: int) -> None:
-    """A full-size SDXL base's UNet and text encoders with random fp16 weights, saved as a base."""
+def _random_base(engine, folder: Path, seed: int) -> None:
+    """A base of the engine's own UNet and text-encoder shapes with other random weights (fp16),
+    saved as a base checkpoint folder."""
     import torch
     from diffusers import UNet2DConditionModel
 
-    from bench.full_size import CLIP_BIG_G, CLIP_L, SDXL_UNET, _text_encoders
-
     torch.manual_seed(seed)
-    UNet2DConditionModel(**SDXL_UNET).to(torch.float16).save_pretrained(folder / "unet", safe_serialization=True)
-    one, two = _text_encoders(49408, 49406, 49407, CLIP_L, CLIP_BIG_G)
-    one.to(torch.float16).save_pretrained(folder / "text_encoder", safe_serialization=True)
-    two.to(torch.float16).save_pretrained(folder / "text_encoder_2", safe_serialization=True)
+    pipe = engine.pipe
+    UNet2DConditionModel.from_config(pipe.unet.config).to(torch.float16).save_pretrained(
+        folder / "unet", safe_serialization=True)
+    for name in ("text_encoder", "text_encoder_2"):
+        model = getattr(pipe, name)
+        type(model)(model.config).to(torch.float16).save_pretrained(folder / name, safe_serialization=True)
 
 
-def bench_full_size(rounds: int, scratch: Path) -> dict:
+def bench_full_size(rounds: int, scratch: Path, smoke: bool) -> dict:
     import torch
 
-    from bench.full_size import build_full_size_engine
-    from shared.settings import Settings
+    from bench.fast_engine import Setup, build_engine
     from worker.engine.base_switch import BaseSwitch
-    from worker.engine.devices import DevicePolicy
     from worker.engine.fast_mode import FastOptions, make_fast
     from worker.models.bases import BaseModel
 
-    policy = DevicePolicy.decide(Settings(_env_file=None, device="cuda"))
+    setup = Setup(smoke=smoke, device="cpu" if smoke else "cuda", width=0, height=0, repeats=1, cache_dir=scratch,
+                  deadline=time.monotonic() + 3600)
+    started = time.perf_counter()
+    engine = build_engine(setup)
+    build_s = time.perf_counter() - started
+    policy = engine.policy
     folders = [scratch / "first", scratch / "second"]
     started = time.perf_counter()
     for seed, folder in enumerate(folders):
-        _random_base(folder, seed + 100)
+        _random_base(engine, folder, seed + 100)
     write_s = time.perf_counter() - started
-    started = time.perf_counter()
-    engine = build_full_size_engine(policy)
-    build_s = time.perf_counter() - started
     rows = {}
     for label in ("plain", "fast"):
         if label == "fast":
@@ -101,8 +103,9 @@ def bench_full_size(rounds: int, scratch: Path) -> dict:
         engine.bases.resident = None   # the random engine holds neither: the first switch loads "first"
         engine.bases.use("first")
         rows[label] = {"first_load_s": engine.bases.last_switch_s, **time_switches(engine, ("first", "second"), rounds),
-                       "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
-    return {"profile": "full-size random fp16", "device": torch.cuda.get_device_name(), "write_bases_s": write_s,
+                       "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if not smoke else None}
+    device = "cpu (smoke: tiny shapes)" if smoke else torch.cuda.get_device_name()
+    return {"profile": "full-size random fp16", "device": device, "write_bases_s": write_s,
             "engine_build_s": build_s, "engines": rows,
             "note": "the bases were just written: their files are in the page cache (a cold disk adds its read time)"}
 
@@ -112,11 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-size", action="store_true", help="SDXL-size bases on a CUDA GPU.")
     parser.add_argument("--rounds", type=int, default=SWITCHES, help="Switches each way (median reported).")
     parser.add_argument("--scratch", type=Path, default=None, help="Where --full-size writes its two bases.")
+    parser.add_argument("--smoke", action="store_true", help="With --full-size: tiny shapes on the CPU (checks the path).")
     args = parser.parse_args(argv)
     if args.full_size:
         with tempfile.TemporaryDirectory(dir=args.scratch, prefix="idbody-bases-") as scratch:
-            report = bench_full_size(args.rounds, Path(scratch))
-        name = "base_switch_full_size"
+            report = bench_full_size(args.rounds, Path(scratch), args.smoke)
+        name = "base_switch_full_size" + ("_smoke" if args.smoke else "")
     else:
         report = bench_tiny(args.rounds)
         name = "base_switch_tiny_cpu"
