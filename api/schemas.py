@@ -240,6 +240,9 @@ _ERROR_EXAMPLES: dict[ErrorCode, tuple[str, str | None]] = {
     ErrorCode.IDEMPOTENCY_MISMATCH: ("This Idempotency-Key was already used with a different request body; use a new key for a new request.", "Idempotency-Key"),
     ErrorCode.IDEMPOTENCY_IN_PROGRESS: ("A request with this Idempotency-Key is still being accepted; retry in a moment.", "Idempotency-Key"),
     ErrorCode.JOB_ALREADY_FINISHED: ("The job already finished (succeeded); there is nothing to cancel.", None),
+    ErrorCode.UNKNOWN_BASE_MODEL: ("base_model: no base checkpoint named 'juggernaut' on this server; choose from "
+                                   "sdxl-base-1.0, realvis (GET /api/v1/info lists them under base_models).",
+                                   "base_model"),
 }
 
 
