@@ -113,8 +113,11 @@ def copy_into(module: torch.nn.Module, folder: Path, policy: DevicePolicy) -> in
     from safetensors import safe_open
 
     targets = resident_tensors(module)
+    files = weight_files(folder, weight_variant(folder, policy))
+    if not files:
+        raise RuntimeError(f"{folder} holds no safetensors weights (idbody models verify checks a base's files)")
     count = 0
-    for file in weight_files(folder, weight_variant(folder, policy)):
+    for file in files:
         with safe_open(str(file), framework="pt") as handle:
             for key in filter(is_weight, handle.keys()):
                 target = targets.get(tensor_name(key))

@@ -106,7 +106,7 @@ def _copy_folder(source: Path, staging: Path) -> None:
         found = _class_of(json.loads(config.read_text()))
         if found != CLASSES[component]:
             raise not_sdxl(source, f"{component} is a {found or 'model of unknown class'}, not a {CLASSES[component]}")
-        weights = weight_files(folder, "fp16") or weight_files(folder, None)
+        weights = weight_files(folder, "fp16")
         if not weights:
             raise not_sdxl(source, f"no safetensors weights in {component}/ (.bin files are not accepted: "
                                    "they are pickles that can run code)")
@@ -186,7 +186,7 @@ def tensor_shapes(component: Path) -> dict[str, tuple[int, ...]]:
     """Every tensor's name and shape in a component folder's weights, from the headers alone."""
     from safetensors import safe_open
 
-    files = weight_files(component, "fp16") or weight_files(component, None)
+    files = weight_files(component, "fp16")
     shapes: dict[str, tuple[int, ...]] = {}
     for file in files:
         with safe_open(str(file), framework="pt") as handle:

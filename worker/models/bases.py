@@ -176,8 +176,9 @@ def weight_variant(folder: Path, policy) -> str | None:
 
 
 def weight_files(component: Path, variant: str | None) -> list[Path]:
-    """A component folder's safetensors weights (every shard) of ``variant`` ("fp16" or None)."""
+    """A component folder's safetensors weights (every shard) of ``variant`` ("fp16" or None),
+    else of the other one: never an empty list for a folder that has weights."""
     files = sorted(component.glob("*.safetensors"))
-    if variant:
-        return [p for p in files if p.name.endswith(f".{variant}.safetensors")]
-    return [p for p in files if len(p.name.split(".")) == 2]
+    fp16 = [p for p in files if p.name.endswith(".fp16.safetensors")]
+    plain = [p for p in files if len(p.name.split(".")) == 2]
+    return (fp16 or plain) if variant == "fp16" else (plain or fp16)

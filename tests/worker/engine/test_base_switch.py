@@ -131,3 +131,28 @@ def test_released_text_encoder_names_find_their_place(tiny_model_dir, tmp_path):
     assert copy_into(model, folder, DevicePolicy.decide(Settings(_env_file=None, device="cpu"))) == len(released) - 1
     assert torch.equal(model.state_dict()["embeddings.token_embedding.weight"],
                        released["text_model.embeddings.token_embedding.weight"])
+
+
+def test_a_switch_that_fails_half_way_leaves_no_base_resident_and_the_next_copies_a_whole_one(
+        fast_tiny_engine, tiny_model_dir, tmp_path, on_default):
+    import shutil
+
+    from worker.models.bases import BaseModel
+
+    on_default(fast_tiny_engine)
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir / "bases" / SECOND_BASE, broken)
+    for weights in (broken / "text_encoder").glob("*.safetensors"):
+        weights.unlink()   # the UNet copies, then the first text encoder has nothing to copy
+    before = generate_images(fast_tiny_engine, inputs(seed=3)).images
+    bases = fast_tiny_engine.bases
+    saved = bases.bases
+    bases.bases = [*saved, BaseModel("broken", broken, False, "")]
+    try:
+        with pytest.raises(RuntimeError, match="no safetensors weights"):
+            generate_images(fast_tiny_engine, inputs(seed=3, base="broken"))
+        assert bases.resident is None
+        again = generate_images(fast_tiny_engine, inputs(seed=3)).images   # the default, copied whole
+    finally:
+        bases.bases = saved
+    assert bases.resident == "tiny" and _mean_diff(before, again) == 0
