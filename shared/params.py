@@ -109,8 +109,8 @@ class GenerationParams(BaseModel):
                     "below_threshold: true; they are still returned. Default: no threshold.")
 
     base_model: str | None = Field(None, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$",
-                                   description="The SDXL base checkpoint to generate with, by name: one GET "
-                                   "/api/v1/info lists under base_models (the operator adds them with 'idbody "
+                                   description="The SDXL base checkpoint to generate with: one of the names GET "
+                                   "/api/v1/info lists under base_models (operators add them with 'idbody "
                                    "models add-base'). Default: the profile's own base.",
                                    examples=["juggernaut"])
 
