@@ -81,7 +81,7 @@ def bench_full_size(rounds: int, scratch: Path, smoke: bool) -> dict:
     from bench.fast_engine import Setup, build_engine
     from worker.engine.base_switch import BaseSwitch
     from worker.engine.fast_mode import FastOptions, make_fast
-    from worker.models.bases import BaseModel
+    from worker.models.bases import BaseCheckpoint
 
     setup = Setup(smoke=smoke, device="cpu" if smoke else "cuda", width=0, height=0, repeats=1, cache_dir=scratch,
                   deadline=time.monotonic() + 3600)
@@ -99,7 +99,7 @@ def bench_full_size(rounds: int, scratch: Path, smoke: bool) -> dict:
         if label == "fast":
             make_fast(engine, FastOptions())
         engine.bases = BaseSwitch(engine.pipe, engine.modes, policy,
-                                  [BaseModel("first", folders[0], True, ""), BaseModel("second", folders[1], False, "")])
+                                  [BaseCheckpoint("first", folders[0], True, ""), BaseCheckpoint("second", folders[1], False, "")])
         engine.bases.resident = None   # the random engine holds neither: the first switch loads "first"
         engine.bases.use("first")
         rows[label] = {"first_load_s": engine.bases.last_switch_s, **time_switches(engine, ("first", "second"), rounds),

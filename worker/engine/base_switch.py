@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from worker.models.bases import BaseModel, find_base, is_weight, tensor_name, weight_files, weight_variant
+from worker.models.bases import BaseCheckpoint, find_base, is_weight, tensor_name, weight_files, weight_variant
 
 if TYPE_CHECKING:
     from worker.engine.devices import DevicePolicy
@@ -43,7 +43,7 @@ TEXT_AND_UNET = ("unet", "text_encoder", "text_encoder_2")
 
 
 class BaseSwitch:
-    def __init__(self, pipe, modes: ModeSwitch, policy: DevicePolicy, bases: list[BaseModel],
+    def __init__(self, pipe, modes: ModeSwitch, policy: DevicePolicy, bases: list[BaseCheckpoint],
                  components: tuple[str, ...] = TEXT_AND_UNET) -> None:
         self.pipe, self.modes, self.policy = pipe, modes, policy
         self.bases = bases
@@ -55,7 +55,7 @@ class BaseSwitch:
     def names(self) -> list[str]:
         return [b.name for b in self.bases]
 
-    def find(self, name: str | None) -> BaseModel:
+    def find(self, name: str | None) -> BaseCheckpoint:
         """The base a job names (the default for None), or IdentityBodyError(unknown_base_model)."""
         return find_base(self.bases, name)
 

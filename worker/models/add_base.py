@@ -29,7 +29,7 @@ from worker.models import layout
 from worker.models.bases import (
     BASE_COMPONENTS,
     BASES_DIR,
-    BaseModel,
+    BaseCheckpoint,
     check_name,
     files_digest,
     is_weight,
@@ -57,7 +57,7 @@ def not_sdxl(path: Path, why: str) -> IdentityBodyError:
                              f"{path} is not an SDXL base checkpoint this server can use: {why}.", field="path")
 
 
-def add_base(model_dir: Path, path: Path, name: str) -> BaseModel:
+def add_base(model_dir: Path, path: Path, name: str) -> BaseCheckpoint:
     """Check ``path``, store it as ``bases/<name>/`` in diffusers layout, record its digest."""
     model_dir, path = Path(model_dir), Path(path).expanduser()
     check_name(name)

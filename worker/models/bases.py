@@ -47,7 +47,7 @@ class StoredFile:
 
 
 @dataclass(frozen=True)
-class BaseModel:
+class BaseCheckpoint:
     """One base checkpoint a job can name in ``base_model``."""
 
     name: str
@@ -92,15 +92,15 @@ def write_registry(model_dir: Path, entries: list[dict[str, Any]]) -> None:
     tmp.replace(path)   # a reader never sees half a file
 
 
-def added_bases(model_dir: Path) -> list[BaseModel]:
+def added_bases(model_dir: Path) -> list[BaseCheckpoint]:
     """The bases recorded by ``add-base``, in the order they were added."""
-    return [BaseModel(name=e["name"], folder=Path(model_dir) / BASES_DIR / e["name"], default=False,
+    return [BaseCheckpoint(name=e["name"], folder=Path(model_dir) / BASES_DIR / e["name"], default=False,
                       digest=e["sha256"], source=e.get("source"), layout=e.get("layout", "diffusers"),
                       files=tuple(StoredFile(**f) for f in e.get("files", [])))
             for e in registry_entries(model_dir)]
 
 
-def default_base(model_dir: Path) -> BaseModel:
+def default_base(model_dir: Path) -> BaseCheckpoint:
     """The profile's own base, ``sdxl/``; its digest is its UNet weights' sha256, taken from the
     download manifest when on record there, else hashed when small (the tiny profile's), else
     empty: a worker does not read gigabytes at every start to name its base."""
@@ -111,16 +111,16 @@ def default_base(model_dir: Path) -> BaseModel:
         digest = on_record.get(f"unet/{weights.name}")
         if digest is None and weights.stat().st_size <= HASHED_AT_START_BYTES:
             digest = sha256_of(weights)
-        return BaseModel(name, folder, True, digest or "")
-    return BaseModel(name, folder, True, "")
+        return BaseCheckpoint(name, folder, True, digest or "")
+    return BaseCheckpoint(name, folder, True, "")
 
 
-def list_bases(model_dir: Path) -> list[BaseModel]:
+def list_bases(model_dir: Path) -> list[BaseCheckpoint]:
     """The profile's base first, then the added ones."""
     return [default_base(model_dir), *added_bases(model_dir)]
 
 
-def find_base(bases: list[BaseModel], name: str | None) -> BaseModel:
+def find_base(bases: list[BaseCheckpoint], name: str | None) -> BaseCheckpoint:
     """The base named ``name`` (the default when None), or IdentityBodyError(unknown_base_model)
     listing the names there are."""
     if name is None:

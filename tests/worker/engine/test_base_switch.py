@@ -137,7 +137,7 @@ def test_a_switch_that_fails_half_way_leaves_no_base_resident_and_the_next_copie
         fast_tiny_engine, tiny_model_dir, tmp_path, on_default):
     import shutil
 
-    from worker.models.bases import BaseModel
+    from worker.models.bases import BaseCheckpoint
 
     on_default(fast_tiny_engine)
     broken = tmp_path / "broken"
@@ -147,7 +147,7 @@ def test_a_switch_that_fails_half_way_leaves_no_base_resident_and_the_next_copie
     before = generate_images(fast_tiny_engine, inputs(seed=3)).images
     bases = fast_tiny_engine.bases
     saved = bases.bases
-    bases.bases = [*saved, BaseModel("broken", broken, False, "")]
+    bases.bases = [*saved, BaseCheckpoint("broken", broken, False, "")]
     try:
         with pytest.raises(RuntimeError, match="no safetensors weights"):
             generate_images(fast_tiny_engine, inputs(seed=3, base="broken"))
