@@ -21,7 +21,8 @@ from shared.errors import ErrorCode, IdentityBodyError
 from worker.engine.devices import DevicePolicy
 from worker.engine.memory_plan import MemoryPlan
 from worker.models import layout
-from worker.models.bases import WEIGHT_NAMES, weight_variant
+from worker.models.bases import WEIGHT_NAMES
+from worker.models.bases import weight_variant as _variant
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -109,12 +110,12 @@ def _load_base(model_dir: Path, policy: DevicePolicy):
     extra = {}
     vae_dir = layout.part(model_dir, layout.VAE_DIR)
     if (vae_dir / "config.json").is_file():
-        extra["vae"] = AutoencoderKL.from_pretrained(vae_dir, dtype=policy.dtype, variant=weight_variant(vae_dir, policy))
+        extra["vae"] = AutoencoderKL.from_pretrained(vae_dir, dtype=policy.dtype, variant=_variant(vae_dir, policy))
     else:
         log.warning("no fp16-fix VAE in %s: using SDXL's own VAE (upcast to fp32 to decode in fp16)", vae_dir)
     try:
         return fallback_pipeline_class().from_pretrained(
-            sdxl, dtype=policy.dtype, variant=weight_variant(sdxl / "unet", policy), **extra)
+            sdxl, dtype=policy.dtype, variant=_variant(sdxl / "unet", policy), **extra)
     except (OSError, ValueError) as exc:
         raise models_missing_error(model_dir, [], cause=str(exc)) from exc
 
@@ -130,7 +131,7 @@ def _load_instantid(model_dir: Path, base, policy: DevicePolicy):
     for needed in (cn_dir / "config.json", ip_file):
         if not needed.is_file():
             raise FileNotFoundError(f"missing {needed.relative_to(model_dir)}")
-    controlnet = ControlNetModel.from_pretrained(cn_dir, dtype=policy.dtype, variant=weight_variant(cn_dir, policy))
+    controlnet = ControlNetModel.from_pretrained(cn_dir, dtype=policy.dtype, variant=_variant(cn_dir, policy))
     pipe = InstantIDPipeline(**_components(base), controlnet=controlnet)
     pipe.load_ip_adapter(str(model_dir), subfolder=str(Path(layout.IP_ADAPTER_FILE).parent),
                          weight_name=Path(layout.IP_ADAPTER_FILE).name, image_encoder_folder=None)
@@ -147,7 +148,7 @@ def _load_pose_controlnet(model_dir: Path, policy: DevicePolicy):
                  "(idbody models download --with pose fetches one)", folder)
         return None
     try:
-        return ControlNetModel.from_pretrained(folder, dtype=policy.dtype, variant=weight_variant(folder, policy))
+        return ControlNetModel.from_pretrained(folder, dtype=policy.dtype, variant=_variant(folder, policy))
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         log.warning("the pose ControlNet in %s did not load (%s: %s): the pose comes from the prompt only",
                     folder, type(exc).__name__, exc)
