@@ -159,7 +159,7 @@ class JobResultResponse(BaseModel):
          "profile": "instantid", "note": None,
          "parts": ["sdxl", "vae-fp16-fix", "identitynet", "ip-adapter", "lcm-lora", "pose-prompt-only"],
          "identity_judge": "dlib-resnet", "identity_judge_independent": True, "safety_check": "nudenet-320n",
-         "input_face": {"det_score": 0.87, "box_size": [212.0, 268.5]},
+         "base_model": "sdxl-base-1.0", "input_face": {"det_score": 0.87, "box_size": [212.0, 268.5]},
          "face_image_count": 2, "keypoints_face_image": 1},
         {"success": False, "request_id": _RID, "count": 0, "images": [], "analysis": {}, "method": "instantid",
          "profile": None, "note": None, "parts": [], "input_face": None,
@@ -187,6 +187,9 @@ class JobResultResponse(BaseModel):
         "antelopev2 conditions, dlib judges); false: the same one (tiny profile: dlib does both)."))
     safety_check: str | None = Field(None, description=(
         "The detector that screened every image (nudenet-320n), or off when the operator turned the check off."))
+    base_model: str | None = Field(None, description=(
+        "The SDXL base checkpoint that made the images (the job's base_model, or the default one's name). Null "
+        "for a job that did not succeed."))
     input_face: InputFaceOut | None = Field(None, description="The uploaded face as found: detection score and box size "
                                             "(of the photo the keypoints came from, when several were sent).")
     face_image_count: int | None = Field(None, description=(
@@ -254,6 +257,9 @@ _ERROR_EXAMPLES: dict[ErrorCode, tuple[str, str | None]] = {
     ErrorCode.IDEMPOTENCY_MISMATCH: ("This Idempotency-Key was already used with a different request body; use a new key for a new request.", "Idempotency-Key"),
     ErrorCode.IDEMPOTENCY_IN_PROGRESS: ("A request with this Idempotency-Key is still being accepted; retry in a moment.", "Idempotency-Key"),
     ErrorCode.JOB_ALREADY_FINISHED: ("The job already finished (succeeded); there is nothing to cancel.", None),
+    ErrorCode.UNKNOWN_BASE_MODEL: ("base_model: no base checkpoint named 'juggernaut' on this server; choose from "
+                                   "sdxl-base-1.0, realvis (GET /api/v1/info lists them under base_models).",
+                                   "base_model"),
 }
 
 

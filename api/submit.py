@@ -23,6 +23,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
+from api.base_models import check_base_model
 from api.decode_budget import DecodeBudget, Unbounded
 from api.strict_form import parse_multipart
 from api.upload import FIELD as IMAGE_FIELD
@@ -90,6 +91,7 @@ def submit_job(ctx: SubmitContext, form: "SubmitForm", key: Any, idempotency_key
     settings = ctx.settings
     # 1. check the fields and the upload (ranges in shared.params; image checks in api.upload)
     params, form_webhook_url = parse_submit_fields(form.fields, defaults=size_defaults(settings))
+    check_base_model(ctx.store, params)
     images = normalize_uploads(form.images, settings.max_upload_bytes, settings.max_image_pixels,
                                settings.min_image_side, max_decode_bytes=settings.max_decode_bytes,
                                max_jpeg_pixels=settings.max_jpeg_pixels, budget=ctx.decode_budget)

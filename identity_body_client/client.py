@@ -9,6 +9,7 @@ Example::
     with Client("http://127.0.0.1:8000") as client:
         job = client.submit("user_photo.jpg", body_type="athletic", num_images=1, width=256, height=256)
         # or several photos of the same person (1-5): client.submit(["front.jpg", "side.jpg"], ...)
+        # base_model="juggernaut" picks a base checkpoint the server lists in /api/v1/info
         result = client.wait(job, timeout=300)
         if result.success:
             client.download(result, "out/")        # out/identity_body_0.png ...

@@ -36,6 +36,7 @@ class ErrorCode(StrEnum):
     JOB_NOT_FOUND = "job_not_found"
     JOB_NOT_FINISHED = "job_not_finished"
     JOB_ALREADY_FINISHED = "job_already_finished"
+    UNKNOWN_BASE_MODEL = "unknown_base_model"
     # face analysis
     NO_FACE_DETECTED = "no_face_detected"
     FACE_TOO_SMALL = "face_too_small"
@@ -52,6 +53,9 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     # model management (CLI)
     MODEL_DOWNLOAD_FAILED = "model_download_failed"
+    CHECKPOINT_NOT_FOUND = "checkpoint_not_found"
+    NOT_SDXL_CHECKPOINT = "not_sdxl_checkpoint"
+    BASE_MODEL_EXISTS = "base_model_exists"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -76,6 +80,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.JOB_NOT_FOUND: 404,
     ErrorCode.JOB_NOT_FINISHED: 409,
     ErrorCode.JOB_ALREADY_FINISHED: 409,
+    ErrorCode.UNKNOWN_BASE_MODEL: 422,
     ErrorCode.NO_FACE_DETECTED: 422,
     ErrorCode.FACE_TOO_SMALL: 422,
     ErrorCode.FACES_DIFFER: 422,
@@ -88,6 +93,9 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.MODEL_DOWNLOAD_FAILED: 502,
+    ErrorCode.CHECKPOINT_NOT_FOUND: 404,
+    ErrorCode.NOT_SDXL_CHECKPOINT: 422,
+    ErrorCode.BASE_MODEL_EXISTS: 409,
 }
 
 

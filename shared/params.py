@@ -54,7 +54,7 @@ TITLES = {
     "height": "Height (px)", "use_gemini_analysis": "Analyse the face with Gemini",
     "face_detail": "Refine the face", "face_detail_strength": "Face refinement strength",
     "face_region_emphasis": "Keep identity to the face", "candidates": "Candidates",
-    "min_identity_score": "Minimum identity score",
+    "min_identity_score": "Minimum identity score", "base_model": "Base model",
 }
 
 
@@ -107,6 +107,12 @@ class GenerationParams(BaseModel):
         None, ge=-1, le=1,
         description="Returned images whose identity score is below it (or that show no face) are marked "
                     "below_threshold: true; they are still returned. Default: no threshold.")
+
+    base_model: str | None = Field(None, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$",
+                                   description="The SDXL base checkpoint to generate with: one of the names GET "
+                                   "/api/v1/info lists under base_models (operators add them with 'idbody "
+                                   "models add-base'). Default: the profile's own base.",
+                                   examples=["juggernaut"])
 
     output_format: OutputFormat = Field(DEFAULT_FORMAT, description="png (lossless), jpeg or webp: the format "
                                         "of the stored images, their Content-Type and file names.")

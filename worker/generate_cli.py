@@ -147,7 +147,7 @@ def _result(out: dict[str, Any], params, profile: str, folder: Path) -> dict[str
                            identity_judge=out.get("identity_judge"),
                            identity_judge_independent=out.get("identity_judge_independent"),
                            safety_check=out.get("safety_check"), face_image_count=out.get("face_image_count"),
-                           keypoints_face_image=out.get("keypoints_face_image")))
+                           keypoints_face_image=out.get("keypoints_face_image"), base_model=out.get("base_model")))
     view = result_view(record, lambda key: Path(key).as_uri())
     for entry, image in zip(view["images"], images):
         entry.update(file=Path(image.key).name, width=image.width, height=image.height)

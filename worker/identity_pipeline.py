@@ -10,6 +10,7 @@ Example::
                       body_params={"body_type": "athletic", "height_cm": 170, "weight_kg": 65,
                                    "gender": "female"}, num_images=4)
     result["images"], result["method"], result["note"], result["timings"], result["safety_check"], result["identity_judge"]
+    result["base_model"]           # "tiny" / "sdxl-base-1.0", or the name given as base_model=...
     result["parts"]                # ["sdxl", "vae-fp16-fix", "identitynet", "ip-adapter", "lcm-lora", "pose-prompt-only"]
     result["image_details"][0]     # {"identity_score": 0.71, "face_found": True,
                                    #  "below_threshold": False, "seed": 1234, "nsfw": False,
@@ -59,7 +60,7 @@ from worker.appearance.analyzer import start_analysis, wait_for_analysis
 from worker.engine.denoise_pass import JobResult, PassJob, Progress, StepCount, run_pass
 from worker.engine.face_detail import plan_face_pass
 from worker.engine.generation import GenerationOutput
-from worker.engine.job_inputs import base_inputs, detail_inputs, detail_off, job_steps
+from worker.engine.job_inputs import base_inputs, base_name, detail_inputs, detail_off, job_steps
 from worker.engine.output_size import default_size
 from worker.face.combined_face import analyze_photos
 from worker.face.identity_score import rank_candidates
@@ -140,6 +141,7 @@ class IdentityPipeline:
             "loaded_at": self.loaded_at, "load_s": round(self.load_s or 0.0, 3),
             "warmup_s": round(self.warmup_s or 0.0, 3),
             "max_batch_images": self.batcher.max_images if self.batcher else 1,
+            "base_models": self.engine.bases.describe() if self.engine and self.engine.bases else [],
         }
 
     @property
@@ -191,6 +193,7 @@ class IdentityPipeline:
         every image's face, all in one pass) -> 5. identity score by the judge and re-ranking ->
         6. safety check. ``progress`` counts the steps of stages 3 and 4 together, out of one total."""
         self.load_models()
+        base = base_name(self.engine, params)   # an unknown base fails the job before any work
         started = time.perf_counter()
         timings: dict[str, Any] = {}
         # 1. face analysis; the optional appearance analysis is submitted first so both run at once
@@ -227,6 +230,7 @@ class IdentityPipeline:
         timings.update(out.timings, total_s=time.perf_counter() - started)
         return {"images": images, "image_details": details, "analysis": analysis,
                 "method": self.engine.method, "profile": self.profile, "note": self.note, "seed": seed,
+                "base_model": base,
                 "parts": self.engine.parts, **checks.describe(),
                 "face_image_count": len(photos), "keypoints_face_image": combined.keypoints_from + 1,
                 "prompt": prompt.positive, "negative_prompt": prompt.negative, "timings": timings}

@@ -13,6 +13,7 @@ import redis
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.base_models import offered_bases
 from api.deps import SettingsDep, StoreDep
 from shared.face_images import MAX_FACE_IMAGES
 from shared.output_formats import format_list
@@ -45,6 +46,8 @@ class ServerInfo(BaseModel):
                             "description": "Lossless; the largest files."},
                            {"name": "webp", "content_type": "image/webp", "extension": "webp", "lossy": True,
                             "description": "Lossy; output_quality 1-100 (default 90)."}],
+        "base_models": [{"name": "sdxl-base-1.0", "default": True, "digest": "83e012a805b8"},
+                        {"name": "juggernaut", "default": False, "digest": "d91b2c1e07aa"}],
         "params": {"type": "object", "properties": {"height_cm": {
             "type": "number", "minimum": 50, "maximum": 300, "default": 170}}},
         "memory_plans": [{"worker_id": "gpu0@host:4242", "name": "group-offload", "device": "cuda",
@@ -63,6 +66,7 @@ class ServerInfo(BaseModel):
     max_face_images: int = Field(description="Most face photos (of one person) a job may send: the field 'face_image' repeated.")
     styles: list[dict[str, str]] = Field(description="The style presets a job can name in 'style': name and a one-line description.")
     output_formats: list[dict[str, Any]] = Field(description="The formats a job can name in 'output_format': name, Content-Type, file extension, whether output_quality applies.")
+    base_models: list[dict[str, Any]] = Field([], description="The SDXL base checkpoints a job can name in 'base_model', as the live workers offer them: name, whether it is the default (used when a job names none), and the first 12 hex digits of its sha256 (empty for a profile base whose digest is not on record; idbody models add-base adds one). Empty when no worker runs.")
     params: dict[str, Any] = Field(description="JSON schema of the generation parameters: types, ranges, choices, defaults.")
     memory_plans: list[dict[str, Any]] = Field([], description="The memory plan of each live worker (`idbody plan` prints the same): where the networks live (name: resident, resident-fp8, model-offload, group-offload, or cpu), fp8 storage, VAE tiling, images per denoise pass, predicted peak and budget in GiB, whether compiling may run, and why.")
 
@@ -90,6 +94,7 @@ def server_info(settings: Settings, workers: list[dict[str, Any]]) -> dict[str, 
         "max_face_images": MAX_FACE_IMAGES,
         "styles": style_list(),
         "output_formats": format_list(),
+        "base_models": offered_bases(loaded),
         "params": GenerationParams.model_json_schema(),
         "memory_plans": [{"worker_id": w.get("worker_id"), **w["memory_plan"]} for w in loaded if w.get("memory_plan")],
     }

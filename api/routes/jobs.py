@@ -62,6 +62,7 @@ _SUBMIT_ERRORS = error_responses(
     ErrorCode.IMAGE_TOO_SMALL, ErrorCode.ANIMATED_IMAGE, ErrorCode.TOO_MANY_FACE_IMAGES, ErrorCode.WEBHOOK_URL_REFUSED,
     ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED, ErrorCode.TOO_MANY_QUEUED,
     ErrorCode.IDEMPOTENCY_MISMATCH, ErrorCode.IDEMPOTENCY_IN_PROGRESS, ErrorCode.REQUEST_TIMEOUT,
+    ErrorCode.UNKNOWN_BASE_MODEL,
 )
 # every route reads Redis (the API key, the job record): an outage answers 503 with Retry-After
 _ROUTE_ERRORS = (ErrorCode.INVALID_PARAMETER, ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED,

@@ -86,7 +86,9 @@ const JobView = (() => {
   // whether it is below the job's min_identity_score, and whether the safety check withheld it.
   function gallery(result) {
     $("results").hidden = false;
-    $("result-note").textContent = result.note || "";
+    const base = result.base_model ? `Base model: ${result.base_model}. ` : "";
+    $("result-note").textContent = base + (result.note || "");
+    $("result-note").dataset.baseModel = result.base_model || "";
     const figures = result.images.map((image) => {
       const figure = document.createElement("figure");
       const img = document.createElement("img");

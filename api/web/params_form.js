@@ -5,7 +5,7 @@
 const ParamsForm = (() => {
   const GROUPS = {
     "body-fields": ["body_type", "gender", "height_cm", "weight_kg", "pose", "clothing", "ethnicity", "skin_tone"],
-    "image-fields": ["mode", "num_images", "size", "style", "scene", "output_format", "output_quality"],
+    "image-fields": ["base_model", "mode", "num_images", "size", "style", "scene", "output_format", "output_quality"],
   };
   // width and height are offered together, as the size choice
   const SIZE_FIELDS = ["width", "height"];
@@ -79,7 +79,20 @@ const ParamsForm = (() => {
     return el;
   }
 
+  // The base checkpoints the workers offer (info.base_models), the default preselected.
+  function baseControl(bases) {
+    const el = document.createElement("select");
+    el.id = "param-base_model";
+    el.name = "base_model";
+    for (const base of bases) {
+      const label = `${base.name}${base.default ? " (default)" : ""}`;
+      el.add(new Option(label, base.name, base.default, base.default));
+    }
+    return el;
+  }
+
   // Draw every parameter of info.params into its group; unknown ones go to "More settings".
+  // base_model is a choice only where there is one: a select when the workers offer several bases.
   function render(info) {
     const props = info.params.properties;
     const placed = new Set(SIZE_FIELDS);
@@ -93,6 +106,12 @@ const ParamsForm = (() => {
         }
         if (!props[name]) continue;
         const prop = unwrap(props[name]);
+        if (name === "base_model") {
+          const bases = info.base_models || [];
+          if (bases.length > 1) group.append(labelled(name, prop.title, baseControl(bases), prop.description));
+          placed.add(name);
+          continue;
+        }
         group.append(labelled(name, prop.title || name, control(name, prop), prop.description));
         placed.add(name);
       }

@@ -105,6 +105,7 @@ class JobResult(BaseModel):
     safety_check: str | None = None  # the detector that screened the images, or "off"
     face_image_count: int | None = None  # how many face photos the identity was combined from
     keypoints_face_image: int | None = None  # which of them (1-based) laid out the face's keypoints
+    base_model: str | None = None  # the base checkpoint that made the images (worker.models.bases)
 
 
 class WebhookAttempt(BaseModel):

@@ -35,7 +35,8 @@ def _finish(gw: Gateway, rid: str, n: int = 2) -> None:
     done = gw.store.transition(rid, JobStatus.SUCCEEDED, result={
         "images": images, "analysis": {"skin_tone": "warm ivory", "face": face}, "method": "instantid",
         "profile": "tiny", "note": None, "parts": ["sdxl", "identitynet", "pose-prompt-only"],
-        "identity_judge": "dlib-resnet", "identity_judge_independent": False, "safety_check": "nudenet-320n"})
+        "identity_judge": "dlib-resnet", "identity_judge_independent": False, "safety_check": "nudenet-320n",
+        "base_model": "tiny-alt"})
     assert done is not None
 
 
@@ -69,8 +70,9 @@ def test_result_shapes(gateway):
     assert status["status"] == "succeeded" and status["result_url"].endswith(f"/api/v1/jobs/{rid}/result")
     result = gateway.client.get(f"/api/v1/jobs/{rid}/result").json()
     assert set(result) == {"success", "request_id", "count", "images", "analysis", "method", "profile", "note",
-                           "parts", "identity_judge", "identity_judge_independent", "safety_check", "input_face",
-                           "face_image_count", "keypoints_face_image"}
+                           "parts", "identity_judge", "identity_judge_independent", "safety_check", "base_model",
+                           "input_face", "face_image_count", "keypoints_face_image"}
+    assert result["base_model"] == "tiny-alt"
     assert (result["identity_judge"], result["identity_judge_independent"], result["safety_check"]) == (
         "dlib-resnet", False, "nudenet-320n")
     assert result["parts"] == ["sdxl", "identitynet", "pose-prompt-only"]

@@ -15,6 +15,7 @@ from api.routes.info import TINY_NOTICE
 from api.routes.page import WEB_DIR
 from shared.jobs.record import JobStatus
 from shared.params import GenerationParams
+from shared.queues import GPU_QUEUE
 from tests.api.gateway import Gateway, serve, submit
 
 pytestmark = pytest.mark.integration
@@ -78,6 +79,27 @@ def test_info_lists_the_styles_and_output_formats_the_parameters_accept(gateway:
     assert list(formats) == props["output_format"]["enum"] == ["png", "jpeg", "webp"]
     assert formats["jpeg"]["content_type"] == "image/jpeg" and formats["jpeg"]["lossy"] is True
     assert formats["png"]["lossy"] is False
+
+
+def test_info_lists_the_workers_bases_and_submit_refuses_a_name_none_offers(gateway: Gateway, redis_client):
+    # no live worker: nothing to check against, the job is accepted (a worker refuses it if it must)
+    assert gateway.client.get("/api/v1/info").json()["base_models"] == []
+    assert submit(gateway, fields={"base_model": "mine"}).status_code == 202
+    tiny = {"name": "tiny", "default": True, "digest": "0123456789ab"}
+    alt = {"name": "tiny-alt", "default": False, "digest": "ba9876543210"}
+    gateway.store.heartbeat_worker("gpu0@test", {"profile": "tiny", "pipeline_loaded": True, "base_models": [tiny, alt]}, 30)
+    gateway.store.heartbeat_worker("gpu1@test", {"profile": "tiny", "pipeline_loaded": True, "base_models": [tiny]}, 30)
+    assert gateway.client.get("/api/v1/info").json()["base_models"] == [tiny, alt]   # each base once
+    queued = redis_client.llen(GPU_QUEUE)
+    refused = submit(gateway, fields={"base_model": "juggernaut"})
+    assert refused.status_code == 422
+    error = refused.json()["error"]
+    assert (error["code"], error["field"]) == ("unknown_base_model", "base_model")
+    assert "tiny, tiny-alt" in error["message"]
+    assert redis_client.llen(GPU_QUEUE) == queued   # nothing was enqueued for it
+    accepted = submit(gateway, fields={"base_model": "tiny-alt"})
+    assert accepted.status_code == 202
+    assert gateway.store.get(accepted.json()["request_id"]).params["base_model"] == "tiny-alt"
 
 
 @contextmanager

@@ -57,7 +57,7 @@ def client(stack, key):
 
 def test_submit_wait_download(client, tmp_path):
     job = client.submit(PHOTO, body_type="athletic", height_cm=170, gender="female", seed=7, output_format="webp",
-                        style="film-noir", **SMALL)
+                        style="film-noir", base_model="tiny-alt", **SMALL)
     assert job.status is JobStatus.QUEUED and job.request_id
     result = client.wait(job, timeout=JOB_DEADLINE_S)
     assert result.success and result.request_id == job.request_id and result.count == 2
@@ -65,6 +65,7 @@ def test_submit_wait_download(client, tmp_path):
     assert result.analysis["face"]["face_count"] >= 1
     assert [(im.content_type, im.nsfw) for im in result.images] == [("image/webp", False)] * 2
     assert (result.identity_judge, result.safety_check) == ("dlib-resnet", "nudenet-320n")
+    assert result.base_model == "tiny-alt"
     paths = client.download(result, tmp_path / "out")
     assert [p.name for p in paths] == ["identity_body_0.webp", "identity_body_1.webp"]
     assert all(Image.open(p).size == (128, 128) and Image.open(p).format == "WEBP" for p in paths)

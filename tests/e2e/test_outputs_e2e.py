@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from idbody.stack.polling import until
 from idbody.stack.service import running_stack, stack_settings
 from shared.jobs.record import JobRecord, JobStatus
 from shared.jobs.store import JobStore
 from shared.storage import Storage
+from tests.e2e import finished_job
 from tests.face_photos import tom, tom_jpeg
 
 pytestmark = pytest.mark.integration
@@ -38,18 +38,7 @@ def service(valkey, s3_server, tmp_path_factory):
 
 
 def finished_result(service, **fields: str) -> dict:
-    resp = httpx.post(service.base_url + SUBMIT, data={**SMALL, **fields},
-                      files={"face_image": ("me.jpg", tom_jpeg(), "image/jpeg")}, timeout=90)
-    assert resp.status_code == 202, resp.text
-    status_url = resp.json()["status_url"]
-
-    def done() -> dict | None:
-        body = httpx.get(status_url, timeout=10).json()
-        return body if body["status"] in ("succeeded", "failed", "canceled") else None
-
-    status = until(done, 300, "the job to finish")
-    assert status["status"] == "succeeded", status
-    return httpx.get(status["result_url"], timeout=10).json()
+    return finished_job.finished_result(service.base_url, {**SMALL, **fields})
 
 
 @pytest.mark.parametrize(("output_format", "quality"), [("png", None), ("jpeg", "80"), ("webp", "60")])

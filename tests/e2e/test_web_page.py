@@ -85,6 +85,10 @@ def test_a_photo_becomes_a_gallery_with_live_progress(stack, phone, job_deadline
     page.fill("#param-num_inference_steps", str(STEPS))
     page.select_option("#param-style", "cinematic")  # the presets of shared/styles.py, from /api/v1/info
     page.select_option("#param-output_format", "webp")
+    # the tiny profile ships two bases: the page offers them, the default first and preselected
+    assert page.eval_on_selector_all("#param-base_model option", "os => os.map(o => o.value)") == ["tiny", "tiny-alt"]
+    assert page.input_value("#param-base_model") == "tiny"
+    page.select_option("#param-base_model", "tiny-alt")
     page.fill("#param-min_identity_score", "1")  # nothing reaches 1: every image is marked below it
     page.click("#submit")
     page.wait_for_function("document.querySelector('#status').dataset.status === 'succeeded'",
@@ -101,6 +105,7 @@ def test_a_photo_becomes_a_gallery_with_live_progress(stack, phone, job_deadline
         f"[...document.querySelectorAll('#gallery img')].filter(i => i.complete && i.naturalWidth > 0).length === {IMAGES}",
         timeout=30_000)
     assert page.eval_on_selector_all("#gallery img", "imgs => imgs.map(i => i.naturalWidth)") == [128, 128]
+    assert page.get_attribute("#result-note", "data-base-model") == "tiny-alt"
     assert page.eval_on_selector_all("#gallery a.button", "links => links.length") == IMAGES
     captions = page.eval_on_selector_all("#gallery figcaption", "cs => cs.map(c => [c.textContent, c.dataset.belowThreshold])")
     assert len(captions) == IMAGES and all(below == "true" and "below threshold" in text for text, below in captions)

@@ -39,7 +39,7 @@ def test_generate_writes_images_and_the_seed_result_shape(tiny_model_dir, tmp_pa
     out = tmp_path / "out"
     run = _idbody("generate", str(PHOTO), "-o", str(out), "--profile", "tiny", "--body-type", "athletic",
                   "--seed", "11", "--style", "anime", "--scene", "in a park", "--output-format", "jpeg",
-                  *SMALL, cwd=tmp_path, tiny_dir=tiny_model_dir)
+                  "--base-model", "tiny-alt", *SMALL, cwd=tmp_path, tiny_dir=tiny_model_dir)
     assert run.returncode == 0, run.stderr
     sidecar = json.loads((out / "result.json").read_text())
     # the API's result shape (the status API's result view), with file URLs
@@ -60,6 +60,7 @@ def test_generate_writes_images_and_the_seed_result_shape(tiny_model_dir, tmp_pa
     assert sidecar["input_face"]["det_score"] > 0
     assert sidecar["params"]["body_type"] == "athletic" and sidecar["profile"] == "tiny"
     assert (sidecar["params"]["style"], sidecar["params"]["scene"]) == ("anime", "in a park")
+    assert sidecar["base_model"] == "tiny-alt"   # the tiny profile's second base checkpoint
     assert sidecar["analysis"]["face"]["face_count"] >= 1
     for stage in ("loading models", "analysing the face", "denoising", "writing images"):
         assert stage in run.stderr

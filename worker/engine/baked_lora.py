@@ -85,6 +85,15 @@ class BakedLora:
         self.fused = True
 
     @torch.no_grad()
+    def rebase(self) -> None:
+        """Take the weights as they are now as the base (a base checkpoint was copied in while
+        unfused: worker.engine.base_switch); the next ``fuse`` adds the delta to them."""
+        if self.fused:
+            raise RuntimeError("unfuse the LoRA before taking new base weights")
+        for w in self.weights:
+            w.base.copy_(w.weight.detach())
+
+    @torch.no_grad()
     def unfuse(self) -> None:
         """W = base, bit for bit."""
         for w in self.weights:

@@ -44,6 +44,7 @@ import torch
 from PIL import Image
 
 from shared.errors import ErrorCode, IdentityBodyError
+from worker.engine.base_switch import use_base
 from worker.engine.instantid_pipeline import guidance_applies
 from worker.engine.progress_clock import BatchClock
 
@@ -96,6 +97,7 @@ class PassShape:
     guidance: float
     strength: float | None = None    # img2img: the share of the schedule rerun; None: text-to-image
     pose: bool = False               # the pose ControlNet runs in this pass
+    base: str | None = None          # the base checkpoint the pass runs on (None: the default)
 
     @property
     def denoise_steps(self) -> int:
@@ -335,6 +337,7 @@ class _Share:
 
 def _run(engine: DenoiseEngine, jobs: list[_LiveJob]) -> None:
     pipe, shape = engine.pipe, jobs[0].request.shape
+    use_base(engine, shape.base)
     engine.modes.use(shape.mode)
     guidance_on = guidance_applies(pipe, shape.guidance)
     encoded = _encode_prompts(pipe, jobs, guidance_on)

@@ -77,6 +77,7 @@ class FaceDetailInputs:
     guidance: float = 0.0
     controlnet_conditioning_scale: float = 0.8
     ip_adapter_scale: float = 0.8
+    base: str | None = None                        # the base checkpoint (None: the default)
 
 
 @dataclass
@@ -145,7 +146,7 @@ def plan_face_pass(engine: DenoiseEngine, images: list[Image.Image], detect: Det
     started = time.perf_counter()
     size = working_size(engine.pipe)
     shape = PassShape(mode=inputs.mode, steps=int(inputs.steps), width=size, height=size,
-                      guidance=float(inputs.guidance), strength=float(inputs.strength))
+                      guidance=float(inputs.guidance), strength=float(inputs.strength), base=inputs.base)
     runs = shape.denoise_steps > 0
     entries, rows = [], []
     for i, image in enumerate(images):

@@ -55,12 +55,13 @@ class GenerationInputs:
     guidance: float = 0.0
     controlnet_conditioning_scale: float = 0.8
     ip_adapter_scale: float = 0.8
+    base: str | None = None                       # the base checkpoint (None: the default)
 
     @property
     def shape(self) -> PassShape:
         """Jobs of equal shapes share one denoise pass (a pass has the pose ControlNet in it or not)."""
         return PassShape(mode=self.mode, steps=int(self.steps), width=int(self.width), height=int(self.height),
-                         guidance=float(self.guidance), pose=self.pose_image is not None)
+                         guidance=float(self.guidance), pose=self.pose_image is not None, base=self.base)
 
     def request(self) -> PassRequest:
         """Image i is a row seeded ``seed + i``."""

@@ -29,6 +29,16 @@ from worker.face.analysis import FaceInfo
 from worker.face.keypoints import draw_kps, retarget_kps
 
 
+def base_name(engine: DenoiseEngine, params: GenerationParams) -> str | None:
+    """The base checkpoint the job runs on, by its name (the default's too, so that jobs naming it
+    and jobs naming none share passes); IdentityBodyError(unknown_base_model) for a name the
+    engine does not have."""
+    bases = getattr(engine, "bases", None)
+    if bases is None:
+        return params.base_model
+    return bases.find(params.base_model).name
+
+
 def face_detail_runs(engine: DenoiseEngine, params: GenerationParams) -> bool:
     """The face-detail pass runs when asked for and the engine is InstantID's."""
     return params.face_detail and engine.method == "instantid"
@@ -58,7 +68,7 @@ def base_inputs(engine: DenoiseEngine, face: FaceInfo, params: GenerationParams,
         num_images=count, width=width, height=height, mode=params.mode,
         steps=params.steps(), guidance=params.guidance(),
         controlnet_conditioning_scale=params.controlnet_conditioning_scale,
-        ip_adapter_scale=params.ip_adapter_scale)
+        ip_adapter_scale=params.ip_adapter_scale, base=base_name(engine, params))
     return inputs, prompt
 
 
@@ -72,7 +82,7 @@ def detail_inputs(engine: DenoiseEngine, face: FaceInfo, params: GenerationParam
         prompt=pair.positive, negative_prompt=pair.negative, face_embedding=face.embedding, seed=seed,
         strength=params.face_detail_strength, mode=params.mode, steps=params.steps(),
         guidance=params.guidance(), controlnet_conditioning_scale=params.controlnet_conditioning_scale,
-        ip_adapter_scale=params.ip_adapter_scale)
+        ip_adapter_scale=params.ip_adapter_scale, base=base_name(engine, params))
 
 
 def detail_off(engine: DenoiseEngine, params: GenerationParams) -> dict[str, Any]:

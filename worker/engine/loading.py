@@ -21,10 +21,13 @@ from shared.errors import ErrorCode, IdentityBodyError
 from worker.engine.devices import DevicePolicy
 from worker.engine.memory_plan import MemoryPlan
 from worker.models import layout
+from worker.models.bases import WEIGHT_NAMES
+from worker.models.bases import weight_variant as _variant
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
+    from worker.engine.base_switch import BaseSwitch
     from worker.engine.fast_mode import FastEngine
     from worker.engine.lcm_mode import ModeSwitch
 
@@ -35,7 +38,6 @@ DOWNLOAD_COMMAND = "idbody models download"
 SDXL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 SDXL_CONFIG_FILES = ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json",
                      "tokenizer_2/vocab.json", *(f"{c}/config.json" for c in SDXL_COMPONENTS))
-WEIGHT_NAMES = ("diffusion_pytorch_model{v}.safetensors", "model{v}.safetensors")
 
 
 POSE_PART = "pose-controlnet"
@@ -54,6 +56,7 @@ class Engine:
     loaded_parts: list[str] = field(default_factory=list)
     fast: FastEngine | None = None           # set by worker.engine.fast_mode.make_fast
     memory_plan: MemoryPlan | None = None    # rows_per_pass: the most images one denoise pass may run
+    bases: BaseSwitch | None = None          # the base checkpoints and which one is resident
 
     @property
     def note(self) -> str | None:
@@ -93,15 +96,6 @@ def models_missing_error(model_dir: Path, missing: list[str], cause: str = "") -
         f"Fetch the models with `{DOWNLOAD_COMMAND}`.",
         missing=missing, command=DOWNLOAD_COMMAND,
     )
-
-
-def _variant(folder: Path, policy: DevicePolicy) -> str | None:
-    """The fp16 files when the folder has them and either the policy runs in fp16 or they are the
-    only weights there: ``models download`` fetches SDXL's fp16 files alone, and a CPU (fp32) run
-    must load those and upcast rather than look for fp32 files that were never fetched. None for
-    a folder of plain files (the tiny profile, the fp16-fix VAE, IdentityNet)."""
-    has = {s: any((folder / n.format(v=s)).is_file() for n in WEIGHT_NAMES) for s in (".fp16", "")}
-    return "fp16" if has[".fp16"] and (policy.variant == "fp16" or not has[""]) else None
 
 
 def _load_base(model_dir: Path, policy: DevicePolicy):
@@ -205,7 +199,23 @@ def load_engine(model_dir: Path, policy: DevicePolicy, fast=None) -> Engine:
     if lcm:
         parts.append("lcm-lora")
     log.info("engine loaded from %s: method=%s parts=%s", model_dir, method, parts)
-    return finish_engine(pipe, method, base.scheduler.config, lcm, policy, reason, parts, fast=fast)
+    engine = finish_engine(pipe, method, base.scheduler.config, lcm, policy, reason, parts, fast=fast)
+    engine.bases = base_switch(engine, model_dir)
+    return engine
+
+
+def base_switch(engine: Engine, model_dir: Path) -> BaseSwitch:
+    """The engine's base checkpoints (worker.models.bases): the profile's, resident, and the added
+    ones. A base's own VAE is switched only where the engine decodes with the base's VAE; the
+    fp16-fix VAE, when there, serves every base (SDXL fine-tunes keep SDXL's latent space)."""
+    from worker.engine.base_switch import TEXT_AND_UNET, BaseSwitch
+    from worker.models.bases import list_bases
+
+    own_vae = "sdxl-vae" in engine.loaded_parts
+    bases = list_bases(model_dir)
+    if len(bases) > 1:
+        log.info("base checkpoints: %s (resident: %s)", [b.name for b in bases], bases[0].name)
+    return BaseSwitch(engine.pipe, engine.modes, engine.policy, bases, TEXT_AND_UNET + (("vae",) if own_vae else ()))
 
 
 def finish_engine(pipe, method: str, scheduler_config, lcm_loaded: bool, policy: DevicePolicy,

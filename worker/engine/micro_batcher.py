@@ -1,6 +1,6 @@
 """Micro-batching across requests: the denoise passes of jobs that run at the same time in one
 worker (base generations, and face-detail passes), gathered into one pass when they share a
-``PassShape`` (worker.engine.denoise_pass).
+``PassShape`` (worker.engine.denoise_pass): never two sizes, modes or base checkpoints in one pass.
 
 How a GPU worker gets several jobs at once, and why this way: the gpu worker runs Celery's
 ``threads`` pool with ``max_batch_images`` threads and prefetch 1, so Celery itself reserves up to

@@ -184,7 +184,7 @@ def generate_job_result(record: JobRecord, pipeline: JobPipeline, storage: Any, 
                      identity_judge=out.get("identity_judge"),
                      identity_judge_independent=out.get("identity_judge_independent"),
                      safety_check=out.get("safety_check"), face_image_count=out.get("face_image_count"),
-                     keypoints_face_image=out.get("keypoints_face_image"))
+                     keypoints_face_image=out.get("keypoints_face_image"), base_model=out.get("base_model"))
 
 
 def observe_identity_scores(details: list[dict[str, Any]]) -> None:

@@ -1,9 +1,11 @@
-"""``idbody models download|verify|build-tiny``: fill, check and fake the engine's model folder.
+"""``idbody models download|verify|add-base|build-tiny``: fill, check, extend and fake the engine's
+model folder.
 
 Example::
 
     idbody models download --only instantid,antelopev2
     idbody models verify --json
+    idbody models add-base ~/juggernautXL.safetensors --name juggernaut
     idbody models build-tiny --dir .cache/tiny-models
 """
 
@@ -48,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify = commands.add_parser(
         "verify", help="Check every expected file: ok, missing or wrong size. Exit 1 when incomplete.",
         description="Print each expected file of the model folder as ok / missing / wrong size "
-        "(sizes from a stat, no hashing unless --checksums). Exits 1 when anything is missing.",
+        "(sizes from a stat, no hashing unless --checksums), the files of bases added with add-base "
+        "included. Exits 1 when anything is missing.",
     )
     _add_model_dir(verify)
     verify.add_argument("--checksums", action="store_true",
@@ -57,6 +60,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("--with", dest="with_parts", default=None, metavar="PARTS",
                         help="Check optional parts too (pose).")
     verify.set_defaults(func=run_verify)
+
+    add = commands.add_parser(
+        "add-base", help="Add an SDXL fine-tune (single .safetensors file or diffusers folder) as a base jobs can pick.",
+        description="Check that PATH is an SDXL base checkpoint of the architecture this server runs (UNet, VAE "
+        "and both text encoders: every tensor name and shape, read from the file headers), store it in the model "
+        "folder as bases/NAME/ (a diffusers folder is hard-linked or copied; a single file is converted once with "
+        "diffusers, offline) and record its sha256. Jobs then pick it with base_model=NAME; GET /api/v1/info lists "
+        "it under base_models. Workers read the list when they start: restart them to offer a new base.",
+    )
+    add.add_argument("path", type=Path, metavar="PATH",
+                     help="A single-file SDXL checkpoint (.safetensors) or a diffusers folder with unet/, vae/, "
+                          "text_encoder/ and text_encoder_2/.")
+    add.add_argument("--name", required=True, metavar="NAME",
+                     help="The name jobs use in base_model: lower-case letters, digits, '.', '_', '-' (at most 64).")
+    _add_model_dir(add)
+    add.set_defaults(func=run_add_base)
 
     tiny = commands.add_parser(
         "build-tiny", help="Build the small random-weight model folder of the tiny profile (offline).",
@@ -102,9 +121,9 @@ def print_report(report) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from worker.models.store import verify
-
+    from worker.models.bases import expected_base_files
     from worker.models.manifest import INSTANTID_MANIFEST
+    from worker.models.store import verify
 
     model_dir = args.model_dir or _settings().model_dir
     try:
@@ -112,7 +131,7 @@ def run_verify(args: argparse.Namespace) -> int:
     except IdentityBodyError as exc:
         print(f"error ({exc.code.value}): {exc.message}", file=sys.stderr)
         return 2
-    report = verify(model_dir, checksums=args.checksums, manifest=manifest)
+    report = verify(model_dir, checksums=args.checksums, manifest=manifest, extra=expected_base_files(model_dir))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -151,6 +170,20 @@ def announce_licences(manifest) -> None:
     for line in manifest.licence_lines():
         print(f"  {line}")
     sys.stdout.flush()
+
+
+def run_add_base(args: argparse.Namespace) -> int:
+    from worker.models.add_base import add_base
+
+    model_dir = args.model_dir or _settings().model_dir
+    try:
+        added = add_base(model_dir, args.path, args.name)
+    except IdentityBodyError as exc:
+        print(f"error ({exc.code.value}): {exc.message}", file=sys.stderr)
+        return 2 if exc.code.value in ("not_sdxl_checkpoint", "checkpoint_not_found") else 1
+    print(f"added base {added.name} ({added.layout}, sha256 {added.digest}) in {added.folder}; "
+          f"jobs pick it with base_model={added.name} once the workers restart")
+    return 0
 
 
 def run_build_tiny(args: argparse.Namespace) -> int:

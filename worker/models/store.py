@@ -106,6 +106,7 @@ def verify(
     checksums: bool = False,
     manifest: Manifest | None = None,
     only: Iterable[str] | None = None,
+    extra: Iterable[ExpectedFile] = (),
 ) -> VerifyReport:
     """Check every expected file of the model folder. Cheap: one ``stat`` per file by default.
 
@@ -116,7 +117,8 @@ def verify(
             print(report.summary())
     """
     chosen = (manifest or INSTANTID_MANIFEST).select(only)
-    checks = tuple(check_file(model_dir, e, checksums) for e in chosen.expected_files())
+    expected = (*chosen.expected_files(), *extra)   # extra: the added base checkpoints' files
+    checks = tuple(check_file(model_dir, e, checksums) for e in expected)
     return VerifyReport(Path(model_dir), checks, checksums, chosen.keys)
 
 

@@ -24,8 +24,10 @@ from worker.models import layout
 log = logging.getLogger(__name__)
 
 # Bump when anything below changes what is written: an older folder is then rebuilt.
-BUILD_VERSION = "tiny-8"  # tiny-7: slimmer SDXL shapes; tiny-8: no hand-built face models (dlib does faces)
+BUILD_VERSION = "tiny-9"  # tiny-8: no hand-built face models (dlib does faces); tiny-9: a second base
 MARKER = ".tiny-build.json"
+# the second base checkpoint the tiny profile ships, so that tests switch bases for real
+SECOND_BASE = "tiny-alt"
 
 # Tiny text encoders: hidden 32 each -> UNet cross_attention_dim 64 (SDXL: 768 + 1280 = 2048).
 TEXT_HIDDEN = 32
@@ -45,6 +47,7 @@ def expected_files(model_dir: Path) -> list[Path]:
         f"{layout.CONTROLNET_DIR}/diffusion_pytorch_model.safetensors",
         layout.IP_ADAPTER_FILE,
         layout.LCM_LORA_FILE,
+        "bases/bases.json",
     ]
     return [layout.part(model_dir, r) for r in rel]
 
@@ -189,6 +192,23 @@ def _write_lcm_lora(model_dir: Path, unet, seed: int) -> None:
     save_file(lcm_lora_state_dict(unet, seed=seed + 50), str(path))
 
 
+def _add_second_base(model_dir: Path, seed: int) -> None:
+    """Another tiny SDXL base (same classes and shapes, other random weights), added the way an
+    operator adds a fine-tune: written as a diffusers folder, then ``add_base``."""
+    from worker.models.add_base import add_base
+    from worker.tiny.tokenizer import END, START, clip_vocab
+
+    vocab, _ = clip_vocab()
+    source = model_dir / f".{SECOND_BASE}-source"
+    shutil.rmtree(source, ignore_errors=True)
+    te1, te2 = _text_encoders(seed + 110, len(vocab), vocab[START], vocab[END])
+    for name, module in (("unet", _unet(seed + 100)), ("vae", _vae(seed + 120)), ("text_encoder", te1),
+                         ("text_encoder_2", te2)):
+        module.save_pretrained(source / name, safe_serialization=True)
+    add_base(model_dir, source, SECOND_BASE)
+    shutil.rmtree(source)   # the base's files are links or copies of these
+
+
 def add_tiny_pose_controlnet(model_dir: Path, seed: int = 0) -> Path:
     """Add the optional pose ControlNet to a built tiny folder: a ControlNet of the tiny UNet's
     shape with random weights, where ``download --with pose`` puts the real one; returns its folder."""
@@ -207,11 +227,13 @@ def build_tiny_model_dir(model_dir: Path, seed: int = 0) -> Path:
         return model_dir
     log.info("building the tiny model profile in %s (seed %d)", model_dir, seed)
     (model_dir / MARKER).unlink(missing_ok=True)
+    shutil.rmtree(model_dir / "bases", ignore_errors=True)   # a build artifact: rebuilt with the rest
     model_dir.mkdir(parents=True, exist_ok=True)
     unet = _unet(seed)
     _write_sdxl(model_dir, unet, seed)
     _vae(seed + 21).save_pretrained(layout.part(model_dir, layout.VAE_DIR), safe_serialization=True)
     _write_instantid(model_dir, unet, seed)
     _write_lcm_lora(model_dir, unet, seed)
+    _add_second_base(model_dir, seed)
     (model_dir / MARKER).write_text(json.dumps({"version": BUILD_VERSION, "seed": seed}))
     return model_dir

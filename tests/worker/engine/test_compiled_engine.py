@@ -147,3 +147,25 @@ def test_a_second_process_with_the_warm_cache_generates_no_code(compiled, tiny_m
     assert seen["graphs"] == 3 and seen["recompiles"] == 0
     assert seen["inductor"].get("fxgraph_cache_miss", 0) == 0
     assert seen["inductor"].get("fxgraph_cache_hit", 0) >= 3
+
+
+def test_a_base_switch_keeps_the_compiled_graphs(compiled, fast_tiny_engine):
+    """The switch copies the other base into the parameters in place (worker.engine.base_switch):
+    the compiled graphs read them at their addresses, so nothing recompiles and the compiled
+    images follow the new weights as the eager engine's do."""
+    from worker.tiny.model_dir import SECOND_BASE
+
+    state = compiled.fast.compile
+    before = dict(state.graphs)
+    try:
+        with torch.compiler.set_stance("fail_on_recompile"):
+            fast = generate_images(compiled, _inputs(num_images=1, base=SECOND_BASE)).images
+            back = generate_images(compiled, _inputs(num_images=1)).images
+        eager = generate_images(fast_tiny_engine, _inputs(num_images=1, base=SECOND_BASE)).images
+        default = generate_images(fast_tiny_engine, _inputs(num_images=1)).images
+    finally:
+        compiled.bases.use(None)
+        fast_tiny_engine.bases.use(None)
+    assert dict(state.graphs) == before and state.recompiles() == 0
+    assert _close(fast[0], eager[0]) and _close(back[0], default[0])
+    assert not _close(fast[0], back[0])   # the switch reached the compiled graphs

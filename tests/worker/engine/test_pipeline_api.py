@@ -53,7 +53,7 @@ def test_seed_call_returns_images_analysis_method_note(pipeline):
     result = pipeline(face_image=face_photo(), body_params=body, num_images=4, seed=3, **SMALL)
     assert len(result["images"]) == 4 and all(i.size == (128, 128) for i in result["images"])
     # honest about the weights: InstantID's pipeline, but the tiny profile's random weights
-    assert result["method"] == "instantid" and result["profile"] == "tiny"
+    assert result["method"] == "instantid" and result["profile"] == "tiny" and result["base_model"] == "tiny"
     assert result["note"] == TINY_NOTE and "random" in result["note"]
     # what made the images; no pose ControlNet in the tiny folder: the pose is prompt-only
     assert result["parts"][:2] == ["sdxl", "vae-fp16-fix"] and result["parts"][-1] == "pose-prompt-only"
@@ -79,6 +79,15 @@ def test_generate_validates_and_reports_progress(pipeline):
     with pytest.raises(IdentityBodyError) as err:
         pipeline.generate(face_photo(), num_images=1, progress=lambda s, t: False, **SMALL)
     assert err.value.code == ErrorCode.JOB_CANCELED
+
+
+def test_an_unknown_base_model_fails_before_any_work(pipeline):
+    steps = []
+    with pytest.raises(IdentityBodyError) as err:
+        pipeline.generate(face_photo(), base_model="nope", progress=lambda s, t: steps.append(s), **SMALL)
+    assert err.value.code == ErrorCode.UNKNOWN_BASE_MODEL and steps == []
+    # what the heartbeat publishes, and /api/v1/info lists
+    assert [(b["name"], b["default"]) for b in pipeline.info()["base_models"]] == [("tiny", True), ("tiny-alt", False)]
 
 
 def test_no_face_is_refused_before_generation(pipeline):

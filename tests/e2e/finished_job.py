@@ -1,0 +1,31 @@
+"""Submit one job to a running stack over real HTTP (the shipped test face) and wait for its end.
+
+Example::
+
+    result = finished_result(stack.base_url, {"num_images": "1", "base_model": "tiny-alt"})
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from idbody.stack.polling import until
+from tests.face_photos import tom_jpeg
+
+SUBMIT = "/api/v1/generate-identity-body"
+
+
+def finished_result(base_url: str, fields: dict[str, str]) -> dict:
+    """The result JSON of a job that succeeded (AssertionError with its status when it did not)."""
+    resp = httpx.post(base_url + SUBMIT, data=fields, files={"face_image": ("me.jpg", tom_jpeg(), "image/jpeg")},
+                      timeout=90)
+    assert resp.status_code == 202, resp.text
+    status_url = resp.json()["status_url"]
+
+    def done() -> dict | None:
+        body = httpx.get(status_url, timeout=10).json()
+        return body if body["status"] in ("succeeded", "failed", "canceled") else None
+
+    status = until(done, 300, "the job to finish")
+    assert status["status"] == "succeeded", status
+    return httpx.get(status["result_url"], timeout=10).json()
