@@ -10,8 +10,9 @@ cap checked in the route comes after the bytes were stored. This ASGI middleware
 - the whole body must arrive within ``read_timeout_s``, else 408 ``request_timeout``, so a client
   that stalls mid-upload does not hold a connection and a spooled file for ever.
 
-The submit route may carry the photo (``max_upload_bytes``) plus the form around it; every other
-route takes no body worth more than a few KiB.
+The submit route may carry its photos (the face photo and the optional pose photo, up to
+``max_upload_bytes`` each) plus the form around them; every other route takes no body worth more
+than a few KiB.
 
 Example::
 
@@ -55,10 +56,12 @@ class BodyReadTimeout(IdentityBodyError):
 class BodyLimit:
     """ASGI middleware; see the module docstring."""
 
-    def __init__(self, app: Any, submit_path: str, submit_max_bytes: int, read_timeout_s: float) -> None:
+    def __init__(self, app: Any, submit_path: str, submit_max_bytes: int, read_timeout_s: float,
+                 submit_files: int = 1) -> None:
         self.app = app
         self.submit_path = submit_path
-        self.submit_max_bytes = int(submit_max_bytes) + FORM_OVERHEAD_BYTES
+        # ``submit_files`` photos of up to ``submit_max_bytes`` each: a body past that holds one too large
+        self.submit_max_bytes = int(submit_max_bytes) * int(submit_files) + FORM_OVERHEAD_BYTES
         self.photo_too_large = f"The photo is larger than {size_text(int(submit_max_bytes))}. Upload a smaller photo."
         self.read_timeout_s = float(read_timeout_s)
 

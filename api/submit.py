@@ -26,7 +26,7 @@ from starlette.requests import Request
 from api.decode_budget import DecodeBudget, Unbounded
 from api.strict_form import parse_multipart
 from api.upload import FIELD as IMAGE_FIELD
-from api.upload import NormalizedImage, check_size, normalize_upload
+from api.upload import NormalizedImage, check_size, normalize_upload, reported_as
 from shared.errors import ErrorCode, IdentityBodyError
 from shared.jobs.record import JobRecord, JobStatus
 from shared.jobs.store import JobStore
@@ -40,13 +40,16 @@ from shared.url_guard import parse_webhook_url
 log = logging.getLogger(__name__)
 
 WEBHOOK_FIELD = "webhook_url"
+POSE_FIELD = "pose_image"
+# the file fields a form may carry, and how many of each: each photo may be max_upload_bytes
+FILE_FIELDS = {IMAGE_FIELD: 1, POSE_FIELD: 1}
 # room for the text fields and multipart framing around the photo
 _FORM_OVERHEAD_BYTES = 64 * 1024
 _READ_CHUNK = 256 * 1024
 # the form has ~20 short text fields (the longest, webhook_url, is at most 2 KiB) and one file:
 # these bound what a hostile form can make the parser hold
 _MAX_FORM_FIELDS = 32
-_MAX_FORM_FILES = 2
+_MAX_FORM_FILES = 3
 _MAX_FIELD_BYTES = 16 * 1024
 # a failed enqueue answers 503 quickly instead of hanging on a broker that is down
 _ENQUEUE_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
@@ -76,6 +79,11 @@ class SubmitContext:
     decode_budget: DecodeBudget | Unbounded = field(default_factory=Unbounded)  # decode memory per process
 
 
+def form_files() -> int:
+    """The most photos one submit form carries (the body limit allows that many photos' bytes)."""
+    return sum(FILE_FIELDS.values())
+
+
 def new_request_id() -> str:
     """The one place a job's id is made."""
     return str(uuid.uuid4())
@@ -86,18 +94,19 @@ def submit_job(ctx: SubmitContext, form: "SubmitForm", key: Any, idempotency_key
     settings = ctx.settings
     # 1. check the fields and the upload (ranges in shared.params; image checks in api.upload)
     params, form_webhook_url = parse_submit_fields(form.fields, defaults=size_defaults(settings))
-    image = normalize_upload(form.image, settings.max_upload_bytes, settings.max_image_pixels,
-                             settings.min_image_side, max_decode_bytes=settings.max_decode_bytes,
-                             max_jpeg_pixels=settings.max_jpeg_pixels, budget=ctx.decode_budget)
+    image = check_photo(ctx, form.image)
+    with reported_as(POSE_FIELD):
+        pose = check_photo(ctx, form.pose_image) if form.pose_image is not None else None
     # 2. admit: the webhook URL, an idempotent replay, the key's cap on unfinished jobs
     webhook_url = ctx.admission.webhook_url_for(key, form_url=form_webhook_url)
-    admitted = ctx.admission.admit(key, idempotency_key, form.fields, form.image, new_request_id())
+    admitted = ctx.admission.admit(key, idempotency_key, form.fields, form.image, new_request_id(),
+                                   pose_upload=form.pose_image)
     if admitted.replay is not None:
         return Submitted(admitted.replay, ctx.store.queue_position(admitted.request_id), replayed=True)
     # 3-5. store the upload, write the queued record, enqueue the task
     try:
         accepted = accept_job(ctx.store, ctx.storage, ctx.celery, params, image, webhook_url=webhook_url,
-                              owner=admitted.owner, request_id=admitted.request_id)
+                              owner=admitted.owner, request_id=admitted.request_id, pose=pose)
     except BaseException:
         ctx.admission.release(admitted)
         raise
@@ -105,16 +114,26 @@ def submit_job(ctx: SubmitContext, form: "SubmitForm", key: Any, idempotency_key
     return Submitted(accepted.record, accepted.queue_position, replayed=False)
 
 
+def check_photo(ctx: SubmitContext, data: bytes) -> NormalizedImage:
+    """The upload checks of ``api.upload`` with this deployment's limits."""
+    settings = ctx.settings
+    return normalize_upload(data, settings.max_upload_bytes, settings.max_image_pixels, settings.min_image_side,
+                            max_decode_bytes=settings.max_decode_bytes, max_jpeg_pixels=settings.max_jpeg_pixels,
+                            budget=ctx.decode_budget)
+
+
 @dataclass(frozen=True)
 class SubmitForm:
     fields: list[tuple[str, str]]  # every non-file field, in order, duplicates kept
     image: bytes
+    pose_image: bytes | None = None  # the optional photo of anyone in the wanted pose
 
 
 async def read_submit_form(request: Request, max_upload_bytes: int) -> SubmitForm:
-    """Parse the multipart body; read ``face_image`` in chunks and stop one byte past the cap."""
+    """Parse the multipart body; read ``face_image`` (and ``pose_image``) in chunks and stop one
+    byte past the cap."""
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > max_upload_bytes + _FORM_OVERHEAD_BYTES:
+    if length and length.isdigit() and int(length) > max_upload_bytes * form_files() + _FORM_OVERHEAD_BYTES:
         check_size(int(length), max_upload_bytes)  # raises file_too_large before parsing
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise IdentityBodyError(
@@ -128,22 +147,26 @@ async def read_submit_form(request: Request, max_upload_bytes: int) -> SubmitFor
         raise IdentityBodyError(ErrorCode.INVALID_PARAMETER, f"The multipart form was refused: {exc.message}") from None
     fields: list[tuple[str, str]] = []
     image: bytes | None = None
+    pose: bytes | None = None
     for name, value in form.multi_items():
         if isinstance(value, UploadFile):
-            if name != IMAGE_FIELD:
+            if name not in FILE_FIELDS:
                 raise IdentityBodyError(
-                    ErrorCode.INVALID_PARAMETER, f"{name}: only 'face_image' may be a file.", field=name
+                    ErrorCode.INVALID_PARAMETER, f"{name}: only 'face_image' and 'pose_image' may be files.",
+                    field=name,
                 )
-            if image is not None:
+            if (image if name == IMAGE_FIELD else pose) is not None:
                 raise IdentityBodyError(
-                    ErrorCode.INVALID_PARAMETER, "Send exactly one 'face_image' file.", field=IMAGE_FIELD
+                    ErrorCode.INVALID_PARAMETER, f"Send at most one '{name}' file.", field=name
                 )
-            image = await _read_capped(value, max_upload_bytes)
-        elif name == IMAGE_FIELD:
+            with reported_as(name):
+                data = await _read_capped(value, max_upload_bytes)
+            image, pose = (data, pose) if name == IMAGE_FIELD else (image, data)
+        elif name in FILE_FIELDS:
             raise IdentityBodyError(
                 ErrorCode.INVALID_PARAMETER,
-                "face_image must be a file upload (curl: -F \"face_image=@photo.jpg\").",
-                field=IMAGE_FIELD,
+                f"{name} must be a file upload (curl: -F \"{name}=@photo.jpg\").",
+                field=name,
             )
         else:
             fields.append((name, value))
@@ -154,7 +177,7 @@ async def read_submit_form(request: Request, max_upload_bytes: int) -> SubmitFor
             "Send the face photo as the multipart file field 'face_image'.",
             field=IMAGE_FIELD,
         )
-    return SubmitForm(fields=fields, image=image)
+    return SubmitForm(fields=fields, image=image, pose_image=pose)
 
 
 async def _read_capped(upload: UploadFile, max_bytes: int) -> bytes:
@@ -207,24 +230,32 @@ def accept_job(
     request_id: str,
     webhook_url: str | None = None,
     owner: str | None = None,
+    pose: NormalizedImage | None = None,
 ) -> AcceptedJob:
-    """Steps 3-5: store the checked upload, write the queued record, enqueue the GPU task.
+    """Steps 3-5: store the checked uploads (the face photo, the optional pose photo), write the
+    queued record, enqueue the GPU task.
 
     A failure before the record exists leaves nothing behind (503); a failed enqueue after it
     exists deletes the record and the upload again (503), so no job waits forever for a task that
     was never queued.
     """
-    # 3. store the upload
+    # 3. store the uploads
+    upload_key = pose_key = None
     try:
         upload_key = storage.put_upload(request_id, image.data, image.content_type)
+        if pose is not None:
+            pose_key = storage.put_upload(request_id, pose.data, pose.content_type, name="pose")
     except Exception as exc:
         log.error("storing upload for %s failed: %s", request_id, type(exc).__name__)
+        if upload_key is not None:
+            _forget_upload(storage, upload_key)
         raise _unavailable("The image store is unreachable; try again in a moment.") from None
     # 4. write the queued record
     record = JobRecord(
         request_id=request_id,
         params=params.model_dump(mode="json"),
         upload_key=upload_key,
+        pose_upload_key=pose_key,
         owner=owner,
         webhook_url=webhook_url,
         created_at=time.time(),
@@ -233,7 +264,7 @@ def accept_job(
         position = store.create(record)
     except redis.RedisError as exc:
         log.error("writing job %s failed: %s", request_id, type(exc).__name__)
-        _forget_upload(storage, upload_key)
+        _forget_uploads(storage, record)
         raise _unavailable("The job store is unreachable; try again in a moment.") from None
     # 5. enqueue the GPU task
     try:
@@ -243,7 +274,7 @@ def accept_job(
     except Exception as exc:  # kombu raises transport-specific errors; all mean "not queued"
         log.error("enqueueing job %s failed: %s", request_id, type(exc).__name__)
         _forget_record(store, request_id)
-        _forget_upload(storage, upload_key)
+        _forget_uploads(storage, record)
         raise _unavailable("The job queue is unreachable; the job was not started. Try again in a moment.") from None
     log.info("job %s queued at position %s", request_id, position,
              extra={"event": "job.submitted", "status": JobStatus.QUEUED.value, "request_id": request_id})
@@ -258,6 +289,11 @@ def _forget_record(store: JobStore, request_id: str) -> None:
         store.delete(request_id)
     except redis.RedisError as exc:
         log.warning("could not delete the unqueued job %s: %s", request_id, type(exc).__name__)
+
+
+def _forget_uploads(storage: Storage, record: JobRecord) -> None:
+    for key in record.upload_keys:
+        _forget_upload(storage, key)
 
 
 def _forget_upload(storage: Storage, key: str) -> None:

@@ -38,6 +38,8 @@ class ErrorCode(StrEnum):
     # face analysis
     NO_FACE_DETECTED = "no_face_detected"
     FACE_TOO_SMALL = "face_too_small"
+    # pose photo analysis
+    NO_PERSON_IN_POSE_IMAGE = "no_person_in_pose_image"
     # engine and service
     MODELS_MISSING = "models_missing"
     OUT_OF_MEMORY = "out_of_memory"
@@ -75,6 +77,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.JOB_ALREADY_FINISHED: 409,
     ErrorCode.NO_FACE_DETECTED: 422,
     ErrorCode.FACE_TOO_SMALL: 422,
+    ErrorCode.NO_PERSON_IN_POSE_IMAGE: 422,
     ErrorCode.MODELS_MISSING: 503,
     ErrorCode.OUT_OF_MEMORY: 503,
     ErrorCode.GENERATION_TIMEOUT: 504,

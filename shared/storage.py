@@ -7,6 +7,7 @@ results bucket.
 Keys::
 
     uploads: {request_id}/face.jpg      (the checked photo, re-encoded by the gateway: api.upload)
+             {request_id}/pose.jpg      (the optional pose photo, checked the same way)
     results: {request_id}/identity_body_{index}.{png|jpg|webp}   (the job's output_format)
 
 Example::
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-UPLOAD_KEY = "{}/face.jpg"
+UPLOAD_KEY = "{}/{}.jpg"   # request id, upload name: face, pose
 RESULT_KEY = "{}/identity_body_{}.{}"
 
 
@@ -109,9 +110,10 @@ class Storage:
 
     # --- uploads ---------------------------------------------------------------------------------
 
-    def put_upload(self, request_id: str, data: bytes, content_type: str) -> str:
-        """Store a face upload; returns its key in the uploads bucket."""
-        key = UPLOAD_KEY.format(request_id)
+    def put_upload(self, request_id: str, data: bytes, content_type: str, name: str = "face") -> str:
+        """Store a job's upload (``name``: the face photo, or the pose photo as "pose"); returns its
+        key in the uploads bucket."""
+        key = UPLOAD_KEY.format(request_id, name)
         self.client.put_object(Bucket=self.uploads_bucket, Key=key, Body=data, ContentType=content_type)
         return key
 

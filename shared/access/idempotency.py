@@ -30,8 +30,9 @@ KEY = "idempotency:{}:{}"
 MAX_KEY_LENGTH = 255
 
 
-def request_fingerprint(fields: dict[str, Any], upload: bytes) -> str:
-    """Hex SHA-256 of the form fields and the upload; field order does not matter.
+def request_fingerprint(fields: dict[str, Any], upload: bytes, pose_upload: bytes | None = None) -> str:
+    """Hex SHA-256 of the form fields and the uploads (the face photo, the optional pose photo);
+    field order does not matter.
 
     Example::
 
@@ -41,6 +42,9 @@ def request_fingerprint(fields: dict[str, Any], upload: bytes) -> str:
     digest.update(json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8"))
     digest.update(b"\x00")
     digest.update(hashlib.sha256(upload).digest())
+    if pose_upload is not None:
+        digest.update(b"\x00pose\x00")
+        digest.update(hashlib.sha256(pose_upload).digest())
     return digest.hexdigest()
 
 

@@ -103,6 +103,7 @@ class JobResult(BaseModel):
     identity_judge: str | None = None  # the recognizer that computed identity_score (worker.face.judge)
     identity_judge_independent: bool | None = None  # False: the judge also conditioned the generation
     safety_check: str | None = None  # the detector that screened the images, or "off"
+    pose_source: str | None = None  # "photo" (the job's pose_image) or the pose template's name
 
 
 class WebhookAttempt(BaseModel):
@@ -119,6 +120,7 @@ class JobRecord(BaseModel):
     status: JobStatus = JobStatus.QUEUED
     params: dict[str, Any] = Field(default_factory=dict)
     upload_key: str | None = None
+    pose_upload_key: str | None = None  # the optional pose photo, in the uploads bucket beside the face
     owner: str | None = None  # API key id; None when auth is disabled
     webhook_url: str | None = None
     created_at: float
@@ -133,3 +135,8 @@ class JobRecord(BaseModel):
     note: str | None = None
     requeued_at: float | None = None  # when the reaper last put it back in the queue
     webhook_attempts: list[WebhookAttempt] = Field(default_factory=list)
+
+    @property
+    def upload_keys(self) -> list[str]:
+        """Every upload the job stored (the face photo, the pose photo): retention deletes them together."""
+        return [key for key in (self.upload_key, self.pose_upload_key) if key]

@@ -69,25 +69,25 @@ class Retention:
         self.client.zadd(UPLOADS_DUE, {upload_key: stored_at + self.job_retention_s}, nx=True)
 
     def job_finished(self, record: JobRecord, now: float | None = None) -> None:
-        """Delete (or schedule) the job's upload, and schedule its results' expiry."""
+        """Delete (or schedule) the job's uploads, and schedule its results' expiry."""
         now = time.time() if now is None else now
-        if record.upload_key:
+        for key in record.upload_keys:
             if self.upload_retention_s == 0:
                 try:
-                    self._delete_upload(record.upload_key)
+                    self._delete_upload(key)
                 except Exception:
                     # S3 unreachable: the next sweep deletes it instead, rather than after job_retention_s
-                    self.client.zadd(UPLOADS_DUE, {record.upload_key: now})
+                    self.client.zadd(UPLOADS_DUE, {key: now})
                     raise
             else:
-                self.client.zadd(UPLOADS_DUE, {record.upload_key: now + self.upload_retention_s})
+                self.client.zadd(UPLOADS_DUE, {key: now + self.upload_retention_s})
         self.client.zadd(RESULTS_DUE, {record.request_id: now + self.job_retention_s})
 
     def purge(self, record: JobRecord) -> None:
         """Delete the job's upload, result images, record and webhook markers now (and sweep its
         results once more later, for an image a stopping worker was still writing)."""
-        if record.upload_key:
-            self._delete_upload(record.upload_key)
+        for key in record.upload_keys:
+            self._delete_upload(key)
         self.storage.delete_results(record.request_id)
         # a worker stopping a just-canceled job may still write an image after this: sweep once more later
         self.client.zadd(RESULTS_DUE, {record.request_id: time.time() + LATE_WRITE_GRACE_S})

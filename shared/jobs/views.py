@@ -83,6 +83,7 @@ def result_view(record: JobRecord, url_for: Callable[[str], str]) -> dict[str, A
         "identity_judge": result.identity_judge if result else None,
         "identity_judge_independent": result.identity_judge_independent if result else None,
         "safety_check": result.safety_check if result else None,
+        "pose_source": result.pose_source if result else None,
         "input_face": input_face(record),
     }
     if not succeeded:

@@ -51,7 +51,7 @@ class JobPipeline(Protocol):
         """Every denoise step ``generate`` will report for ``params``."""
 
     def generate(self, face_image: Image.Image, params: GenerationParams, *,
-                 progress: ProgressWriter | None = None) -> dict[str, Any]:
+                 progress: ProgressWriter | None = None, pose_image: Image.Image | None = None) -> dict[str, Any]:
         """Images, per-image entries, analysis, method, profile, note, parts (the seed's result)."""
 
 
@@ -158,7 +158,7 @@ def progress_writer(store: Any, request_id: str, deadline: float) -> ProgressWri
 
 def generate_job_result(record: JobRecord, pipeline: JobPipeline, storage: Any, on_step: ProgressWriter,
                         retry: TransientRetry | None = None) -> JobResult:
-    """Fetch the upload, generate (the stages of ``IdentityPipeline.generate``: face analysis,
+    """Fetch the uploads, generate (the stages of ``IdentityPipeline.generate``: face analysis,
     layout, base generation, face-detail pass, identity score and re-rank, safety check), upload the
     images in the job's output format; returns the JobResult to store, each image with its score,
     its safety verdict and what the face-detail pass did to it.
@@ -166,8 +166,9 @@ def generate_job_result(record: JobRecord, pipeline: JobPipeline, storage: Any, 
     retry = retry or TransientRetry(None, record.request_id, window_s=0)
     params = parse_params(record.params)
     on_step.start(pipeline.total_steps(params))  # the job's total, the same from the first status on
-    face = Image.open(io.BytesIO(retry.call(IMAGES, storage.get_upload, record.upload_key))).convert("RGB")
-    out = pipeline.generate(face, params, progress=on_step)
+    face = _fetch_photo(retry, storage, record.upload_key)
+    pose = _fetch_photo(retry, storage, record.pose_upload_key) if record.pose_upload_key else None
+    out = pipeline.generate(face, params, progress=on_step, pose_image=pose)
     on_step.stage(JobStage.UPLOADING)
     details = out.get("image_details") or [{} for _ in out["images"]]
     observe_identity_scores(details)
@@ -182,7 +183,11 @@ def generate_job_result(record: JobRecord, pipeline: JobPipeline, storage: Any, 
                      profile=out.get("profile"), note=out.get("note"), parts=list(out.get("parts") or []),
                      identity_judge=out.get("identity_judge"),
                      identity_judge_independent=out.get("identity_judge_independent"),
-                     safety_check=out.get("safety_check"))
+                     safety_check=out.get("safety_check"), pose_source=out.get("pose_source"))
+
+
+def _fetch_photo(retry: TransientRetry, storage: Any, key: str) -> Image.Image:
+    return Image.open(io.BytesIO(retry.call(IMAGES, storage.get_upload, key))).convert("RGB")
 
 
 def observe_identity_scores(details: list[dict[str, Any]]) -> None:
