@@ -1,4 +1,5 @@
-// The page's wiring: server info, the API key, the photo, submit, following the job (server-sent
+// The page's wiring: server info, the API key, the photo (and the optional pose photo), submit,
+// following the job (server-sent
 // events read with fetch, so the Authorization header goes along; polling when streaming fails),
 // cancel and the result.
 "use strict";
@@ -35,6 +36,7 @@
     $("notice").hidden = !info.notice;
     $("notice").textContent = info.notice || "";
     $("notice").dataset.profiles = info.profiles.join(",");
+    if (info.pose_photos) $("pose-hint").textContent = info.pose_photos.description;
     $("auth").hidden = !info.auth_required;
     $("api-key").value = localStorage.getItem(KEY_STORAGE) || "";
     $("api-key").addEventListener("change", () => localStorage.setItem(KEY_STORAGE, $("api-key").value.trim()));
@@ -59,6 +61,8 @@
     }
     for (const name of ["dragleave", "drop"]) drop.addEventListener(name, () => drop.classList.remove("over"));
     drop.addEventListener("drop", (e) => { e.preventDefault(); choosePhoto(e.dataTransfer.files[0]); });
+    $("pose-photo").addEventListener("change", () => { $("pose-clear").hidden = !$("pose-photo").files.length; });
+    $("pose-clear").addEventListener("click", () => { $("pose-photo").value = ""; $("pose-clear").hidden = true; });
   }
 
   async function submit(event) {
@@ -74,6 +78,11 @@
       const data = ParamsForm.appendTo($("job-form"), new FormData());
       const upload = await PhotoShrink.forUpload(photo); // a large photo shrunk here (photo_shrink.js)
       data.append("face_image", upload, upload.name || "photo.jpg");
+      const pose = $("pose-photo").files[0];
+      if (pose) {
+        const poseUpload = await PhotoShrink.forUpload(pose);
+        data.append("pose_image", poseUpload, poseUpload.name || "pose.jpg");
+      }
       const response = await fetch(api("generate-identity-body"), { method: "POST", body: data, headers: headers() });
       if (!response.ok) throw await errorOf(response);
       const accepted = await response.json();
