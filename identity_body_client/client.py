@@ -8,6 +8,7 @@ Example::
 
     with Client("http://127.0.0.1:8000") as client:
         job = client.submit("user_photo.jpg", body_type="athletic", num_images=1, width=256, height=256)
+        posed = client.submit("user_photo.jpg", pose_image="dancer.jpg")   # the pose of the person in it
         result = client.wait(job, timeout=300)
         if result.success:
             client.download(result, "out/")        # out/identity_body_0.png ...
@@ -78,17 +79,20 @@ class Client:
             self._http.headers["Authorization"] = f"Bearer {api_key}"
 
     def submit(self, photo: Photo, *, webhook_url: str | None = None, idempotency_key: str | None = None,
-               **params: Any) -> Job:
+               pose_image: Photo | None = None, **params: Any) -> Job:
         """Upload ``photo`` with generation ``params`` (the form fields: body_type, height_cm, ...,
-        num_images, mode, seed, width, height); the server checks them and answers the queued job."""
-        name, data = _photo_bytes(photo)
+        num_images, mode, seed, width, height) and, optionally, ``pose_image``: a photo of anyone in
+        the wanted pose (it replaces ``pose``; the result's ``pose_source`` says "photo"). The server
+        checks them and answers the queued job."""
         fields = {k: _form_value(v) for k, v in params.items() if v is not None}
         if webhook_url:
             fields["webhook_url"] = webhook_url
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        files = [("face_image", _photo_file(photo))]
+        if pose_image is not None:
+            files.append(("pose_image", _photo_file(pose_image)))
         resp = self._http.post(f"{self.base_url}{API}/generate-identity-body", data=fields, headers=headers,
-                               files={"face_image": (name, data, content_type)})
+                               files=files)
         return Job.from_json(_ok(resp))
 
     def status(self, job: JobRef, wait_s: int | None = None) -> Job:
@@ -184,6 +188,12 @@ def _form_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _photo_file(photo: Photo) -> tuple[str, bytes, str]:
+    """A multipart file part: name, bytes, media type guessed from the name."""
+    name, data = _photo_bytes(photo)
+    return name, data, mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 def _photo_bytes(photo: Photo) -> tuple[str, bytes]:

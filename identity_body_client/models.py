@@ -105,6 +105,7 @@ class Result:
     parts: list[str] = field(default_factory=list)
     identity_judge: str | None = None       # the recognizer that computed each identity_score
     safety_check: str | None = None         # the detector that screened the images, or "off"
+    pose_source: str | None = None          # "photo" (the job's pose_image) or the pose template's name
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Result:
@@ -114,4 +115,5 @@ class Result:
             analysis=dict(data.get("analysis") or {}), method=data.get("method", "instantid"),
             note=data.get("note"), error=JobError.from_json(data.get("error")), parts=list(data.get("parts") or []),
             identity_judge=data.get("identity_judge"), safety_check=data.get("safety_check"),
+            pose_source=data.get("pose_source"),
         )
