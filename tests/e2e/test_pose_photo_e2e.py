@@ -10,17 +10,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import sync_playwright
 
 from idbody.stack.polling import until
 from idbody.stack.service import ServiceStack, running_stack, stack_settings
 from shared.jobs.store import JobStore
 from shared.storage import Storage
-from tests.e2e.test_web_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, DESKTOP, FACE, PHONE
+from tests.e2e import test_web_page
+from tests.e2e.test_web_page import ARTIFACTS, DESKTOP, FACE, PHONE
 from tests.face_photos import tom_jpeg
 from tests.pose_photos import astronaut, grass, jpeg
 
 pytestmark = pytest.mark.integration
+browser = test_web_page.browser   # the same real Chromium fixture as the page's own tests
 
 SUBMIT = "/api/v1/generate-identity-body"
 SMALL = {"num_images": "1", "width": "64", "height": "96", "num_inference_steps": "2", "face_detail": "false"}
@@ -79,16 +80,6 @@ def test_a_photo_of_nobody_fails_the_job_with_its_code(stack, job_deadline_s):
     assert status["error"]["code"] == "no_person_in_pose_image"
     assert "pose photo" in status["error"]["message"]
     until(lambda: uploads_of(stack, rid) == [], 30, "the face and pose uploads to be deleted")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (.ci/run does)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 def test_the_page_sends_a_pose_photo_and_says_the_pose_came_from_it(stack, browser, job_deadline_s, tmp_path: Path):
