@@ -103,7 +103,7 @@ class PoseDetector:
 
     def detect(self, photo: Image.Image) -> BodyPose | None:
         """The most confident person's landmarks, or None when the photo shows nobody."""
-        rgb = np.asarray(photo.convert("RGB"), dtype=np.float32)
+        rgb = np.asarray(photo.convert("RGB"))   # uint8: only the small model inputs become float
         with self._lock:
             found = self._detect_body(rgb)
             if found is None:
@@ -154,7 +154,7 @@ class PoseDetector:
         to_photo[:, 2] = [cx, cy] - to_photo[:, :2] @ [LANDMARK_SIZE / 2, LANDMARK_SIZE / 2]
         crop = cv2.warpAffine(rgb, cv2.invertAffineTransform(to_photo), (LANDMARK_SIZE, LANDMARK_SIZE),
                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        outputs = self._run(self.landmarker, crop / 255.0)
+        outputs = self._run(self.landmarker, crop.astype(np.float32) / 255.0)
         landmarks, flag = outputs[0].reshape(-1, 5), float(outputs[1].reshape(-1)[0])
         if flag < MIN_SCORE:
             return None
