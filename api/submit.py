@@ -46,10 +46,11 @@ FILE_FIELDS = {IMAGE_FIELD: 1, POSE_FIELD: 1}
 # room for the text fields and multipart framing around the photo
 _FORM_OVERHEAD_BYTES = 64 * 1024
 _READ_CHUNK = 256 * 1024
-# the form has ~20 short text fields (the longest, webhook_url, is at most 2 KiB) and one file:
-# these bound what a hostile form can make the parser hold
+# the form has ~20 short text fields (the longest, webhook_url, is at most 2 KiB) and the files of
+# FILE_FIELDS (one more is let through to be refused by name): these bound what a hostile form can
+# make the parser hold
 _MAX_FORM_FIELDS = 32
-_MAX_FORM_FILES = 3
+_MAX_FORM_FILES = sum(FILE_FIELDS.values()) + 1
 _MAX_FIELD_BYTES = 16 * 1024
 # a failed enqueue answers 503 quickly instead of hanging on a broker that is down
 _ENQUEUE_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
