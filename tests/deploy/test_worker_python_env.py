@@ -91,6 +91,8 @@ import importlib.metadata as md, json, onnxruntime, torch
 names = sorted({(d.metadata["Name"] or "").lower() for d in md.distributions()})
 from insightface.app import FaceAnalysis  # noqa: F401
 import worker.face.analysis, worker.celery_worker  # noqa: F401
+from worker.pose.blazepose import PoseDetector
+PoseDetector.load()  # the pose models from the mediapipe wheel, on LiteRT
 print(json.dumps({
     "onnxruntime": [n for n in names if n.startswith("onnxruntime")],
     "opencv": [n for n in names if n.startswith("opencv")],
