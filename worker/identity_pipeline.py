@@ -192,8 +192,8 @@ class IdentityPipeline:
     def _generate(self, face_image: Image.Image, params: GenerationParams,
                   progress: Progress | None, pose_image: Image.Image | None = None) -> dict[str, Any]:
         """Stages: 1. face analysis of the upload (appearance analysis alongside; the pose photo's
-        body landmarks) -> 2. prompt and
-        layout (keypoints retargeted to the frame, face region) -> 3. base generation (InstantID
+        body landmarks) -> 2. prompt and layout (keypoints retargeted to the frame, or placed on the
+        pose photo's head; face region) -> 3. base generation (InstantID
         text-to-image, all candidates in one pass) -> 4. face-detail pass (InstantID img2img on
         every image's face, all in one pass) -> 5. identity score by the judge and re-ranking ->
         6. safety check. ``progress`` counts the steps of stages 3 and 4 together, out of one total."""
