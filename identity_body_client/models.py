@@ -107,6 +107,7 @@ class Result:
     safety_check: str | None = None         # the detector that screened the images, or "off"
     face_image_count: int | None = None     # how many face photos the identity was combined from
     keypoints_face_image: int | None = None  # which of them (1-based) laid out the face
+    pose_source: str | None = None          # "photo" (the job's pose_image) or the pose template's name
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Result:
@@ -117,4 +118,5 @@ class Result:
             note=data.get("note"), error=JobError.from_json(data.get("error")), parts=list(data.get("parts") or []),
             identity_judge=data.get("identity_judge"), safety_check=data.get("safety_check"),
             face_image_count=data.get("face_image_count"), keypoints_face_image=data.get("keypoints_face_image"),
+            pose_source=data.get("pose_source"),
         )

@@ -86,7 +86,9 @@ const JobView = (() => {
   // whether it is below the job's min_identity_score, and whether the safety check withheld it.
   function gallery(result) {
     $("results").hidden = false;
-    $("result-note").textContent = result.note || "";
+    const pose = result.pose_source === "photo" ? "The pose comes from the pose photo. " : "";
+    $("result-note").textContent = pose + (result.note || "");
+    $("result-note").dataset.poseSource = result.pose_source || "";
     const figures = result.images.map((image) => {
       const figure = document.createElement("figure");
       const img = document.createElement("img");

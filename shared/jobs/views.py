@@ -85,6 +85,7 @@ def result_view(record: JobRecord, url_for: Callable[[str], str]) -> dict[str, A
         "safety_check": result.safety_check if result else None,
         "face_image_count": result.face_image_count if result else None,
         "keypoints_face_image": result.keypoints_face_image if result else None,
+        "pose_source": result.pose_source if result else None,
         "input_face": input_face(record),
     }
     if not succeeded:

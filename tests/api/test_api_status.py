@@ -69,8 +69,8 @@ def test_result_shapes(gateway):
     assert status["status"] == "succeeded" and status["result_url"].endswith(f"/api/v1/jobs/{rid}/result")
     result = gateway.client.get(f"/api/v1/jobs/{rid}/result").json()
     assert set(result) == {"success", "request_id", "count", "images", "analysis", "method", "profile", "note",
-                           "parts", "identity_judge", "identity_judge_independent", "safety_check", "input_face",
-                           "face_image_count", "keypoints_face_image"}
+                           "parts", "identity_judge", "identity_judge_independent", "safety_check", "pose_source",
+                           "input_face", "face_image_count", "keypoints_face_image"}
     assert (result["identity_judge"], result["identity_judge_independent"], result["safety_check"]) == (
         "dlib-resnet", False, "nudenet-320n")
     assert result["parts"] == ["sdxl", "identitynet", "pose-prompt-only"]

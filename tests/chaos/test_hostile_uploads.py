@@ -14,8 +14,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from api.submit import form_files
 from idbody.stack.service import ServiceStack, stack_settings
-from shared.face_images import MAX_FACE_IMAGES
 from shared.jobs.store import JobStore
 from shared.storage import Storage
 from tests.chaos.chaos_stack import (
@@ -179,8 +179,9 @@ def test_chunked_gigabyte_body_is_cut_off_at_the_cap(gateway):
     grew, (answer, sent) = _growth(gateway, lambda: _chunked_upload_until_answered(gateway.port, 1 << 30))
     print(f"\nchunked 1 GB upload: answered after {sent / 2**20:.1f} MB sent, gateway peak +{grew:.0f} MB")
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
-    # the cap: MAX_FACE_IMAGES photos of 10 MiB and the form around them; a socket's buffers add a few MB
-    assert sent < (MAX_FACE_IMAGES * 10 + 10) * 2**20 and grew < MAX_GROWTH_MB
+    # the cap: form_files() photos (5 face photos, 1 pose photo) of max_upload_bytes and the form
+    # around them; a socket's buffers add a few MB
+    assert sent < form_files() * gateway.settings.max_upload_bytes + 10 * 2**20 and grew < MAX_GROWTH_MB
     _still_healthy(gateway)
 
 
