@@ -65,12 +65,12 @@ class Admission:
         return check_webhook_url(url, self.settings.webhook_allow_hosts)
 
     def admit(self, key: ApiKey | None, idempotency_key: str | None, fields: list[tuple[str, str]],
-              uploads: list[bytes] | bytes, request_id: str) -> Admitted:
+              uploads: list[bytes] | bytes, request_id: str, pose_upload: bytes | None = None) -> Admitted:
         """Claim the idempotency key (or find the earlier job) and a slot of the key's cap."""
         self.settle_owed()
         owner = key.id if key is not None else None
         if idempotency_key is not None:
-            fingerprint = request_fingerprint(_field_map(fields), uploads)
+            fingerprint = request_fingerprint(_field_map(fields), uploads, pose_upload)
             earlier = self.idempotency.claim(owner, idempotency_key, fingerprint, request_id)
             if earlier is not None:
                 return Admitted(earlier, owner, None, replay=self._earlier_record(earlier))
@@ -114,8 +114,8 @@ class Admission:
             self.idempotency.release(admitted.owner, admitted.idempotency_key, admitted.request_id)
 
     def accepted(self, record: JobRecord) -> None:
-        """The job exists: its face photos are tracked for the retention sweep."""
-        for key in record.face_upload_keys:
+        """The job exists: its uploads are tracked for the retention sweep."""
+        for key in record.upload_keys:
             self.retention.track_upload(key, record.created_at)
 
     def _earlier_record(self, request_id: str) -> JobRecord:

@@ -10,14 +10,14 @@ cap checked in the route comes after the bytes were stored. This ASGI middleware
 - the whole body must arrive within ``read_timeout_s``, else 408 ``request_timeout``, so a client
   that stalls mid-upload does not hold a connection and a spooled file for ever.
 
-The submit route may carry up to ``max_photos`` face photos of ``max_upload_bytes`` each plus the
-form around them (so a body over the cap holds at least one photo over its own cap); every other
-route takes no body worth more than a few KiB.
+The submit route may carry its photos (up to ``submit_files`` of them: the face photos and the optional
+pose photo, up to ``max_upload_bytes`` each) plus the form around them (so a body over the cap holds
+at least one photo over its own cap); every other route takes no body worth more than a few KiB.
 
 Example::
 
     app.add_middleware(BodyLimit, submit_path="/api/v1/generate-identity-body",
-                       submit_max_bytes=10 << 20, read_timeout_s=60, max_photos=5)
+                       submit_max_bytes=10 << 20, read_timeout_s=60, submit_files=6)
 """
 
 from __future__ import annotations
@@ -57,10 +57,11 @@ class BodyLimit:
     """ASGI middleware; see the module docstring."""
 
     def __init__(self, app: Any, submit_path: str, submit_max_bytes: int, read_timeout_s: float,
-                 max_photos: int = 1) -> None:
+                 submit_files: int = 1) -> None:
         self.app = app
         self.submit_path = submit_path
-        self.submit_max_bytes = int(submit_max_bytes) * int(max_photos) + FORM_OVERHEAD_BYTES
+        # ``submit_files`` photos of up to ``submit_max_bytes`` each: a body past that holds one too large
+        self.submit_max_bytes = int(submit_max_bytes) * int(submit_files) + FORM_OVERHEAD_BYTES
         self.photo_too_large = f"The photo is larger than {size_text(int(submit_max_bytes))}. Upload a smaller photo."
         self.read_timeout_s = float(read_timeout_s)
 

@@ -24,8 +24,8 @@ from api.metrics import install_metrics
 from api.rate_limit_headers import RateLimitHeaders
 from api.routes import health, info, jobs
 from api.routes.page import install_page
+from api.submit import form_files
 from shared.deployment import check_deployment
-from shared.face_images import MAX_FACE_IMAGES
 from shared.jobs.store import JobStore
 from shared.log_redaction import install_log_redaction
 from shared.settings import Settings, get_settings
@@ -109,7 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RateLimitHeaders)
     _install_cors(app, app.state.settings)
     app.add_middleware(BodyLimit, submit_path=jobs.SUBMIT_PATH, submit_max_bytes=settings.max_upload_bytes,
-                       read_timeout_s=settings.body_read_timeout_s, max_photos=MAX_FACE_IMAGES)
+                       submit_files=form_files(),
+                       read_timeout_s=settings.body_read_timeout_s)
     install_metrics(app)
     install_log_redaction()
     app.include_router(jobs.router)

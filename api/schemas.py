@@ -75,6 +75,12 @@ class JobStatusResponse(BaseModel):
                    "one person only."},
          "created_at": "2026-03-01T12:00:00Z", "started_at": "2026-03-01T12:00:01Z",
          "finished_at": "2026-03-01T12:00:02Z"},
+        {"request_id": _RID, "status": "failed",
+         "error": {"code": "no_person_in_pose_image", "message": "No person was found in the pose photo. Upload a "
+                   "photo where one person's body is in view (head and shoulders at least), or leave pose_image out "
+                   "and pick a pose."},
+         "created_at": "2026-03-01T12:00:00Z", "started_at": "2026-03-01T12:00:01Z",
+         "finished_at": "2026-03-01T12:00:02Z"},
     ]})
 
     request_id: str
@@ -159,7 +165,8 @@ class JobResultResponse(BaseModel):
          "profile": "instantid", "note": None,
          "parts": ["sdxl", "vae-fp16-fix", "identitynet", "ip-adapter", "lcm-lora", "pose-prompt-only"],
          "identity_judge": "dlib-resnet", "identity_judge_independent": True, "safety_check": "nudenet-320n",
-         "base_model": "sdxl-base-1.0", "input_face": {"det_score": 0.87, "box_size": [212.0, 268.5]},
+         "base_model": "sdxl-base-1.0", "pose_source": "standing",
+         "input_face": {"det_score": 0.87, "box_size": [212.0, 268.5]},
          "face_image_count": 2, "keypoints_face_image": 1},
         {"success": False, "request_id": _RID, "count": 0, "images": [], "analysis": {}, "method": "instantid",
          "profile": None, "note": None, "parts": [], "input_face": None,
@@ -178,7 +185,8 @@ class JobResultResponse(BaseModel):
     parts: list[str] = Field(default_factory=list, description=(
         "What made the images: the model parts the worker loaded (sdxl, vae-fp16-fix, identitynet, "
         "ip-adapter, lcm-lora, pose-controlnet) and, without a pose ControlNet, pose-prompt-only: the "
-        "pose was asked for in the prompt alone. Empty for a job that did not succeed."))
+        "pose was asked for in the prompt alone (pose-photo-head-only with a pose_image: the photo placed "
+        "the head only). Empty for a job that did not succeed."))
     identity_judge: str | None = Field(None, description=(
         "The recognizer that computed identity_score: dlib-resnet (dlib's ResNet face recognizer). Null for a job "
         "that did not succeed."))
@@ -190,6 +198,9 @@ class JobResultResponse(BaseModel):
     base_model: str | None = Field(None, description=(
         "The SDXL base checkpoint that made the images (the job's base_model, or the default one's name). Null "
         "for a job that did not succeed."))
+    pose_source: str | None = Field(None, description=(
+        "What set the pose: photo (the job's pose_image) or the pose template's name (standing, walking, "
+        "sitting). Null for a job that did not succeed."))
     input_face: InputFaceOut | None = Field(None, description="The uploaded face as found: detection score and box size "
                                             "(of the photo the keypoints came from, when several were sent).")
     face_image_count: int | None = Field(None, description=(
@@ -289,6 +300,7 @@ SUBMIT_FIELDS_EXTRA = {
                                   "(curl: -F face_image=@front.jpg -F face_image=@side.jpg). Each is JPEG, PNG, WebP, HEIC or AVIF; by default at most 10 MiB (IDBODY_MAX_UPLOAD_BYTES), a JPEG up to 200 megapixels (IDBODY_MAX_JPEG_PIXELS), other formats up to 40 (IDBODY_MAX_IMAGE_PIXELS). "
                                   "Several photos are averaged into one identity and the largest, most frontal face lays out the face; "
                                   "photos of different people fail the job with faces_differ. An error about one photo names it: field face_image[2], \"Photo 2 of 3: ...\"."},
+    "pose_image": {"type": "string", "format": "binary", "description": "Optional: a photo of anyone in the wanted pose, checked like face_image. Its body, read by a pose detector, sets the pose in place of `pose` (the result's pose_source says photo): the skeleton the pose ControlNet follows, with this person's head where the photo's head is. A photo with nobody in it fails the job with no_person_in_pose_image; without a pose ControlNet only the head is placed (parts: pose-photo-head-only). GET /api/v1/info says under pose_photos whether the workers read pose photos and have a pose ControlNet."},
     "webhook_url": {"type": "string", "format": "uri", "description": "Called when the job ends (delivery: see the webhooks docs)."},
 }
 
@@ -322,7 +334,11 @@ def submit_request_body() -> dict[str, Any]:
     example = {"body_type": "athletic", "height_cm": 170, "weight_kg": 65, "gender": "female",
                "num_images": 4, "use_gemini_analysis": True, "style": "cinematic", "scene": "on a city rooftop at dusk",
                "output_format": "webp", "output_quality": 85}
+    pose_photo = {"gender": "male", "num_images": 2, "clothing": "linen suit", "pose_image": "(binary: dancer.jpg)"}
     return {
         "required": True,
-        "content": {"multipart/form-data": {"schema": schema, "example": example}},
+        "content": {"multipart/form-data": {"schema": schema, "examples": {
+            "parameters": {"summary": "Body parameters, style and output format", "value": example},
+            "pose_photo": {"summary": "The pose from a photo of anyone (the file field pose_image)", "value": pose_photo},
+        }}},
     }

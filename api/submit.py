@@ -1,5 +1,5 @@
-"""The submit path, top to bottom: (1) check the upload and the fields, (2) admit (webhook URL,
-idempotent replay, the key's cap), (3) store the upload, (4) write the queued record, (5) enqueue
+"""The submit path, top to bottom: (1) check the uploads and the fields, (2) admit (webhook URL,
+idempotent replay, the key's cap), (3) store the uploads, (4) write the queued record, (5) enqueue
 the GPU task. A failing step undoes what the earlier ones did, so nothing is ever half-accepted.
 The request id is made here, once (``new_request_id``).
 
@@ -27,7 +27,7 @@ from api.base_models import check_base_model
 from api.decode_budget import DecodeBudget, Unbounded
 from api.strict_form import parse_multipart
 from api.upload import FIELD as IMAGE_FIELD
-from api.upload import NormalizedImage, check_size, normalize_uploads
+from api.upload import NormalizedImage, check_size, normalize_uploads, reported_as
 from shared.errors import ErrorCode, IdentityBodyError
 from shared.face_images import MAX_FACE_IMAGES, about_photo, check_count
 from shared.jobs.record import JobRecord, JobStatus
@@ -35,23 +35,26 @@ from shared.jobs.store import JobStore
 from shared.params import GenerationParams, parse_params
 from shared.queues import GENERATE_TASK, GPU_QUEUE
 from shared.size_presets import size_defaults
-from shared.storage import Storage
+from shared.storage import POSE_UPLOAD, Storage, face_upload_name
 from shared.tracing import span, trace_headers
 from shared.url_guard import parse_webhook_url
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_FIELD = "webhook_url"
-# room for the text fields and multipart framing around the photo
+POSE_FIELD = "pose_image"
+# the file fields a form may carry, and how many of each: each photo may be max_upload_bytes
+FILE_FIELDS = {IMAGE_FIELD: MAX_FACE_IMAGES, POSE_FIELD: 1}
+# room for the text fields and multipart framing around the photos
 _FORM_OVERHEAD_BYTES = 64 * 1024
 _READ_CHUNK = 256 * 1024
-# the form has ~20 short text fields (the longest, webhook_url, is at most 2 KiB) and up to
-# MAX_FACE_IMAGES files: these bound what a hostile form can make the parser hold (each file keeps
-# at most 1 MiB in memory, the rest on disk). Up to twice as many files still parse, so a few photos
-# too many get their own code (too_many_face_images: shared.face_images.check_count); past that the
-# parser refuses the form (invalid_parameter).
+# the form has ~20 short text fields (the longest, webhook_url, is at most 2 KiB) and the files of
+# FILE_FIELDS: these bound what a hostile form can make the parser hold (each file keeps at most
+# 1 MiB in memory, the rest on disk). Up to twice as many files still parse, so a few too many are
+# refused by name (too_many_face_images: shared.face_images.check_count; a second pose_image); past
+# that the parser refuses the form (invalid_parameter).
 _MAX_FORM_FIELDS = 32
-_MAX_FORM_FILES = 2 * MAX_FACE_IMAGES
+_MAX_FORM_FILES = 2 * sum(FILE_FIELDS.values())
 _MAX_FIELD_BYTES = 16 * 1024
 # a failed enqueue answers 503 quickly instead of hanging on a broker that is down
 _ENQUEUE_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
@@ -81,6 +84,11 @@ class SubmitContext:
     decode_budget: DecodeBudget | Unbounded = field(default_factory=Unbounded)  # decode memory per process
 
 
+def form_files() -> int:
+    """The most photos one submit form carries (the body limit allows that many photos' bytes)."""
+    return sum(FILE_FIELDS.values())
+
+
 def new_request_id() -> str:
     """The one place a job's id is made."""
     return str(uuid.uuid4())
@@ -92,18 +100,19 @@ def submit_job(ctx: SubmitContext, form: "SubmitForm", key: Any, idempotency_key
     # 1. check the fields and the upload (ranges in shared.params; image checks in api.upload)
     params, form_webhook_url = parse_submit_fields(form.fields, defaults=size_defaults(settings))
     check_base_model(ctx.store, params)
-    images = normalize_uploads(form.images, settings.max_upload_bytes, settings.max_image_pixels,
-                               settings.min_image_side, max_decode_bytes=settings.max_decode_bytes,
-                               max_jpeg_pixels=settings.max_jpeg_pixels, budget=ctx.decode_budget)
+    images = check_photos(ctx, form.images)
+    with reported_as(POSE_FIELD):
+        pose = check_photos(ctx, [form.pose_image])[0] if form.pose_image is not None else None
     # 2. admit: the webhook URL, an idempotent replay, the key's cap on unfinished jobs
     webhook_url = ctx.admission.webhook_url_for(key, form_url=form_webhook_url)
-    admitted = ctx.admission.admit(key, idempotency_key, form.fields, form.images, new_request_id())
+    admitted = ctx.admission.admit(key, idempotency_key, form.fields, form.images, new_request_id(),
+                                   pose_upload=form.pose_image)
     if admitted.replay is not None:
         return Submitted(admitted.replay, ctx.store.queue_position(admitted.request_id), replayed=True)
-    # 3-5. store the upload, write the queued record, enqueue the task
+    # 3-5. store the uploads, write the queued record, enqueue the task
     try:
         accepted = accept_job(ctx.store, ctx.storage, ctx.celery, params, images, webhook_url=webhook_url,
-                              owner=admitted.owner, request_id=admitted.request_id)
+                              owner=admitted.owner, request_id=admitted.request_id, pose=pose)
     except BaseException:
         ctx.admission.release(admitted)
         raise
@@ -111,16 +120,26 @@ def submit_job(ctx: SubmitContext, form: "SubmitForm", key: Any, idempotency_key
     return Submitted(accepted.record, accepted.queue_position, replayed=False)
 
 
+def check_photos(ctx: SubmitContext, photos: list[bytes]) -> list[NormalizedImage]:
+    """The upload checks of ``api.upload`` with this deployment's limits, for each photo in order."""
+    settings = ctx.settings
+    return normalize_uploads(photos, settings.max_upload_bytes, settings.max_image_pixels, settings.min_image_side,
+                             max_decode_bytes=settings.max_decode_bytes, max_jpeg_pixels=settings.max_jpeg_pixels,
+                             budget=ctx.decode_budget)
+
+
 @dataclass(frozen=True)
 class SubmitForm:
     fields: list[tuple[str, str]]  # every non-file field, in order, duplicates kept
     images: list[bytes]  # the face photos, in the order sent (1 to MAX_FACE_IMAGES)
+    pose_image: bytes | None = None  # the optional photo of anyone in the wanted pose
 
 
 async def read_submit_form(request: Request, max_upload_bytes: int) -> SubmitForm:
-    """Parse the multipart body; read each ``face_image`` in chunks and stop one byte past the cap."""
+    """Parse the multipart body; read each ``face_image`` (and the ``pose_image``) in chunks and
+    stop one byte past the cap."""
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > MAX_FACE_IMAGES * max_upload_bytes + _FORM_OVERHEAD_BYTES:
+    if length and length.isdigit() and int(length) > max_upload_bytes * form_files() + _FORM_OVERHEAD_BYTES:
         check_size(int(length), max_upload_bytes)  # raises file_too_large before parsing
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise IdentityBodyError(
@@ -134,18 +153,27 @@ async def read_submit_form(request: Request, max_upload_bytes: int) -> SubmitFor
         raise IdentityBodyError(ErrorCode.INVALID_PARAMETER, f"The multipart form was refused: {exc.message}") from None
     fields: list[tuple[str, str]] = []
     uploads: list[UploadFile] = []
+    pose_upload: UploadFile | None = None
     for name, value in form.multi_items():
         if isinstance(value, UploadFile):
-            if name != IMAGE_FIELD:
+            if name not in FILE_FIELDS:
                 raise IdentityBodyError(
-                    ErrorCode.INVALID_PARAMETER, f"{name}: only 'face_image' may be a file.", field=name
+                    ErrorCode.INVALID_PARAMETER, f"{name}: only 'face_image' and 'pose_image' may be files.",
+                    field=name,
                 )
-            uploads.append(value)
-        elif name == IMAGE_FIELD:
+            if name == IMAGE_FIELD:
+                uploads.append(value)
+            elif pose_upload is None:
+                pose_upload = value
+            else:
+                raise IdentityBodyError(
+                    ErrorCode.INVALID_PARAMETER, f"Send at most one '{name}' file.", field=name
+                )
+        elif name in FILE_FIELDS:
             raise IdentityBodyError(
                 ErrorCode.INVALID_PARAMETER,
-                "face_image must be a file upload (curl: -F \"face_image=@photo.jpg\").",
-                field=IMAGE_FIELD,
+                f"{name} must be a file upload (curl: -F \"{name}=@photo.jpg\").",
+                field=name,
             )
         else:
             fields.append((name, value))
@@ -156,8 +184,12 @@ async def read_submit_form(request: Request, max_upload_bytes: int) -> SubmitFor
             images.append(await _read_capped(upload, max_upload_bytes))
         except IdentityBodyError as exc:
             raise about_photo(exc, index, len(uploads)) from None
+    pose = None
+    if pose_upload is not None:
+        with reported_as(POSE_FIELD):
+            pose = await _read_capped(pose_upload, max_upload_bytes)
     await form.close()
-    return SubmitForm(fields=fields, images=images)
+    return SubmitForm(fields=fields, images=images, pose_image=pose)
 
 
 async def _read_capped(upload: UploadFile, max_bytes: int) -> bytes:
@@ -210,18 +242,22 @@ def accept_job(
     request_id: str,
     webhook_url: str | None = None,
     owner: str | None = None,
+    pose: NormalizedImage | None = None,
 ) -> AcceptedJob:
-    """Steps 3-5: store the checked photos, write the queued record, enqueue the GPU task.
+    """Steps 3-5: store the checked uploads (the face photos, the optional pose photo), write the
+    queued record, enqueue the GPU task.
 
     A failure before the record exists leaves nothing behind (503); a failed enqueue after it
     exists deletes the record and the photos again (503), so no job waits forever for a task that
     was never queued.
     """
-    # 3. store the photos
+    # 3. store the uploads: the face photos in order, then the pose photo
+    named = [(face_upload_name(index), image) for index, image in enumerate(images)]
+    named += [(POSE_UPLOAD, pose)] if pose is not None else []
     upload_keys: list[str] = []
     try:
-        for index, image in enumerate(images):
-            upload_keys.append(storage.put_upload(request_id, image.data, image.content_type, index=index))
+        for name, image in named:
+            upload_keys.append(storage.put_upload(request_id, image.data, image.content_type, name=name))
     except Exception as exc:
         log.error("storing upload for %s failed: %s", request_id, type(exc).__name__)
         _forget_uploads(storage, upload_keys)
@@ -232,6 +268,7 @@ def accept_job(
         params=params.model_dump(mode="json"),
         upload_key=upload_keys[0],
         upload_keys=upload_keys,
+        pose_upload_key=upload_keys[-1] if pose is not None else None,
         owner=owner,
         webhook_url=webhook_url,
         created_at=time.time(),

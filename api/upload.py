@@ -339,3 +339,19 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+@contextmanager
+def reported_as(field: str) -> Iterator[None]:
+    """Run the checks on another file field's photo (``pose_image``): their errors name ``field``.
+
+    Example::
+
+        with reported_as("pose_image"):
+            normalize_upload(pose_bytes, **limits)
+    """
+    try:
+        yield
+    except IdentityBodyError as exc:
+        exc.field = field
+        raise

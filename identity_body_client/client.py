@@ -10,6 +10,7 @@ Example::
         job = client.submit("user_photo.jpg", body_type="athletic", num_images=1, width=256, height=256)
         # or several photos of the same person (1-5): client.submit(["front.jpg", "side.jpg"], ...)
         # base_model="juggernaut" picks a base checkpoint the server lists in /api/v1/info
+        posed = client.submit("user_photo.jpg", pose_image="dancer.jpg")   # the pose of the person in it
         result = client.wait(job, timeout=300)
         if result.success:
             client.download(result, "out/")        # out/identity_body_0.png ...
@@ -80,16 +81,20 @@ class Client:
             self._http.headers["Authorization"] = f"Bearer {api_key}"
 
     def submit(self, photo: Photo | list[Photo], *, webhook_url: str | None = None,
-               idempotency_key: str | None = None, **params: Any) -> Job:
+               idempotency_key: str | None = None, pose_image: Photo | None = None, **params: Any) -> Job:
         """Upload ``photo`` (or a list of 1-5 photos of the same person, combined into one identity)
         with generation ``params`` (the form fields: body_type, height_cm, ..., num_images, mode,
-        seed, width, height); the server checks them and answers the queued job."""
+        seed, width, height) and, optionally, ``pose_image``: a photo of anyone in the wanted pose
+        (it replaces ``pose``; the result's ``pose_source`` says "photo"). The server checks them
+        and answers the queued job."""
         photos = list(photo) if isinstance(photo, (list, tuple)) else [photo]
         fields = {k: _form_value(v) for k, v in params.items() if v is not None}
         if webhook_url:
             fields["webhook_url"] = webhook_url
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         files = [("face_image", _photo_part(p)) for p in photos]  # the field repeated, once per photo
+        if pose_image is not None:
+            files.append(("pose_image", _photo_part(pose_image)))
         resp = self._http.post(f"{self.base_url}{API}/generate-identity-body", data=fields, headers=headers,
                                files=files)
         return Job.from_json(_ok(resp))

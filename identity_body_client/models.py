@@ -108,6 +108,7 @@ class Result:
     face_image_count: int | None = None     # how many face photos the identity was combined from
     keypoints_face_image: int | None = None  # which of them (1-based) laid out the face
     base_model: str | None = None           # the base checkpoint that made the images
+    pose_source: str | None = None          # "photo" (the job's pose_image) or the pose template's name
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Result:
@@ -119,4 +120,5 @@ class Result:
             identity_judge=data.get("identity_judge"), safety_check=data.get("safety_check"),
             face_image_count=data.get("face_image_count"), keypoints_face_image=data.get("keypoints_face_image"),
             base_model=data.get("base_model"),
+            pose_source=data.get("pose_source"),
         )

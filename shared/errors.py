@@ -41,6 +41,8 @@ class ErrorCode(StrEnum):
     NO_FACE_DETECTED = "no_face_detected"
     FACE_TOO_SMALL = "face_too_small"
     FACES_DIFFER = "faces_differ"
+    # pose photo analysis
+    NO_PERSON_IN_POSE_IMAGE = "no_person_in_pose_image"
     # engine and service
     MODELS_MISSING = "models_missing"
     OUT_OF_MEMORY = "out_of_memory"
@@ -84,6 +86,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.NO_FACE_DETECTED: 422,
     ErrorCode.FACE_TOO_SMALL: 422,
     ErrorCode.FACES_DIFFER: 422,
+    ErrorCode.NO_PERSON_IN_POSE_IMAGE: 422,
     ErrorCode.MODELS_MISSING: 503,
     ErrorCode.OUT_OF_MEMORY: 503,
     ErrorCode.GENERATION_TIMEOUT: 504,

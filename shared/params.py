@@ -73,7 +73,7 @@ class GenerationParams(BaseModel):
     gender: Gender = Field("other", description="male, female or other.")
     ethnicity: str | None = Field(None, max_length=64, description="Free text; filled by appearance analysis when empty.")
     skin_tone: str | None = Field(None, max_length=64, description="Free text; filled by appearance analysis when empty.")
-    pose: Pose = Field("standing", description="standing, walking or sitting.")
+    pose: Pose = Field("standing", description="standing, walking or sitting; a pose photo (pose_image) replaces it.")
     clothing: str = Field("casual minimal", max_length=200, description="Clothing description.")
     style: StyleName = Field(DEFAULT_STYLE, description="Look of the image, one of the presets GET /api/v1/info "
                              "lists under styles (photographic, cinematic, watercolor, ...).")

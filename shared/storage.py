@@ -8,6 +8,7 @@ Keys::
 
     uploads: {request_id}/face.jpg      (the checked photo, re-encoded by the gateway: api.upload)
              {request_id}/face_{n}.jpg  (photo n = 2..5 of a job sent several: shared.face_images)
+             {request_id}/pose.jpg      (the optional pose photo, checked the same way)
     results: {request_id}/identity_body_{index}.{png|jpg|webp}   (the job's output_format)
 
 Example::
@@ -22,9 +23,14 @@ from __future__ import annotations
 
 from typing import Any
 
-UPLOAD_KEY = "{}/face.jpg"
-MORE_UPLOAD_KEY = "{}/face_{}.jpg"
+UPLOAD_KEY = "{}/{}.jpg"   # request id, upload name: face_upload_name(index) or POSE_UPLOAD
+POSE_UPLOAD = "pose"
 RESULT_KEY = "{}/identity_body_{}.{}"
+
+
+def face_upload_name(index: int) -> str:
+    """The upload name of face photo ``index`` (0-based): photo 1 keeps the one-photo name "face"."""
+    return "face" if index == 0 else f"face_{index + 1}"
 
 
 class Storage:
@@ -111,9 +117,10 @@ class Storage:
 
     # --- uploads ---------------------------------------------------------------------------------
 
-    def put_upload(self, request_id: str, data: bytes, content_type: str, index: int = 0) -> str:
-        """Store face photo ``index`` (0-based) of a job; returns its key in the uploads bucket."""
-        key = UPLOAD_KEY.format(request_id) if index == 0 else MORE_UPLOAD_KEY.format(request_id, index + 1)
+    def put_upload(self, request_id: str, data: bytes, content_type: str, name: str = "face") -> str:
+        """Store a job's upload under ``name`` (``face_upload_name(index)`` for a face photo,
+        ``POSE_UPLOAD`` for the pose photo); returns its key in the uploads bucket."""
+        key = UPLOAD_KEY.format(request_id, name)
         self.client.put_object(Bucket=self.uploads_bucket, Key=key, Body=data, ContentType=content_type)
         return key
 

@@ -7,8 +7,8 @@ runs with a progress bar on stderr. DIR (default ``generated/``) gets ``identity
 (``.jpg``/``.webp`` with ``--output-format``) and ``result.json``: the API's result
 (``shared.jobs.views.result_view``: ``success, request_id, count, images[{id, url, identity_score,
 face_found, nsfw, seed, ...}], analysis, method, profile, note, parts, identity_judge, safety_check,
-input_face``; ``url`` is the image's file URI) plus each image's ``file``, ``width`` and ``height``,
-and ``seed``, ``params`` and ``timings``.
+face_image_count, keypoints_face_image, pose_source, input_face``; ``url`` is the image's file URI)
+plus each image's ``file``, ``width`` and ``height``, and ``seed``, ``params`` and ``timings``.
 
 Exit status: 0 on success; 2 when the input is at fault (bad parameter, unreadable photo, no face:
 what the API answers with a 4xx); 1 when generation itself failed. The stable error code is printed
@@ -17,7 +17,8 @@ first on stderr (``error: no_face_detected: ...``) and written to result.json to
 Example::
 
     idbody generate docs/examples/face.jpg --body-type athletic --num-images 2 --seed 7   # into generated/
-    idbody generate front.jpg side.jpg --seed 7                  # one identity from two photos
+    idbody generate front.jpg side.jpg --seed 7                        # one identity from two photos
+    idbody generate docs/examples/face.jpg --pose-image dancer.jpg     # the pose of the person in dancer.jpg
 """
 
 from __future__ import annotations
@@ -47,12 +48,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "checks and the options its parameter checks; DIR receives identity_body_<i>.png (or .jpg/.webp: "
                     "--output-format) and result.json, the API's result shape with file URLs.",
         epilog="exit status: 0 ok; 2 a photo or a parameter is at fault (no_face_detected, faces_differ, "
-               "invalid_parameter, ...); 1 generation failed. The error code is printed on stderr.")
+               "no_person_in_pose_image, invalid_parameter, ...); 1 generation failed. The error code is "
+               "printed on stderr.")
     parser.add_argument("photo", type=Path, nargs="+",
                         help=f"The face photo, or 1-{MAX_FACE_IMAGES} photos of the same person (their identity is "
                              "averaged; the largest, most frontal face lays out the face): JPEG, PNG, WebP, HEIC or AVIF.")
     parser.add_argument("-o", "--output", type=Path, default=Path(DEFAULT_OUTPUT), metavar="DIR",
                         help=f"Folder for the images and result.json (created if missing; default: {DEFAULT_OUTPUT}/).")
+    parser.add_argument("--pose-image", type=Path, default=None, metavar="PATH",
+                        help="A photo of anyone in the wanted pose (the API's pose_image): its body sets the pose "
+                             "in place of --pose, with this person's head where the photo's head is.")
     parser.add_argument("--profile", choices=("auto", "tiny", "instantid"), default=None,
                         help="Model profile (default: settings.model_profile).")
     parser.add_argument("--quiet", action="store_true", help="No progress output on stderr.")
@@ -64,8 +69,10 @@ def _main(args: argparse.Namespace) -> int:
     out: Path = args.output
     try:
         params = params_from_args(args)
+        check_count(len(args.photo))
         faces = _load_photos(args.photo)
-        result = _run(faces, params, args)
+        pose = _load_photos([args.pose_image], field="pose_image")[0] if args.pose_image else None
+        result = _run(faces, params, args, pose)
     except IdentityBodyError as exc:
         return _fail(out, exc.code.value, exc.message, exc.field,
                      EXIT_INPUT if exc.http_status < 500 else EXIT_FAILED)
@@ -79,30 +86,33 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_photos(paths: list[Path]) -> list:
-    """The photos through the same checks as uploads (count, size, type from bytes, pixel cap, EXIF)."""
+def _load_photos(paths: list[Path], field: str | None = None) -> list:
+    """The photos through the same checks as uploads (size, type from bytes, pixel cap, EXIF);
+    ``field`` names the upload field their errors report (the pose photo's: pose_image)."""
     import io
+    from contextlib import nullcontext
 
     from PIL import Image
 
-    from api.upload import normalize_uploads
+    from api.upload import normalize_uploads, reported_as
     from shared.settings import get_settings
 
-    check_count(len(paths))
     photos = []
     for path in paths:
         try:
             photos.append(path.read_bytes())
         except OSError as exc:
             raise IdentityBodyError(ErrorCode.INVALID_PARAMETER, f"Cannot read the photo {path}: "
-                                    f"{exc.strerror or exc}.", field="photo") from None
+                                    f"{exc.strerror or exc}.", field=field or "photo") from None
     settings = get_settings()
-    images = normalize_uploads(photos, settings.max_upload_bytes, settings.max_image_pixels, settings.min_image_side,
-                               max_decode_bytes=settings.max_decode_bytes, max_jpeg_pixels=settings.max_jpeg_pixels)
+    with reported_as(field) if field else nullcontext():
+        images = normalize_uploads(photos, settings.max_upload_bytes, settings.max_image_pixels,
+                                   settings.min_image_side, max_decode_bytes=settings.max_decode_bytes,
+                                   max_jpeg_pixels=settings.max_jpeg_pixels)
     return [Image.open(io.BytesIO(image.data)).convert("RGB") for image in images]
 
 
-def _run(faces, params, args: argparse.Namespace) -> dict[str, Any]:
+def _run(faces, params, args: argparse.Namespace, pose=None) -> dict[str, Any]:
     from shared.settings import get_settings
     from worker.identity_pipeline import IdentityPipeline
 
@@ -115,7 +125,7 @@ def _run(faces, params, args: argparse.Namespace) -> dict[str, Any]:
     _stage(args, 1, f"{pipeline.profile} profile")
     bar = _StepBar(args)
     try:
-        out = pipeline.generate(faces, params, progress=bar.update)
+        out = pipeline.generate(faces, params, progress=bar.update, pose_image=pose)
     finally:
         bar.close()
     _stage(args, 3)
@@ -147,7 +157,8 @@ def _result(out: dict[str, Any], params, profile: str, folder: Path) -> dict[str
                            identity_judge=out.get("identity_judge"),
                            identity_judge_independent=out.get("identity_judge_independent"),
                            safety_check=out.get("safety_check"), face_image_count=out.get("face_image_count"),
-                           keypoints_face_image=out.get("keypoints_face_image"), base_model=out.get("base_model")))
+                           keypoints_face_image=out.get("keypoints_face_image"), base_model=out.get("base_model"),
+                           pose_source=out.get("pose_source")))
     view = result_view(record, lambda key: Path(key).as_uri())
     for entry, image in zip(view["images"], images):
         entry.update(file=Path(image.key).name, width=image.width, height=image.height)

@@ -18,6 +18,8 @@ Example::
     pipeline.generate(face_image=face, params=GenerationParams(body_type="slim", num_images=2))
     pipeline.generate(face, num_images=2, candidates=6, min_identity_score=0.4)   # re-ranking
     pipeline.generate([front, side], num_images=2)   # 1-5 photos of one person (worker.face.combined_face)
+    pipeline.generate(face, pose_image=Image.open("dancer.jpg"))   # the pose of the person in that photo
+    result["pose_source"]          # "photo", or the pose template's name ("standing")
     pipeline.pipe.enable_vae_tiling()       # the diffusers pipeline itself
 
 The same object is what a GPU worker keeps resident: ``get_identity_pipeline()`` is the one
@@ -53,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from shared.errors import ErrorCode, IdentityBodyError
 from shared.face_images import check_count
 from shared.params import GenerationParams, parse_params
 from shared.settings import Settings, get_settings
@@ -60,7 +63,7 @@ from worker.appearance.analyzer import start_analysis, wait_for_analysis
 from worker.engine.denoise_pass import JobResult, PassJob, Progress, StepCount, run_pass
 from worker.engine.face_detail import plan_face_pass
 from worker.engine.generation import GenerationOutput
-from worker.engine.job_inputs import base_inputs, base_name, detail_inputs, detail_off, job_steps
+from worker.engine.job_inputs import base_inputs, base_name, detail_inputs, detail_off, job_steps, pose_report
 from worker.engine.output_size import default_size
 from worker.face.combined_face import analyze_photos
 from worker.face.identity_score import rank_candidates
@@ -76,12 +79,18 @@ if TYPE_CHECKING:
     from worker.engine.micro_batcher import MicroBatcher
     from worker.face.analysis import FaceInfo
     from worker.models.profile import ProfileChoice
+    from worker.pose.blazepose import BodyPose, PoseDetector
 
 log = logging.getLogger(__name__)
 
 TINY_NOTE = ("Tiny model profile: the generator's weights are random (for tests and demos), so the images "
              "are noise, not likenesses; face analysis and identity scores use real models (dlib).")
 FACE_DETAIL_STAGE = "face_detail"
+POSE_FIELD = "pose_image"
+NO_PERSON_MESSAGE = ("No person was found in the pose photo. Upload a photo where one person's body is in view "
+                     "(head and shoulders at least), or leave pose_image out and pick a pose.")
+NO_DETECTOR_MESSAGE = ("This worker has no pose detector (the mediapipe wheel that carries its models is not "
+                       "installed), so it cannot read a pose photo; leave pose_image out and pick a pose.")
 
 
 class IdentityPipeline:
@@ -93,6 +102,7 @@ class IdentityPipeline:
         self.face_analyzer: FaceAnalyzer | None = None
         self.checks: OutputChecks | None = None                        # identity judge, safety check
         self.appearance_analyzer: AppearanceAnalyzer | None = None   # optional: .submit(pil) -> Future[dict]
+        self.pose_detector: PoseDetector | None = None                 # reads pose photos (None: not installed)
         self.choice: ProfileChoice | None = None                       # decided once
         self.load_s: float | None = None
         self.warmup_s: float | None = None
@@ -111,6 +121,7 @@ class IdentityPipeline:
             loaded = load(self.settings, self.face_analyzer, self.appearance_analyzer)
             self.choice, self.face_analyzer, self.appearance_analyzer = (
                 loaded.choice, loaded.face_analyzer, loaded.appearance_analyzer)
+            self.pose_detector = loaded.pose_detector
             self.load_s, self.loaded_at = loaded.load_s, loaded.loaded_at
             self.checks = OutputChecks.load(self.face_analyzer, self.settings)
             self.engine = loaded.engine
@@ -142,6 +153,8 @@ class IdentityPipeline:
             "warmup_s": round(self.warmup_s or 0.0, 3),
             "max_batch_images": self.batcher.max_images if self.batcher else 1,
             "base_models": self.engine.bases.describe() if self.engine and self.engine.bases else [],
+            "pose_photos": self.pose_detector is not None,
+            "pose_controlnet": self.engine.pose_control if self.engine else None,
         }
 
     @property
@@ -163,14 +176,17 @@ class IdentityPipeline:
         return self.generate(face_image, **(body_params or {}), num_images=num_images, **overrides)
 
     def generate(self, face_image: Image.Image | Sequence[Image.Image], params: GenerationParams | None = None, *,
-                 progress: Progress | None = None, **fields: Any) -> dict[str, Any]:
+                 progress: Progress | None = None, pose_image: Image.Image | None = None,
+                 **fields: Any) -> dict[str, Any]:
         """Validate the parameters (``shared.params``: the same model as the HTTP form and the
         task payload; pass one, or its fields as keywords), analyse the face, generate.
         ``face_image`` is one photo or a list of 1-5 photos of the same person.
 
         ``progress(step, total)`` is called after every denoise step, the face-detail pass's
         included, with the job's ``total_steps`` from the first call on; returning False stops
-        the run with IdentityBodyError(job_canceled).
+        the run with IdentityBodyError(job_canceled). ``pose_image``, a photo of anyone, sets the
+        pose in place of the ``pose`` template (IdentityBodyError(no_person_in_pose_image) when it
+        shows nobody).
         """
         if params is None:
             params = parse_params({k: v for k, v in fields.items() if v is not None})
@@ -178,20 +194,20 @@ class IdentityPipeline:
             params = parse_params({**params.model_dump(exclude_none=True), **fields})
         photos = [face_image] if isinstance(face_image, Image.Image) else list(face_image)
         check_count(len(photos))
-        return self._generate(photos, params, progress)
+        return self._generate(photos, params, progress, pose_image)
 
     def total_steps(self, params: GenerationParams) -> int:
         """The denoise steps ``generate`` will report for ``params``: base pass + face-detail pass."""
         return job_steps(self.load_models().engine, params)
 
     def _generate(self, photos: list[Image.Image], params: GenerationParams,
-                  progress: Progress | None) -> dict[str, Any]:
+                  progress: Progress | None, pose_image: Image.Image | None = None) -> dict[str, Any]:
         """Stages: 1. face analysis of the photos, one identity from all of them (appearance
-        analysis of the first alongside) -> 2. prompt and
-        layout (keypoints retargeted to the frame, face region) -> 3. base generation (InstantID
-        text-to-image, all candidates in one pass) -> 4. face-detail pass (InstantID img2img on
-        every image's face, all in one pass) -> 5. identity score by the judge and re-ranking ->
-        6. safety check. ``progress`` counts the steps of stages 3 and 4 together, out of one total."""
+        analysis of the first alongside; the pose photo's body landmarks) -> 2. prompt and layout
+        (keypoints retargeted to the frame, or placed on the pose photo's head; face region) ->
+        3. base generation (InstantID text-to-image, all candidates in one pass) -> 4. face-detail
+        pass (InstantID img2img on every image's face, all in one pass) -> 5. identity score by the
+        judge and re-ranking -> 6. safety check. ``progress`` counts the steps of stages 3 and 4 together, out of one total."""
         self.load_models()
         base = base_name(self.engine, params)   # an unknown base fails the job before any work
         started = time.perf_counter()
@@ -205,10 +221,11 @@ class IdentityPipeline:
         analysis = {"face": _face_summary(face), "face_images": combined.summary(), **_appearance_fields(
             wait_for_analysis(pending, self.settings.gemini_timeout_s))}
         timings["appearance_wait_s"] = time.perf_counter() - t - timings["face_analysis_s"]
+        body = self._body_in(pose_image, timings) if pose_image is not None else None
         # 2. prompt and layout (IdentityNet condition, face region)
         count = params.candidate_count()
         seed = params.seed if params.seed is not None else random.randint(0, 2**32 - 1 - count)
-        inputs, prompt = base_inputs(self.engine, face, params, analysis, seed, count)
+        inputs, prompt = base_inputs(self.engine, face, params, analysis, seed, count, body)
         detail = detail_inputs(self.engine, face, params, analysis, seed)
         total = job_steps(self.engine, params)
         # 3. base generation: all candidates in one pass (shared with other jobs on a batching worker)
@@ -228,12 +245,24 @@ class IdentityPipeline:
         # 6. safety check on every returned image (a flagged one is withheld: worker.safety.screen)
         images, details = screen_images(checks.safety, images, details, timings)
         timings.update(out.timings, total_s=time.perf_counter() - started)
+        pose = pose_report(self.engine, params, photo=body is not None)
+        note = " ".join(n for n in (self.note, pose.pop("pose_note")) if n) or None
         return {"images": images, "image_details": details, "analysis": analysis,
-                "method": self.engine.method, "profile": self.profile, "note": self.note, "seed": seed,
-                "base_model": base,
-                "parts": self.engine.parts, **checks.describe(),
+                "method": self.engine.method, "profile": self.profile, "note": note, "seed": seed,
+                "base_model": base, **pose, **checks.describe(),
                 "face_image_count": len(photos), "keypoints_face_image": combined.keypoints_from + 1,
                 "prompt": prompt.positive, "negative_prompt": prompt.negative, "timings": timings}
+
+    def _body_in(self, pose_image: Image.Image, timings: dict[str, Any]) -> BodyPose:
+        """The pose photo's body landmarks (stage 1, beside the face analysis)."""
+        if self.pose_detector is None:
+            raise IdentityBodyError(ErrorCode.MODELS_MISSING, NO_DETECTOR_MESSAGE, field=POSE_FIELD)
+        t = time.perf_counter()
+        body = self.pose_detector.detect(pose_image)
+        timings["pose_detection_s"] = time.perf_counter() - t
+        if body is None:
+            raise IdentityBodyError(ErrorCode.NO_PERSON_IN_POSE_IMAGE, NO_PERSON_MESSAGE, field=POSE_FIELD)
+        return body
 
     def _run(self, job: PassJob) -> JobResult:
         """One job's denoise pass: through the micro-batcher on a batching worker (a pass with

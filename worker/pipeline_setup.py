@@ -36,6 +36,7 @@ from worker.face.analysis import FaceInfo
 from worker.face.keypoints import draw_kps
 from worker.models import profile
 from worker.models.profile import ProfileChoice
+from worker.pose.blazepose import PoseDetector, load_pose_detector
 from worker.tiny.model_dir import build_tiny_model_dir
 
 log = logging.getLogger(__name__)
@@ -65,14 +66,16 @@ class LoadedModels:
     engine: Engine
     face_analyzer: FaceAnalyzer
     appearance_analyzer: AppearanceAnalyzer | None
+    pose_detector: PoseDetector | None
     load_s: float
     loaded_at: float
 
 
 def load(settings: Settings, face_analyzer: FaceAnalyzer | None = None,
          appearance_analyzer: AppearanceAnalyzer | None = None) -> LoadedModels:
-    """Decide the profile, load the engine and the face analyzer (an analyzer given is kept, as is
-    an appearance analyzer; one is made from the settings when they hold a Gemini key)."""
+    """Decide the profile, load the engine, the face analyzer (an analyzer given is kept, as is
+    an appearance analyzer; one is made from the settings when they hold a Gemini key) and the
+    pose detector for pose photos."""
     started = time.perf_counter()
     choice = profile.choose_profile(settings)   # looked up on the module: the one place it is decided
     log.info("model profile: %s (%s)", choice.profile, choice.reason)
@@ -83,9 +86,10 @@ def load(settings: Settings, face_analyzer: FaceAnalyzer | None = None,
     engine = load_engine(model_dir, policy, fast=FastOptions.decide(settings, policy, model_dir))
     if appearance_analyzer is None and settings.gemini_api_key is not None:
         appearance_analyzer = AppearanceAnalyzer.from_settings(settings)
+    pose_detector = load_pose_detector()
     load_s = time.perf_counter() - started
     log.info("pipeline loaded in %.1fs", load_s)
-    return LoadedModels(choice, engine, analyzer, appearance_analyzer, load_s, time.time())
+    return LoadedModels(choice, engine, analyzer, appearance_analyzer, pose_detector, load_s, time.time())
 
 
 def _model_dir(choice: ProfileChoice) -> Path:

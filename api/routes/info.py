@@ -31,6 +31,8 @@ TINY_NOTICE = (
     "'idbody up' (or 'docker compose up'), which picks the instantid profile."
 )
 NO_WORKER_NOTICE = "No worker is running yet: jobs wait in the queue until one starts."
+POSE_PHOTOS_TEXT = ("Send pose_image, a photo of anyone, to take the pose from it. With a pose ControlNet the body "
+                    "follows the photo's skeleton; without one the photo only places the head.")
 
 
 class ServerInfo(BaseModel):
@@ -48,6 +50,8 @@ class ServerInfo(BaseModel):
                             "description": "Lossy; output_quality 1-100 (default 90)."}],
         "base_models": [{"name": "sdxl-base-1.0", "default": True, "digest": "83e012a805b8"},
                         {"name": "juggernaut", "default": False, "digest": "d91b2c1e07aa"}],
+        "pose_photos": {"accepted": True, "readers": 1, "pose_controlnet": False,
+                        "description": POSE_PHOTOS_TEXT},
         "params": {"type": "object", "properties": {"height_cm": {
             "type": "number", "minimum": 50, "maximum": 300, "default": 170}}},
         "memory_plans": [{"worker_id": "gpu0@host:4242", "name": "group-offload", "device": "cuda",
@@ -67,6 +71,7 @@ class ServerInfo(BaseModel):
     styles: list[dict[str, str]] = Field(description="The style presets a job can name in 'style': name and a one-line description.")
     output_formats: list[dict[str, Any]] = Field(description="The formats a job can name in 'output_format': name, Content-Type, file extension, whether output_quality applies.")
     base_models: list[dict[str, Any]] = Field([], description="The SDXL base checkpoints a job can name in 'base_model', as the live workers offer them: name, whether it is the default (used when a job names none), and the first 12 hex digits of its sha256 (empty for a profile base whose digest is not on record; idbody models add-base adds one). Empty when no worker runs.")
+    pose_photos: dict[str, Any] = Field(description="Whether the form takes pose_image (accepted), how many live workers can read a pose photo (readers), whether they have a pose ControlNet (pose_controlnet: true or false when every live worker agrees, null without workers or when they differ), and what a pose photo does.")
     params: dict[str, Any] = Field(description="JSON schema of the generation parameters: types, ranges, choices, defaults.")
     memory_plans: list[dict[str, Any]] = Field([], description="The memory plan of each live worker (`idbody plan` prints the same): where the networks live (name: resident, resident-fp8, model-offload, group-offload, or cpu), fp8 storage, VAE tiling, images per denoise pass, predicted peak and budget in GiB, whether compiling may run, and why.")
 
@@ -95,9 +100,19 @@ def server_info(settings: Settings, workers: list[dict[str, Any]]) -> dict[str, 
         "styles": style_list(),
         "output_formats": format_list(),
         "base_models": offered_bases(loaded),
+        "pose_photos": pose_photos(loaded),
         "params": GenerationParams.model_json_schema(),
         "memory_plans": [{"worker_id": w.get("worker_id"), **w["memory_plan"]} for w in loaded if w.get("memory_plan")],
     }
+
+
+def pose_photos(workers: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a pose photo does on these workers (their heartbeats say whether they read pose photos
+    and have a pose ControlNet)."""
+    controlnets = {w.get("pose_controlnet") for w in workers}
+    return {"accepted": True, "readers": sum(1 for w in workers if w.get("pose_photos")),
+            "pose_controlnet": controlnets.pop() if len(controlnets) == 1 else None,
+            "description": POSE_PHOTOS_TEXT}
 
 
 @router.get("/info", response_model=ServerInfo, summary="Model profile, auth, sizes and parameter ranges, for clients")

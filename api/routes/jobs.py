@@ -76,7 +76,8 @@ _ROUTE_ERRORS = (ErrorCode.INVALID_PARAMETER, ErrorCode.UNAUTHORIZED, ErrorCode.
     summary="Submit a face photo; generation runs asynchronously",
     description=(
         "Multipart form: the photo in `face_image` (or 1-5 photos of the same person: repeat the field) plus "
-        "generation parameters. Answers 202 with the "
+        "generation parameters (and, optionally, a photo of anyone in the wanted pose in `pose_image`). "
+        "Answers 202 with the "
         "job's URLs. With `Prefer: wait=N` (N clamped to the server's max_wait_s) the request is held "
         "until the job ends or N seconds pass: 200 with the result JSON if it succeeded, 200 with the "
         "status JSON if it failed, else the 202 body (with `Location` and `Retry-After`). A bare "

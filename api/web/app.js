@@ -1,6 +1,6 @@
-// The page's wiring: server info, the API key, the photos (1 to max_face_images), submit, following the job (server-sent
-// events read with fetch, so the Authorization header goes along; polling when streaming fails),
-// cancel and the result.
+// The page's wiring: server info, the API key, the photos (1 to max_face_images) and the optional
+// pose photo, submit, following the job (server-sent events read with fetch, so the Authorization
+// header goes along; polling when streaming fails), cancel and the result.
 "use strict";
 
 (() => {
@@ -38,6 +38,7 @@
     $("notice").hidden = !info.notice;
     $("notice").textContent = info.notice || "";
     $("notice").dataset.profiles = info.profiles.join(",");
+    if (info.pose_photos) $("pose-hint").textContent = info.pose_photos.description;
     $("auth").hidden = !info.auth_required;
     $("api-key").value = localStorage.getItem(KEY_STORAGE) || "";
     $("api-key").addEventListener("change", () => localStorage.setItem(KEY_STORAGE, $("api-key").value.trim()));
@@ -90,6 +91,8 @@
     }
     for (const name of ["dragleave", "drop"]) drop.addEventListener(name, () => drop.classList.remove("over"));
     drop.addEventListener("drop", (e) => { e.preventDefault(); addPhotos(e.dataTransfer.files); });
+    $("pose-photo").addEventListener("change", () => { $("pose-clear").hidden = !$("pose-photo").files.length; });
+    $("pose-clear").addEventListener("click", () => { $("pose-photo").value = ""; $("pose-clear").hidden = true; });
   }
 
   async function submit(event) {
@@ -106,6 +109,11 @@
       for (const photo of photos) { // the field repeated, once per photo
         const upload = await PhotoShrink.forUpload(photo); // a large photo shrunk here (photo_shrink.js)
         data.append("face_image", upload, upload.name || "photo.jpg");
+      }
+      const pose = $("pose-photo").files[0];
+      if (pose) {
+        const poseUpload = await PhotoShrink.forUpload(pose);
+        data.append("pose_image", poseUpload, poseUpload.name || "pose.jpg");
       }
       const response = await fetch(api("generate-identity-body"), { method: "POST", body: data, headers: headers() });
       if (!response.ok) throw await errorOf(response);

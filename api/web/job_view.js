@@ -87,8 +87,10 @@ const JobView = (() => {
   function gallery(result) {
     $("results").hidden = false;
     const base = result.base_model ? `Base model: ${result.base_model}. ` : "";
-    $("result-note").textContent = base + (result.note || "");
+    const pose = result.pose_source === "photo" ? "The pose comes from the pose photo. " : "";
+    $("result-note").textContent = base + pose + (result.note || "");
     $("result-note").dataset.baseModel = result.base_model || "";
+    $("result-note").dataset.poseSource = result.pose_source || "";
     const figures = result.images.map((image) => {
       const figure = document.createElement("figure");
       const img = document.createElement("img");

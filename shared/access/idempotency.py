@@ -30,9 +30,11 @@ KEY = "idempotency:{}:{}"
 MAX_KEY_LENGTH = 255
 
 
-def request_fingerprint(fields: dict[str, Any], uploads: bytes | list[bytes]) -> str:
-    """Hex SHA-256 of the form fields and the face photos, in the order sent; field order does not
-    matter. One photo (bytes or a list of one) gives the fingerprint it always gave.
+def request_fingerprint(fields: dict[str, Any], uploads: bytes | list[bytes],
+                        pose_upload: bytes | None = None) -> str:
+    """Hex SHA-256 of the form fields, the face photos in the order sent and the optional pose
+    photo; field order does not matter. One face photo (bytes or a list of one) and no pose photo
+    give the fingerprint a one-photo request always gave.
 
     Example::
 
@@ -43,6 +45,9 @@ def request_fingerprint(fields: dict[str, Any], uploads: bytes | list[bytes]) ->
     digest.update(b"\x00")
     for upload in [uploads] if isinstance(uploads, bytes) else uploads:
         digest.update(hashlib.sha256(upload).digest())
+    if pose_upload is not None:
+        digest.update(b"\x00pose\x00")
+        digest.update(hashlib.sha256(pose_upload).digest())
     return digest.hexdigest()
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class JobStatus(StrEnum):
@@ -106,6 +106,7 @@ class JobResult(BaseModel):
     face_image_count: int | None = None  # how many face photos the identity was combined from
     keypoints_face_image: int | None = None  # which of them (1-based) laid out the face's keypoints
     base_model: str | None = None  # the base checkpoint that made the images (worker.models.bases)
+    pose_source: str | None = None  # "photo" (the job's pose_image) or the pose template's name
 
 
 class WebhookAttempt(BaseModel):
@@ -122,7 +123,9 @@ class JobRecord(BaseModel):
     status: JobStatus = JobStatus.QUEUED
     params: dict[str, Any] = Field(default_factory=dict)
     upload_key: str | None = None  # the first face photo's object key
-    upload_keys: list[str] = Field(default_factory=list)  # every face photo's key, in the order sent
+    # every upload's key: the face photos in the order sent, then the pose photo (when one was sent)
+    upload_keys: list[str] = Field(default_factory=list)
+    pose_upload_key: str | None = None  # the optional pose photo's key (also in upload_keys)
     owner: str | None = None  # API key id; None when auth is disabled
     webhook_url: str | None = None
     created_at: float
@@ -140,6 +143,13 @@ class JobRecord(BaseModel):
 
     @property
     def face_upload_keys(self) -> list[str]:
-        """The keys of every face photo of the job (a record written before several photos were
-        accepted has ``upload_key`` alone)."""
-        return list(self.upload_keys) or ([self.upload_key] if self.upload_key else [])
+        """The keys of every face photo of the job, in the order sent."""
+        return [key for key in self.upload_keys if key != self.pose_upload_key]
+
+    @model_validator(mode="after")
+    def _list_every_upload(self) -> JobRecord:
+        # a record written before a job could store several photos has upload_key alone: listing it
+        # (and a pose photo's key) here lets retention, purge and the worker read upload_keys alone
+        if not self.upload_keys:
+            self.upload_keys = [key for key in (self.upload_key, self.pose_upload_key) if key]
+        return self

@@ -1,6 +1,6 @@
-"""Retention of face uploads (biometric data), result images and job records.
+"""Retention of uploads (face photos: biometric data; the pose photo), result images and job records.
 
-- A face upload is deleted as soon as its job ends (``upload_retention_s`` may keep it N seconds).
+- A job's uploads are deleted as soon as its job ends (``upload_retention_s`` may keep them N seconds).
   Every upload is also tracked from the moment it is stored, due ``job_retention_s`` later, so an
   upload whose job never reports an end (a lost task, a crashed gateway) is still deleted.
 - Result images (and the record, which Redis also expires by itself) are due ``job_retention_s``
@@ -69,24 +69,24 @@ class Retention:
         self.client.zadd(UPLOADS_DUE, {upload_key: stored_at + self.job_retention_s}, nx=True)
 
     def job_finished(self, record: JobRecord, now: float | None = None) -> None:
-        """Delete (or schedule) the job's face photos, and schedule its results' expiry."""
+        """Delete (or schedule) the job's uploads (face photos, pose photo), and schedule its results' expiry."""
         now = time.time() if now is None else now
-        for key in record.face_upload_keys:
+        for key in record.upload_keys:
             if self.upload_retention_s == 0:
                 try:
                     self._delete_upload(key)
                 except Exception:
                     # S3 unreachable: the next sweep deletes them instead, rather than after job_retention_s
-                    self.client.zadd(UPLOADS_DUE, {k: now for k in record.face_upload_keys})
+                    self.client.zadd(UPLOADS_DUE, {k: now for k in record.upload_keys})
                     raise
             else:
                 self.client.zadd(UPLOADS_DUE, {key: now + self.upload_retention_s})
         self.client.zadd(RESULTS_DUE, {record.request_id: now + self.job_retention_s})
 
     def purge(self, record: JobRecord) -> None:
-        """Delete the job's face photos, result images, record and webhook markers now (and sweep its
+        """Delete the job's uploads, result images, record and webhook markers now (and sweep its
         results once more later, for an image a stopping worker was still writing)."""
-        for key in record.face_upload_keys:
+        for key in record.upload_keys:
             self._delete_upload(key)
         self.storage.delete_results(record.request_id)
         # a worker stopping a just-canceled job may still write an image after this: sweep once more later

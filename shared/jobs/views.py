@@ -86,6 +86,7 @@ def result_view(record: JobRecord, url_for: Callable[[str], str]) -> dict[str, A
         "face_image_count": result.face_image_count if result else None,
         "keypoints_face_image": result.keypoints_face_image if result else None,
         "base_model": result.base_model if result else None,
+        "pose_source": result.pose_source if result else None,
         "input_face": input_face(record),
     }
     if not succeeded:

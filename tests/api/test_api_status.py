@@ -71,7 +71,7 @@ def test_result_shapes(gateway):
     result = gateway.client.get(f"/api/v1/jobs/{rid}/result").json()
     assert set(result) == {"success", "request_id", "count", "images", "analysis", "method", "profile", "note",
                            "parts", "identity_judge", "identity_judge_independent", "safety_check", "base_model",
-                           "input_face", "face_image_count", "keypoints_face_image"}
+                           "pose_source", "input_face", "face_image_count", "keypoints_face_image"}
     assert result["base_model"] == "tiny-alt"
     assert (result["identity_judge"], result["identity_judge_independent"], result["safety_check"]) == (
         "dlib-resnet", False, "nudenet-320n")

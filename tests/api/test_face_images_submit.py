@@ -9,6 +9,7 @@ import io
 import pytest
 from PIL import Image
 
+from api.submit import form_files
 from shared.face_images import MAX_FACE_IMAGES
 from shared.jobs.record import JobStatus
 from shared.jobs.retention import UPLOADS_DUE, Retention
@@ -58,7 +59,7 @@ def test_more_than_five_photos_are_refused_with_their_own_code(gateway, redis_cl
     nothing_stored(gateway, redis_client)
     assert submit_photos(gateway, [samples.photo()] * (2 * MAX_FACE_IMAGES)).json()["error"]["code"] == (
         "too_many_face_images")
-    flood = submit_photos(gateway, [samples.photo()] * (2 * MAX_FACE_IMAGES + 1))  # the parser's own bound
+    flood = submit_photos(gateway, [samples.photo()] * (2 * form_files() + 1))  # the parser's own bound
     assert flood.status_code == 422 and "multipart" in flood.json()["error"]["message"]
     nothing_stored(gateway, redis_client)
     assert submit_photos(gateway, [samples.photo()] * MAX_FACE_IMAGES).status_code == 202

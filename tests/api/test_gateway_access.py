@@ -183,7 +183,7 @@ def test_cancel_running_job_stops_it_at_the_next_step(client, redis_client):
         def total_steps(self, params):
             return 4
 
-        def generate(self, face_image, params, *, progress=None):
+        def generate(self, face_image, params, *, progress=None, pose_image=None):
             for step in range(1, 5):
                 if step == 2:
                     assert client.post(f"/api/v1/jobs/{rid}/cancel", headers=_auth(token)).status_code == 200

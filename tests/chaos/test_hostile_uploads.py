@@ -14,8 +14,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from api.submit import form_files
 from idbody.stack.service import ServiceStack, stack_settings
-from shared.face_images import MAX_FACE_IMAGES
 from shared.jobs.store import JobStore
 from shared.storage import Storage
 from tests.chaos.chaos_stack import (
@@ -129,9 +129,11 @@ def test_jpeg_claiming_a_huge_frame_is_decoded_small(gateway):
 
 def test_oversized_and_too_many_text_fields(gateway):
     image = tom_jpeg()
-    big = {f"field{i}": "x" * (1 << 20) for i in range(60)}  # sixty 1 MB text fields
+    # 1 MiB text fields, 10 more than the body cap (form_files() photos' worth) has room for
+    count = form_files() * gateway.settings.max_upload_bytes // (1 << 20) + 10
+    big = {f"field{i}": "x" * (1 << 20) for i in range(count)}
     grew, r = _growth(gateway, lambda: submit(gateway.base_url, image, **big))
-    print(f"\nsixty 1 MB text fields: {r.status_code}, gateway peak +{grew:.0f} MB")
+    print(f"\n{count} 1 MB text fields: {r.status_code}, gateway peak +{grew:.0f} MB")
     assert r.status_code == 413 and r.json()["error"]["code"] == "file_too_large" and grew < MAX_GROWTH_MB
     # the limit the README names, not the body cap with the form's 64 KiB added ("10304 KiB")
     assert r.json()["error"]["message"].startswith("The photo is larger than 10 MiB.")
@@ -179,8 +181,9 @@ def test_chunked_gigabyte_body_is_cut_off_at_the_cap(gateway):
     grew, (answer, sent) = _growth(gateway, lambda: _chunked_upload_until_answered(gateway.port, 1 << 30))
     print(f"\nchunked 1 GB upload: answered after {sent / 2**20:.1f} MB sent, gateway peak +{grew:.0f} MB")
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
-    # the cap: MAX_FACE_IMAGES photos of 10 MiB and the form around them; a socket's buffers add a few MB
-    assert sent < (MAX_FACE_IMAGES * 10 + 10) * 2**20 and grew < MAX_GROWTH_MB
+    # the cap: form_files() photos (5 face photos, 1 pose photo) of max_upload_bytes and the form
+    # around them; a socket's buffers add a few MB
+    assert sent < form_files() * gateway.settings.max_upload_bytes + 10 * 2**20 and grew < MAX_GROWTH_MB
     _still_healthy(gateway)
 
 

@@ -132,3 +132,23 @@ def test_too_many_or_a_bad_second_photo_exit_2_naming_it(tmp_path):
     assert second.returncode == 2
     assert second.stderr.startswith("error: unsupported_media_type: Photo 2 of 2: "), second.stderr
     assert json.loads((tmp_path / "result.json").read_text())["error"]["field"] == "face_image[2]"
+
+
+@pytest.mark.integration
+def test_a_pose_photo_sets_the_pose_and_one_of_nobody_exits_2_with_its_code(tiny_model_dir, tmp_path):
+    from tests.pose_photos import astronaut, grass
+
+    dancer, lawn = tmp_path / "dancer.jpg", tmp_path / "lawn.jpg"
+    astronaut().save(dancer)
+    grass().save(lawn)
+    run = _idbody("generate", str(PHOTO), "-o", str(tmp_path / "posed"), "--profile", "tiny", "--quiet",
+                  "--pose-image", str(dancer), *SMALL, cwd=tmp_path, tiny_dir=tiny_model_dir)
+    assert run.returncode == 0, run.stderr
+    sidecar = json.loads((tmp_path / "posed" / "result.json").read_text())
+    assert sidecar["pose_source"] == "photo" and "pose-photo-head-only" in sidecar["parts"]
+    run = _idbody("generate", str(PHOTO), "-o", str(tmp_path / "nobody"), "--profile", "tiny", "--quiet",
+                  "--pose-image", str(lawn), *SMALL, cwd=tmp_path, tiny_dir=tiny_model_dir)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1].startswith(f"error: {ErrorCode.NO_PERSON_IN_POSE_IMAGE.value}: ")
+    sidecar = json.loads((tmp_path / "nobody" / "result.json").read_text())
+    assert sidecar["error"]["field"] == "pose_image"

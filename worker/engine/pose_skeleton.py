@@ -74,15 +74,28 @@ def pose_points(pose: str, kps: ArrayLike) -> np.ndarray:
     if pose not in TEMPLATES:
         raise ValueError(f"pose must be one of {sorted(TEMPLATES)}, got {pose!r}")
     face = np.asarray(kps, dtype=np.float64).reshape(5, 2)
-    spread = kps_spread(face)
+    head_px = head_height(face)
+    points = np.zeros((len(JOINTS), 2))
+    for name, (x, y) in zip(_BODY, TEMPLATES[pose]):
+        points[_J[name]] = face[2] + head_px * np.array([x, y])
+    return with_head(points, face)
+
+
+def head_height(kps: ArrayLike) -> float:
+    """The head height (crown to chin) in pixels of a face whose five keypoints are ``kps``."""
+    spread = kps_spread(kps)
     if spread <= 1e-6:
         raise ValueError("the keypoints coincide; there is no head size to scale the skeleton to")
-    head_px = spread / KPS_SPREAD_PER_HEAD
-    nose = face[2]
-    points = np.zeros((len(JOINTS), 2))
-    points[_J["nose"]] = nose
-    for name, (x, y) in zip(_BODY, TEMPLATES[pose]):
-        points[_J[name]] = nose + head_px * np.array([x, y])
+    return spread / KPS_SPREAD_PER_HEAD
+
+
+def with_head(points: ArrayLike, kps: ArrayLike) -> np.ndarray:
+    """The 18 joints ``points`` with the head's five (nose, eyes, ears) set from the face keypoints
+    ``kps``, so the skeleton's head is exactly the face IdentityNet draws. Returns float32 (18, 2)."""
+    face = np.asarray(kps, dtype=np.float64).reshape(5, 2)
+    head_px = head_height(face)
+    points = np.array(points, dtype=np.float64).reshape(len(JOINTS), 2)
+    points[_J["nose"]] = face[2]
     # the figure faces the camera: its right eye is the image-left one
     points[_J["r_eye"]], points[_J["l_eye"]] = face[0], face[1]
     points[_J["r_ear"]] = face[0] - head_px * np.array([EAR_OUT, 0.0])
@@ -91,13 +104,16 @@ def pose_points(pose: str, kps: ArrayLike) -> np.ndarray:
 
 
 def draw_pose(width: int, height: int, points: ArrayLike) -> Image.Image:
-    """Draw 18 joints (``pose_points``) on a black ``width``×``height`` RGB canvas as OpenPose
-    renders its body model; the stroke width follows the frame (``STICK_PER_512``)."""
+    """Draw 18 joints (``pose_points``, or ``worker.pose.photo_skeleton``'s with NaN for joints a
+    photo does not show) on a black ``width``×``height`` RGB canvas as OpenPose renders its body
+    model; the stroke width follows the frame (``STICK_PER_512``)."""
     joints = np.asarray(points, dtype=np.float64).reshape(len(JOINTS), 2)
     stick = max(2, round(STICK_PER_512 * min(width, height) / 512))
     limbs = np.zeros((height, width, 3), dtype=np.uint8)
     for index, (a, b) in enumerate(LIMBS):
         start, end = joints[_J[a]], joints[_J[b]]
+        if np.isnan(start).any() or np.isnan(end).any():
+            continue  # a joint the pose photo does not show: OpenPose leaves its limbs out
         length = float(np.hypot(*(start - end)))
         angle = math.degrees(math.atan2(start[1] - end[1], start[0] - end[0]))
         centre = (int(round((start[0] + end[0]) / 2)), int(round((start[1] + end[1]) / 2)))
@@ -105,5 +121,7 @@ def draw_pose(width: int, height: int, points: ArrayLike) -> Image.Image:
         cv2.fillConvexPoly(limbs, polygon, COLORS[index])
     canvas = (limbs.astype(np.float64) * 0.6).astype(np.uint8)
     for index, (x, y) in enumerate(joints):
+        if np.isnan(x) or np.isnan(y):
+            continue
         cv2.circle(canvas, (int(round(x)), int(round(y))), stick, COLORS[index], -1)
     return Image.fromarray(canvas)

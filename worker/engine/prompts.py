@@ -115,13 +115,14 @@ def height_words(height_cm: float) -> str:
     return ""
 
 
-def build_prompt(body: dict[str, Any], analysis: dict[str, Any] | None = None) -> PromptPair:
+def build_prompt(body: dict[str, Any], analysis: dict[str, Any] | None = None, pose_photo: bool = False) -> PromptPair:
     """Compose the prompts for one job from the seed's body parameters, ``style`` (a preset of
     ``shared.styles``: its fragment right after the framing, where the 77-token window surely
     reads it, and its negative after the pose's) and ``scene`` (free text after the clothing).
 
     ``analysis`` (keys skin_tone, ethnicity, age_range, gender_presentation, hair) only fills what
-    the user left empty or None.
+    the user left empty or None. With ``pose_photo`` the skeleton from a pose photo sets the pose,
+    so no template pose is named in either prompt.
 
     Example::
 
@@ -131,7 +132,7 @@ def build_prompt(body: dict[str, Any], analysis: dict[str, Any] | None = None) -
     analysis = analysis or {}
     merged = {**DEFAULT_BODY, **{k: v for k, v in body.items() if given(v)}}
     body_type = str(merged["body_type"])
-    pose = str(merged["pose"])
+    pose = "" if pose_photo else str(merged["pose"])
     height, weight = float(merged["height_cm"]), float(merged["weight_kg"])
 
     subject = _subject(merged, analysis)

@@ -103,15 +103,23 @@ def retarget_kps(
         raise ValueError(f"pose must be one of {sorted(FIGURE_HEADS)}, got {pose!r}")
     if head_scale <= 0:
         raise ValueError("head_scale must be positive")
-    points = np.asarray(kps, dtype=np.float64).reshape(5, 2)
-    centroid = points.mean(axis=0)
-    spread = kps_spread(points)
-    if spread <= 1e-6:
-        raise ValueError("the keypoints coincide; there is no face shape to keep")
-
     head_px = head_scale * height
     figure_px = FIGURE_HEADS[pose] * head_px
     crown_y = max(TOP_MARGIN * height, (height - figure_px) / 2)
     target = np.array([width / 2, crown_y + KPS_CENTRE_BELOW_CROWN * head_px])
-    scale = KPS_SPREAD_PER_HEAD * head_px / spread
-    return ((points - centroid) * scale + target).astype(np.float32)
+    return place_kps(kps, target, KPS_SPREAD_PER_HEAD * head_px)
+
+
+def place_kps(kps: ArrayLike, centre: ArrayLike, spread: float) -> np.ndarray:
+    """Move five keypoints so their centroid is ``centre`` and their spread (``kps_spread``) is
+    ``spread``, keeping the face's shape (translation and one uniform scale). Returns float32 (5, 2).
+
+    Example::
+
+        place_kps(face.kps, (416, 180), 12.0)   # the head where a pose photo's head is
+    """
+    points = np.asarray(kps, dtype=np.float64).reshape(5, 2)
+    current = kps_spread(points)
+    if current <= 1e-6:
+        raise ValueError("the keypoints coincide; there is no face shape to keep")
+    return ((points - points.mean(axis=0)) * (spread / current) + np.asarray(centre, dtype=np.float64)).astype(np.float32)

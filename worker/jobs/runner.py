@@ -51,7 +51,7 @@ class JobPipeline(Protocol):
         """Every denoise step ``generate`` will report for ``params``."""
 
     def generate(self, face_image: list[Image.Image], params: GenerationParams, *,
-                 progress: ProgressWriter | None = None) -> dict[str, Any]:
+                 progress: ProgressWriter | None = None, pose_image: Image.Image | None = None) -> dict[str, Any]:
         """Images, per-image entries, analysis, method, profile, note, parts (the seed's result)."""
 
 
@@ -158,17 +158,17 @@ def progress_writer(store: Any, request_id: str, deadline: float) -> ProgressWri
 
 def generate_job_result(record: JobRecord, pipeline: JobPipeline, storage: Any, on_step: ProgressWriter,
                         retry: TransientRetry | None = None) -> JobResult:
-    """Fetch the face photos, generate (the stages of ``IdentityPipeline.generate``: face analysis,
-    layout, base generation, face-detail pass, identity score and re-rank, safety check), upload the
-    images in the job's output format; returns the JobResult to store, each image with its score,
+    """Fetch the uploads (the face photos, the optional pose photo), generate (the stages of
+    ``IdentityPipeline.generate``: face analysis, layout, base generation, face-detail pass,
+    identity score and re-rank, safety check), upload the images in the job's output format; returns the JobResult to store, each image with its score,
     its safety verdict and what the face-detail pass did to it.
     Storage calls go through ``retry``: an S3 outage delays them rather than failing the job."""
     retry = retry or TransientRetry(None, record.request_id, window_s=0)
     params = parse_params(record.params)
     on_step.start(pipeline.total_steps(params))  # the job's total, the same from the first status on
-    photos = [Image.open(io.BytesIO(retry.call(IMAGES, storage.get_upload, key))).convert("RGB")
-              for key in record.face_upload_keys]
-    out = pipeline.generate(photos, params, progress=on_step)
+    photos = [_fetch_photo(retry, storage, key) for key in record.face_upload_keys]
+    pose = _fetch_photo(retry, storage, record.pose_upload_key) if record.pose_upload_key else None
+    out = pipeline.generate(photos, params, progress=on_step, pose_image=pose)
     on_step.stage(JobStage.UPLOADING)
     details = out.get("image_details") or [{} for _ in out["images"]]
     observe_identity_scores(details)
@@ -184,7 +184,12 @@ def generate_job_result(record: JobRecord, pipeline: JobPipeline, storage: Any, 
                      identity_judge=out.get("identity_judge"),
                      identity_judge_independent=out.get("identity_judge_independent"),
                      safety_check=out.get("safety_check"), face_image_count=out.get("face_image_count"),
-                     keypoints_face_image=out.get("keypoints_face_image"), base_model=out.get("base_model"))
+                     keypoints_face_image=out.get("keypoints_face_image"), base_model=out.get("base_model"),
+                     pose_source=out.get("pose_source"))
+
+
+def _fetch_photo(retry: TransientRetry, storage: Any, key: str) -> Image.Image:
+    return Image.open(io.BytesIO(retry.call(IMAGES, storage.get_upload, key))).convert("RGB")
 
 
 def observe_identity_scores(details: list[dict[str, Any]]) -> None:

@@ -77,7 +77,7 @@ class ReportingEngine:
     def total_steps(self, params):
         return params.steps()
 
-    def generate(self, face_image, params, progress=None):
+    def generate(self, face_image, params, progress=None, pose_image=None):
         images = [Image.new("RGB", (64, 64), (i * 60, 0, 0)) for i in range(2)]
         info = [{"face_found": True, "face_detail": "applied", "face_detail_reason": None},
                 {"face_found": False, "face_detail": "skipped", "face_detail_reason": "no_face"}]

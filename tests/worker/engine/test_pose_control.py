@@ -127,3 +127,60 @@ def test_jobs_with_skeletons_batch_on_the_fast_engine_each_with_its_own(pose_mod
         alone = pipeline.generate(tom(), **kw)
         diff = np.abs(pixels(shared["images"][0]) - pixels(alone["images"][0]))
         assert float(diff.mean()) < 0.75 and int(diff.max()) <= 12
+
+
+# --- a pose photo in place of the template ---------------------------------------------------------
+
+
+def test_a_pose_photo_draws_its_own_skeleton_with_the_head_where_the_photos_is(pose_pipeline):
+    from shared.params import parse_params
+    from tests.pose_photos import astronaut
+    from worker.engine.job_inputs import base_inputs
+    from worker.pose.photo_skeleton import photo_layout
+
+    engine, face = pose_pipeline.engine, pose_pipeline.face_analyzer.analyze(tom())
+    params = parse_params({"width": 128, "height": 192})
+    body = pose_pipeline.pose_detector.detect(astronaut())
+    template, template_prompt = base_inputs(engine, face, params, {}, seed=1, count=1)
+    photo, photo_prompt = base_inputs(engine, face, params, {}, seed=1, count=1, body=body)
+    # both conditions change: the skeleton and the head IdentityNet draws
+    assert np.abs(pixels(photo.pose_image) - pixels(template.pose_image)).mean() > 1.0
+    assert np.abs(pixels(photo.kps_image) - pixels(template.kps_image)).mean() > 0.5
+    # the skeleton drawn is the photo's layout: the head's dot sits on the face the photo's head became
+    layout = photo_layout(body, face.kps, 128, 192)
+    x, y = layout.joints[J["nose"]].round().astype(int)
+    assert tuple(np.asarray(photo.pose_image)[y, x]) == COLORS[J["nose"]]
+    # and the prompt no longer names the template's pose
+    assert "standing upright" in template_prompt.positive and "standing" not in photo_prompt.positive
+
+
+def test_a_pose_photo_sets_the_jobs_pose_and_the_result_says_so(pose_pipeline):
+    from tests.pose_photos import astronaut
+
+    result = pose_pipeline.generate(tom(), pose_image=astronaut(), **SMALL)
+    assert result["pose_source"] == "photo" and "pose-controlnet" in result["parts"]
+    assert result["timings"]["pose_detection_s"] > 0
+    template = pose_pipeline.generate(tom(), **SMALL)
+    assert template["pose_source"] == "standing"
+    assert float(np.abs(pixels(result["images"][0]) - pixels(template["images"][0])).mean()) > 0.5
+
+
+def test_a_pose_photo_without_a_person_is_refused_with_its_code(pose_pipeline):
+    from shared.errors import ErrorCode, IdentityBodyError
+    from tests.pose_photos import grass
+
+    with pytest.raises(IdentityBodyError) as refused:
+        pose_pipeline.generate(tom(), pose_image=grass(), **SMALL)
+    assert refused.value.code is ErrorCode.NO_PERSON_IN_POSE_IMAGE and refused.value.field == "pose_image"
+    assert "pose photo" in refused.value.message
+
+
+def test_without_a_pose_controlnet_a_pose_photo_places_the_head_and_the_result_says_so(tiny_model_dir):
+    from tests.pose_photos import astronaut
+
+    pipeline = _pipeline(tiny_model_dir)
+    result = pipeline.generate(tom(), pose_image=astronaut(), **SMALL)
+    assert result["pose_source"] == "photo"
+    assert "pose-photo-head-only" in result["parts"] and "pose-prompt-only" not in result["parts"]
+    assert "only placed the head" in result["note"]
+    assert pipeline.info()["pose_photos"] is True and pipeline.info()["pose_controlnet"] is False

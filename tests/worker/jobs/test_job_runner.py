@@ -32,7 +32,7 @@ class EngineStandIn:
     def total_steps(self, params):
         return self.steps
 
-    def generate(self, face_image, params, progress=None):
+    def generate(self, face_image, params, progress=None, pose_image=None):
         self.calls += 1
         num_images, width, height = params.num_images, params.width, params.height
         for step in range(1, self.steps + 1):
@@ -138,7 +138,7 @@ def test_a_job_canceled_while_running_stops_at_the_next_step(store_storage):
     rid = queued_job(store, storage)
 
     class CancelAtStep2(EngineStandIn):
-        def generate(self, face_image, params, progress=None):
+        def generate(self, face_image, params, progress=None, pose_image=None):
             def wrapped(step, total):
                 if step == 2:
                     store.transition(rid, JobStatus.CANCELED)
