@@ -8,9 +8,11 @@ finished compiling):
 - ``fullgraph=True``: a graph break is an error at the first compile, not a silent slowdown;
 - static shapes: each network's ``forward`` is replaced by a ``BucketedForward`` that lets the
   compiled graph see only the sizes of ``ShapeBuckets`` (worker.engine.shape_buckets), with the
-  batch padded up to a bucket's row count and marked as its one dynamic dimension; any other size
-  runs the eager forward (logged once per size). One graph per network and size, whatever the
-  batch and mode;
+  batch padded up to a bucket's row count and marked as its one dynamic dimension, unbacked (see
+  ``_mark_batch``); any other size runs the eager forward (logged once per size). One graph per
+  network and size, whatever the batch and mode;
+- each network compiled from its own ``forward`` code (see ``_undecorated``), so dynamo's cache
+  of one network holds that network's sizes only;
 - the inputs that used to change between calls arrive in one form: LCM's int64 timesteps as
   float32 (Euler's dtype), and the IP-Adapter's face-region mask always present, one per row
   (all ones when a job has no face region: multiplying by one changes nothing);
@@ -31,8 +33,10 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+import types
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -95,7 +99,7 @@ class BucketedForward:
         self.name, self.eager, self.buckets, self.scale = name, eager, buckets, scale
         self.latent_sizes = buckets.latent_sizes(scale)
         self.compiled, self.starts_graph_step = compiled, starts_graph_step
-        self.run_compiled = torch.compile(eager, **options)
+        self.run_compiled = torch.compile(_undecorated(eager), **options)
 
     def __call__(self, *args, **kwargs):
         sample = args[0] if args else kwargs["sample"]   # the first parameter of all three forwards
@@ -108,7 +112,7 @@ class BucketedForward:
             kwargs["cross_attention_kwargs"] = _masks_per_row(kwargs.get("cross_attention_kwargs"), sample,
                                                               self.scale)
         args, kwargs = tree_map(lambda x: _pad_rows(x, rows, padded), (args, kwargs))
-        tree_map(lambda x: _mark_batch(x, padded), (args, kwargs))
+        tree_map(lambda x: _mark_batch(x, padded, self.buckets.rows), (args, kwargs))
         if self.starts_graph_step and sample.is_cuda:
             torch.compiler.cudagraph_mark_step_begin()
         from torch._dynamo.utils import counters
@@ -134,13 +138,37 @@ def _pad_rows(x: Any, rows: int, padded: int) -> Any:
     return torch.cat([x, x[-1:].expand(padded - rows, *x.shape[1:])])
 
 
-def _mark_batch(x: Any, padded: int) -> None:
+def _mark_batch(x: Any, padded: int, rows: tuple[int, ...]) -> None:
+    """Mark a batch tensor's rows as the graph's one dynamic size, unbacked: the compiler traces
+    it without looking at its value. A backed size (``mark_dynamic``) carries the first call's
+    value as a hint, and the CPU convolution's fake kernel asks the hint which backend it would
+    pick (for an unstrided conv the answer changes at 16 rows): a graph first traced at 2 rows
+    was guarded to ``2 <= batch <= 15`` and the 16-row bucket compiled a second graph. Warming up
+    16 rows first only turns the guard around, and ``mark_dynamic(min=2, max=16)`` turns it into
+    a compile error (both measured: bench/README.md, "Compiled engine on the CPU"). ``shape_id`` ties
+    the rows of every input to one symbol; ``min``/``max`` are the buckets' (checked at run
+    time: a pass with more rows runs eager before it gets here)."""
     if torch.is_tensor(x) and x.dim() > 0 and x.shape[0] == padded:
-        torch._dynamo.mark_dynamic(x, 0)
+        torch._dynamo.decorators.mark_unbacked(x, 0, shape_id="rows", min=rows[0], max=rows[-1])
 
 
 def _trim_rows(x: Any, padded: int, rows: int) -> Any:
     return x[:rows] if torch.is_tensor(x) and x.dim() > 0 and x.shape[0] == padded else x
+
+
+def _undecorated(forward: Callable) -> Callable:
+    """A module's bound ``forward`` without diffusers' ``apply_lora_scale`` decorator. Dynamo keeps
+    compiled graphs per code object, at most ``recompile_limit`` (8) of them, and a fullgraph
+    compile past that fails: the decorator's ``wrapper`` is one code object for both the UNet
+    and the ControlNet, so with four sizes the two filled it between them (and a fifth size would
+    have sent the engine eager). Unwrapped, each network's cache holds its own sizes. What the
+    decorator does, scaling PEFT LoRA layers by ``cross_attention_kwargs["scale"]``, has nothing
+    to act on here: the compiled engine's LCM-LoRA is baked into the weights (worker.engine.
+    baked_lora) and no caller passes a scale."""
+    function, module = getattr(forward, "__func__", None), getattr(forward, "__self__", None)
+    if function is None or module is None:
+        return forward
+    return types.MethodType(inspect.unwrap(function), module)
 
 
 def _masks_per_row(cross_attention_kwargs: dict | None, sample: torch.Tensor, scale: int) -> dict:
@@ -172,6 +200,9 @@ def compile_pipeline(pipe, buckets: ShapeBuckets, mode: str | None = "reduce-ove
     options: dict[str, Any] = {"fullgraph": True, "dynamic": False, "backend": backend}
     if backend == "inductor" and mode not in (None, "default"):
         options["mode"] = mode
+    # one cache entry per network and size: more sizes than dynamo's limit would fail the compile
+    limit = torch._dynamo.config.recompile_limit
+    torch._dynamo.config.recompile_limit = max(limit, len(buckets.sizes))
     controlnet = getattr(pipe, "controlnet", None)
     compiled = CompiledPipeline(networks=[], backend=backend, mode=mode, buckets=buckets)
     # Without IdentityNet (the SDXL fallback) the UNet is the first graph of a step.
