@@ -6,9 +6,10 @@ float tolerance; a size outside the buckets runs eager and the log says so; a se
 the warm cache generates no new code (inductor's FX graph cache hits, no misses).
 
 One engine compiled once for the module at the smallest shape, 64x64 (8x8 latents), passes of up
-to eight images: every row bucket, 2 to 16 (16 is where a batch traced with a value used to get
-a second graph: the CPU convolution's backend choice changes there). Inductor's C++ builds take
-minutes on a loaded CPU: integration tests."""
+to eight images: every row bucket (2, 4, 8) in the warm-up, and after it quality passes of 10 and
+16 rows, which run as 8-row calls (a 16-row bucket used to compile a second graph: the CPU
+convolution's backend choice changes at 16). Inductor's C++ builds take minutes on a loaded CPU:
+integration tests."""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ def test_warm_up_compiles_each_network_once_per_size_without_a_break(compiled):
     assert dict(state.graphs) == {("controlnet", latent): 1, ("unet", latent): 1, ("vae.decoder", latent): 1}
     assert compiled.warm_up_breaks == 0
     assert state.recompiles() == 0 and state.eager_shapes == set()
-    assert compiled.fast.compile.buckets.rows == (2, 4, 8, 16)
+    assert compiled.fast.compile.buckets.rows == (2, 4, 8)
     # one cache per network: the shared wrapper would hold two networks' graphs under one limit
     assert compiled.warm_up_entries == {"controlnet": 1, "unet": 1, "vae.decoder": 1, "lora-scale wrapper": 0}
 
@@ -110,7 +111,8 @@ def test_jobs_after_warm_up_compile_nothing_in_either_mode(compiled):
         generate_images(compiled, _inputs(num_images=2, steps=1, face_region=region, guidance=1.5))
         generate_images(compiled, _inputs(num_images=2, face_region=region, **{**QUALITY, "steps": 1}))
         generate_images(compiled, _inputs(num_images=3, steps=1))                    # 3 rows, padded to 4
-        generate_images(compiled, _inputs(num_images=5, **{**QUALITY, "steps": 1}))  # 10 rows, padded to 16
+        generate_images(compiled, _inputs(num_images=5, **{**QUALITY, "steps": 1}))  # 10 rows: 8 + 2; VAE 5 -> 8
+        generate_images(compiled, _inputs(num_images=8, **{**QUALITY, "steps": 1}))  # 16 rows: 8 + 8
         results = generate_batch(compiled, [BatchJob(_inputs(num_images=1, steps=1, seed=1, face_region=region)),
                                             BatchJob(_inputs(num_images=1, steps=1, seed=2, face_region=other))])
     assert [r.error for r in results] == [None, None]
