@@ -120,7 +120,8 @@ def test_jobs_after_warm_up_compile_nothing_in_either_mode(compiled):
 
 
 def test_compiled_images_equal_the_eager_engines(compiled, fast_tiny_engine):
-    for case in ({"num_images": 1}, {"num_images": 2}, {"num_images": 1, **QUALITY}):
+    # quality x5: 10 rows, run as calls of 8 and 2 rows whose outputs are joined back in order
+    for case in ({"num_images": 1}, {"num_images": 2}, {"num_images": 1, **QUALITY}, {"num_images": 5, **QUALITY}):
         eager = generate_images(fast_tiny_engine, _inputs(**case)).images
         fast = generate_images(compiled, _inputs(**case)).images
         assert len(fast) == len(eager) == case["num_images"]
