@@ -1,15 +1,19 @@
 """The compiled engine, proven on the CPU with inductor (real code generation) and the tiny models:
-warming up compiles each network once per size with no graph break; jobs after it, in both modes,
-any batch up to the buckets' rows, with and without a face region and micro-batched, compile
-nothing new; the images equal the eager engine's within float tolerance; a size outside the
-buckets runs eager and the log says so; a second process with the warm cache generates no new
-code (inductor's FX graph cache hits, no misses).
+warming up compiles each network once per size with no graph break, each network in its own
+dynamo cache; jobs after it, in both modes, any batch up to the buckets' rows, with and without a
+face region and micro-batched, compile nothing new; the images equal the eager engine's within
+float tolerance; a size outside the buckets runs eager and the log says so; a second process with
+the warm cache generates no new code (inductor's FX graph cache hits, no misses).
 
 One engine compiled once for the module at the smallest shape, 64x64 (8x8 latents), passes of up
-to two images. Inductor's C++ builds take minutes on a loaded CPU: integration tests."""
+to eight images: every row bucket (2, 4, 8) in the warm-up, and after it quality passes of 10 and
+16 rows, which run as 8-row calls (a 16-row bucket used to compile a second graph: the CPU
+convolution's backend choice changes at 16). Inductor's C++ builds take minutes on a loaded CPU:
+integration tests."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import subprocess
@@ -20,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 from torch._dynamo.utils import counters
 
 from shared.settings import Settings
@@ -34,7 +39,7 @@ from worker.face.keypoints import draw_kps
 pytestmark = pytest.mark.integration
 
 SIZE = 64
-OPTIONS = {"compile_mode": "default", "max_images": 2, "compile_sizes": ((SIZE, SIZE),)}
+OPTIONS = {"compile_mode": "default", "max_images": 8, "compile_sizes": ((SIZE, SIZE),)}
 
 
 def _inputs(size: int = SIZE, **overrides) -> GenerationInputs:
@@ -60,14 +65,27 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("compile-cache")
 
 
+def _cache_entries(pipe) -> dict[str, int]:
+    """Graphs dynamo holds per code object: each network's own ``forward``, and diffusers'
+    ``apply_lora_scale`` wrapper that the UNet's and the ControlNet's forwards share."""
+    codes = {"controlnet": inspect.unwrap(type(pipe.controlnet).forward).__code__,
+             "unet": inspect.unwrap(type(pipe.unet).forward).__code__,
+             "vae.decoder": type(pipe.vae.decoder).forward.__code__,
+             "lora-scale wrapper": type(pipe.unet).forward.__code__}
+    return {name: len(_debug_get_cache_entry_list(code)) for name, code in codes.items()}
+
+
 @pytest.fixture(scope="module")
 def compiled(tiny_model_dir: Path, cache_dir: Path):
-    """The tiny engine compiled and warmed up once; the warm-up's graph-break count beside it."""
+    """The tiny engine compiled and warmed up once; the warm-up's graph breaks and new dynamo
+    cache entries beside it (deltas: other tests in the process may have compiled too)."""
     breaks = sum(counters["graph_break"].values())
     policy = DevicePolicy.decide(Settings(_env_file=None, device="cpu"))
     engine = load_engine(tiny_model_dir, policy, fast=FastOptions(cache_dir=cache_dir, **OPTIONS))
+    entries = _cache_entries(engine.pipe)
     warm_up(engine)
     engine.warm_up_breaks = sum(counters["graph_break"].values()) - breaks
+    engine.warm_up_entries = {k: n - entries[k] for k, n in _cache_entries(engine.pipe).items()}
     return engine
 
 
@@ -78,6 +96,9 @@ def test_warm_up_compiles_each_network_once_per_size_without_a_break(compiled):
     assert dict(state.graphs) == {("controlnet", latent): 1, ("unet", latent): 1, ("vae.decoder", latent): 1}
     assert compiled.warm_up_breaks == 0
     assert state.recompiles() == 0 and state.eager_shapes == set()
+    assert compiled.fast.compile.buckets.rows == (2, 4, 8)
+    # one cache per network: the shared wrapper would hold two networks' graphs under one limit
+    assert compiled.warm_up_entries == {"controlnet": 1, "unet": 1, "vae.decoder": 1, "lora-scale wrapper": 0}
 
 
 def test_jobs_after_warm_up_compile_nothing_in_either_mode(compiled):
@@ -89,6 +110,9 @@ def test_jobs_after_warm_up_compile_nothing_in_either_mode(compiled):
         generate_images(compiled, _inputs(num_images=1, steps=1))
         generate_images(compiled, _inputs(num_images=2, steps=1, face_region=region, guidance=1.5))
         generate_images(compiled, _inputs(num_images=2, face_region=region, **{**QUALITY, "steps": 1}))
+        generate_images(compiled, _inputs(num_images=3, steps=1))                    # 3 rows, padded to 4
+        generate_images(compiled, _inputs(num_images=5, **{**QUALITY, "steps": 1}))  # 10 rows: 8 + 2; VAE 5 -> 8
+        generate_images(compiled, _inputs(num_images=8, **{**QUALITY, "steps": 1}))  # 16 rows: 8 + 8
         results = generate_batch(compiled, [BatchJob(_inputs(num_images=1, steps=1, seed=1, face_region=region)),
                                             BatchJob(_inputs(num_images=1, steps=1, seed=2, face_region=other))])
     assert [r.error for r in results] == [None, None]
@@ -96,7 +120,8 @@ def test_jobs_after_warm_up_compile_nothing_in_either_mode(compiled):
 
 
 def test_compiled_images_equal_the_eager_engines(compiled, fast_tiny_engine):
-    for case in ({"num_images": 1}, {"num_images": 2}, {"num_images": 1, **QUALITY}):
+    # quality x5: 10 rows, run as calls of 8 and 2 rows whose outputs are joined back in order
+    for case in ({"num_images": 1}, {"num_images": 2}, {"num_images": 1, **QUALITY}, {"num_images": 5, **QUALITY}):
         eager = generate_images(fast_tiny_engine, _inputs(**case)).images
         fast = generate_images(compiled, _inputs(**case)).images
         assert len(fast) == len(eager) == case["num_images"]
