@@ -259,7 +259,7 @@ def test_openapi_states_the_candidates_rule_and_the_cursor_format(gateway):
     spec = httpx.get(gateway.base_url + "/openapi.json", timeout=SLACK_S).json()
     schema = spec["paths"][SUBMIT]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     validator = jsonschema.Draft202012Validator(schema)
-    photo = {"face_image": "..."}
+    photo = {"face_image": ["..."]}   # the field repeats: 1-5 photos
     assert validator.is_valid({**photo, "num_images": 2, "candidates": 2})
     assert validator.is_valid({**photo, "num_images": 1, "candidates": 8})
     assert not validator.is_valid({**photo, "num_images": 3, "candidates": 2})

@@ -220,7 +220,7 @@ def test_gpu_worker_environment_has_only_onnxruntime_gpu_and_headless_opencv(tmp
     complaints = sorted(re.sub(r"^(insightface|nudenet|mediapipe) \S+ (.*?)(, but you have .*)?$", r"\1 \2", line)
                         for line in check.stdout.splitlines() if line.strip())
     mediapipe_skips = [f"mediapipe requires {name}, which is not installed." for name in (
-        "absl-py", "jax", "jaxlib", "matplotlib", "opencv-contrib-python", "sentencepiece", "sounddevice")]
+        "absl-py", "attrs", "jax", "jaxlib", "matplotlib", "opencv-contrib-python", "sentencepiece", "sounddevice")]
     assert complaints == sorted(["insightface requires onnxruntime, which is not installed.",
                                  "insightface requires opencv-python, which is not installed.",
                                  "nudenet requires onnxruntime, which is not installed.", *mediapipe_skips,
