@@ -16,12 +16,12 @@ from PIL import Image
 from idbody.stack.polling import until
 from idbody.stack.service import running_stack, stack_settings
 from shared.storage import Storage
+from tests.e2e.finished_job import SUBMIT, job_end
 from tests.face_photos import jpeg, stranger, tom, tom_again
 from tests.image_samples import uniform_jpeg
 
 pytestmark = pytest.mark.integration
 
-SUBMIT = "/api/v1/generate-identity-body"
 SMALL = {"num_images": "1", "width": "64", "height": "64", "num_inference_steps": "2", "seed": "7"}
 
 
@@ -41,13 +41,7 @@ def submit(service, photos: list[bytes]) -> httpx.Response:
 def finished(service, photos: list[bytes]) -> dict:
     resp = submit(service, photos)
     assert resp.status_code == 202, resp.text
-    status_url = resp.json()["status_url"]
-
-    def done() -> dict | None:
-        body = httpx.get(status_url, timeout=10).json()
-        return body if body["status"] in ("succeeded", "failed", "canceled") else None
-
-    return until(done, 300, "the job to finish")
+    return job_end(resp.json()["status_url"], 300)
 
 
 def result_pixels(status: dict) -> tuple[dict, np.ndarray]:

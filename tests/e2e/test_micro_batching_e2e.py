@@ -9,16 +9,15 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from idbody.stack.polling import until
 from idbody.stack.servers import free_port
 from idbody.stack.service import ServiceStack, running_stack, stack_settings
 from shared.jobs.store import JobStore
+from tests.e2e.finished_job import SUBMIT, job_end
 from tests.e2e.limits import measure_limits
 from tests.face_photos import tom_jpeg
 
 pytestmark = pytest.mark.integration
 
-SUBMIT = "/api/v1/generate-identity-body"
 FIELDS = {"num_images": "1", "width": "128", "height": "128", "num_inference_steps": "2", "face_detail": "false"}
 SLOTS = 3
 
@@ -49,11 +48,7 @@ def submit(stack: ServiceStack, seed: int) -> str:
 
 
 def finished(stack: ServiceStack, request_id: str) -> dict:
-    def ended() -> dict | None:
-        body = httpx.get(f"{stack.base_url}/api/v1/jobs/{request_id}", timeout=10).json()
-        return body if body["status"] in ("succeeded", "failed", "canceled") else None
-
-    return until(ended, stack.limits.soft_s * 2, f"job {request_id} to finish")
+    return job_end(f"{stack.base_url}/api/v1/jobs/{request_id}", stack.limits.soft_s * 2)
 
 
 def seeds(stack: ServiceStack, request_id: str) -> list[int]:

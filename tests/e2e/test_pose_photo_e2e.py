@@ -17,6 +17,7 @@ from idbody.stack.service import ServiceStack, running_stack, stack_settings
 from shared.jobs.store import JobStore
 from shared.storage import Storage
 from tests.e2e import test_web_page
+from tests.e2e.finished_job import SUBMIT, job_end
 from tests.e2e.test_web_page import ARTIFACTS, DESKTOP, FACE, PHONE
 from tests.face_photos import jpeg, tom_again, tom_jpeg
 from tests.pose_photos import astronaut, grass
@@ -24,7 +25,6 @@ from tests.pose_photos import astronaut, grass
 pytestmark = pytest.mark.integration
 browser = test_web_page.browser   # the same real Chromium fixture as the page's own tests
 
-SUBMIT = "/api/v1/generate-identity-body"
 SMALL = {"num_images": "1", "width": "64", "height": "96", "num_inference_steps": "2", "face_detail": "false"}
 
 
@@ -52,13 +52,7 @@ def finished(stack: ServiceStack, pose: bytes, deadline_s: float, faces: list[by
     resp = httpx.post(stack.base_url + SUBMIT, data=SMALL, timeout=90,
                       files=[*files, ("pose_image", ("pose.jpg", pose, "image/jpeg"))])
     assert resp.status_code == 202, resp.text
-    status_url = resp.json()["status_url"]
-
-    def done() -> dict | None:
-        body = httpx.get(status_url, timeout=10).json()
-        return body if body["status"] in ("succeeded", "failed", "canceled") else None
-
-    return resp.json()["request_id"], until(done, deadline_s, "the job to finish")
+    return resp.json()["request_id"], job_end(resp.json()["status_url"], deadline_s)
 
 
 def uploads_of(stack: ServiceStack, request_id: str) -> list[str]:
